@@ -1,0 +1,8 @@
+import { describe, expect, it } from 'vitest';
+import * as api from '../src/index';
+
+describe('@mesh-agent/admin-kit', () => {
+  it('exports its public API', () => {
+    expect(Object.keys(api).length).toBeGreaterThan(0);
+  });
+});

@@ -1,0 +1,3 @@
+export function runCli(argv: string[]): void {
+  console.log('mesh-agent', argv.join(' '));
+}
