@@ -1,0 +1,180 @@
+import type { ClusterConfig, EndpointConfig } from '../config/types';
+import type { Counter, Gauge, Histogram, StatsStore } from '../stats/store';
+import { createHost, hostKey, isHealthy, type Host } from './host';
+import { createLoadBalancer, type LbContext, type LoadBalancer } from './load-balancer';
+
+/**
+ * Hook points for the resilience modules (issue 6). The data plane calls these
+ * where noted in src/http/request-flow.ts; each slot is optional.
+ */
+export interface CircuitBreakersSlot {
+  /** Called before a request is sent; false => 503 with flag UO, `upstream_rq_pending_overflow`. */
+  tryAcquireRequest(isRetry: boolean): boolean;
+  /** Called once per acquired request when it finishes (success or not). */
+  releaseRequest(isRetry: boolean): void;
+  /** Called before a new upstream connection is opened; false => UO, `upstream_cx_overflow`. */
+  canOpenConnection?(): boolean;
+  close?(): void;
+}
+
+export type UpstreamOutcome =
+  | { kind: 'response'; status: number }
+  | { kind: 'connect-failure' }
+  | { kind: 'reset' }
+  | { kind: 'timeout' };
+
+export interface OutlierDetectorSlot {
+  /** Every attempt's outcome against a host. */
+  reportOutcome(host: Host, outcome: UpstreamOutcome): void;
+  close?(): void;
+}
+
+export interface HealthCheckerSlot {
+  close?(): void;
+}
+
+export interface ClusterStats {
+  upstream_rq_total: Counter;
+  upstream_rq_2xx: Counter;
+  upstream_rq_3xx: Counter;
+  upstream_rq_4xx: Counter;
+  upstream_rq_5xx: Counter;
+  upstream_rq_completed: Counter;
+  upstream_rq_active: Gauge;
+  upstream_rq_timeout: Counter;
+  upstream_rq_retry: Counter;
+  upstream_rq_pending_overflow: Counter;
+  upstream_cx_total: Counter;
+  upstream_cx_active: Gauge;
+  upstream_cx_connect_fail: Counter;
+  upstream_cx_destroy: Counter;
+  upstream_cx_overflow: Counter;
+  upstream_rq_time: Histogram;
+  upstream_cx_none_healthy: Counter;
+  lb_healthy_panic: Counter;
+  membership_total: Gauge;
+  membership_healthy: Gauge;
+  membership_change: Counter;
+  update_success: Counter;
+}
+
+const CLUSTER_COUNTERS = ['upstream_rq_total', 'upstream_rq_2xx', 'upstream_rq_3xx', 'upstream_rq_4xx', 'upstream_rq_5xx', 'upstream_rq_completed',
+  'upstream_rq_timeout', 'upstream_rq_retry', 'upstream_rq_pending_overflow', 'upstream_cx_total', 'upstream_cx_connect_fail', 'upstream_cx_destroy',
+  'upstream_cx_overflow', 'upstream_cx_none_healthy', 'lb_healthy_panic', 'membership_change', 'update_success'] as const;
+const CLUSTER_GAUGES = ['upstream_rq_active', 'upstream_cx_active', 'membership_total', 'membership_healthy'] as const;
+
+function createClusterStats(store: StatsStore, name: string): ClusterStats {
+  const s: Record<string, unknown> = {};
+  for (const c of CLUSTER_COUNTERS) s[c] = store.counter('cluster.', name, c);
+  for (const g of CLUSTER_GAUGES) s[g] = store.gauge('cluster.', name, g);
+  s.upstream_rq_time = store.histogram('cluster.', name, 'upstream_rq_time');
+  return s as unknown as ClusterStats;
+}
+
+export const DEFAULT_PANIC_THRESHOLD_PERCENT = 50;
+export const DEFAULT_CONNECT_TIMEOUT_MS = 1000;
+
+/** The result of a host pick: the host, or why there is none (flag UH). */
+export interface HostPick { host: Host | undefined; panic: boolean }
+
+/** A cluster at run time: hosts, the load balancer and the resilience slots. */
+export class Cluster {
+  hosts: Host[] = [];
+  lb: LoadBalancer;
+  config: ClusterConfig;
+  readonly stats: ClusterStats;
+  /** Set by the resilience modules (issue 6). */
+  circuitBreakers?: CircuitBreakersSlot;
+  outlierDetector?: OutlierDetectorSlot;
+  healthChecker?: HealthCheckerSlot;
+  /** True when endpoints are pushed at run time (registry), false for static ones. */
+  addedViaApi = false;
+  /** Lower-cased hash header for ring_hash. */
+  hashHeader: string | undefined;
+
+  constructor(config: ClusterConfig, readonly statsStore: StatsStore) {
+    this.config = config;
+    this.lb = createLoadBalancer(config.lbPolicy ?? 'round_robin');
+    this.hashHeader = config.hashHeader?.toLowerCase();
+    this.stats = createClusterStats(statsStore, config.name);
+    this.setEndpoints(config.endpoints ?? []);
+  }
+
+  get name(): string { return this.config.name; }
+  get connectTimeoutMs(): number { return this.config.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS; }
+
+  /** Replaces the config in place (same name); keeps hosts that stay, with their stats and flags. */
+  reconfigure(config: ClusterConfig): void {
+    const policyChanged = (config.lbPolicy ?? 'round_robin') !== (this.config.lbPolicy ?? 'round_robin');
+    this.config = config;
+    this.hashHeader = config.hashHeader?.toLowerCase();
+    if (policyChanged) this.lb = createLoadBalancer(config.lbPolicy ?? 'round_robin');
+    if (config.endpoints) this.setEndpoints(config.endpoints);
+  }
+
+  /**
+   * Replaces the host set atomically. A host that stays keeps its object (stats,
+   * active/outlier flags); its EDS health comes from the new endpoint.
+   */
+  setEndpoints(endpoints: EndpointConfig[]): void {
+    const old = new Map(this.hosts.map((h) => [hostKey(h), h]));
+    const next: Host[] = [];
+    for (const ep of endpoints) {
+      const key = hostKey(ep);
+      let host = old.get(key);
+      if (host) {
+        old.delete(key);
+        host.weight = ep.weight ?? 1;
+        host.metadata = ep.metadata ?? {};
+        if (ep.healthy === false) host.healthFlags.add('failed_eds_health');
+        else host.healthFlags.delete('failed_eds_health');
+      } else {
+        host = createHost(ep);
+      }
+      if (!next.some((h) => h === host)) next.push(host);
+    }
+    const changed = old.size > 0 || next.length !== this.hosts.length || next.some((h, i) => h !== this.hosts[i]);
+    this.hosts = next;
+    this.removedHosts(old.size > 0 ? [...old.values()] : []);
+    if (changed) this.stats.membership_change.inc();
+    this.refreshMembership();
+  }
+
+  /** Hook: hosts dropped by an update (the upstream pool closes their idle connections). */
+  onHostsRemoved: ((hosts: Host[]) => void) | undefined;
+  private removedHosts(hosts: Host[]): void {
+    if (hosts.length > 0) this.onHostsRemoved?.(hosts);
+  }
+
+  /** Call after changing any host's healthFlags (health checker, outlier detector). */
+  refreshMembership(): void {
+    let healthy = 0;
+    for (const h of this.hosts) if (isHealthy(h)) healthy++;
+    this.stats.membership_total.set(this.hosts.length);
+    this.stats.membership_healthy.set(healthy);
+  }
+
+  /**
+   * Picks a host among the healthy ones. Envoy's panic threshold: when the healthy
+   * share falls below `panicThresholdPercent` (default 50), balance across all hosts.
+   */
+  pickHost(ctx: LbContext): HostPick {
+    const hosts = this.hosts;
+    if (hosts.length === 0) return { host: undefined, panic: false };
+    let healthy = 0;
+    for (const h of hosts) if (h.healthFlags.size === 0) healthy++;
+    const threshold = this.config.panicThresholdPercent ?? DEFAULT_PANIC_THRESHOLD_PERCENT;
+    if (healthy === hosts.length) return { host: this.lb.pick(hosts, ctx), panic: false };
+    if (healthy === 0 || (healthy * 100) / hosts.length < threshold) {
+      this.stats.lb_healthy_panic.inc();
+      return { host: this.lb.pick(hosts, ctx), panic: true };
+    }
+    return { host: this.lb.pick(hosts.filter(isHealthy), ctx), panic: false };
+  }
+
+  close(): void {
+    this.circuitBreakers?.close?.();
+    this.outlierDetector?.close?.();
+    this.healthChecker?.close?.();
+  }
+}

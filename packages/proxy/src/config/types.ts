@@ -1,0 +1,108 @@
+/**
+ * The proxy's bootstrap config (contract: docs/package-apis.md, ProxyBootstrap).
+ * Validated by the zod schema in @mesh-agent/shared-config (schemas/proxy-bootstrap.ts);
+ * these are the resolved shapes the proxy works with.
+ */
+import type { LbPolicy } from '../cluster/load-balancer';
+
+export interface EndpointConfig {
+  address: string;
+  port: number;
+  weight?: number;
+  healthy?: boolean;
+  metadata?: Record<string, unknown>;
+}
+
+export interface CircuitBreakersConfig {
+  maxConnections?: number;
+  maxPendingRequests?: number;
+  maxRequests?: number;
+  maxRetries?: number;
+}
+
+export interface HealthCheckConfig {
+  path: string;
+  intervalMs?: number;
+  timeoutMs?: number;
+  healthyThreshold?: number;
+  unhealthyThreshold?: number;
+  jitterMs?: number;
+}
+
+export interface OutlierDetectionConfig {
+  consecutive5xx?: number;
+  consecutiveGatewayFailure?: number;
+  intervalMs?: number;
+  baseEjectionTimeMs?: number;
+  maxEjectionPercent?: number;
+}
+
+export interface ClusterConfig {
+  name: string;
+  lbPolicy?: LbPolicy;
+  hashHeader?: string;
+  connectTimeoutMs?: number;
+  endpoints?: EndpointConfig[];
+  /** Endpoints come from the registry (the agent's 'registry' message): service name to follow. */
+  service?: string;
+  circuitBreakers?: CircuitBreakersConfig;
+  healthCheck?: HealthCheckConfig;
+  outlierDetection?: OutlierDetectionConfig;
+  panicThresholdPercent?: number;
+}
+
+export interface HeaderMatchConfig {
+  name: string;
+  exact?: string;
+  regex?: string;
+  present?: boolean;
+}
+
+export interface RouteMatchConfig {
+  prefix?: string;
+  path?: string;
+  regex?: string;
+  headers?: HeaderMatchConfig[];
+}
+
+export interface RetryPolicyConfig {
+  retryOn?: string;
+  numRetries?: number;
+  perTryTimeoutMs?: number;
+}
+
+export interface RouteActionConfig {
+  cluster?: string;
+  weightedClusters?: { name: string; weight: number }[];
+  timeoutMs?: number;
+  retryPolicy?: RetryPolicyConfig;
+  prefixRewrite?: string;
+}
+
+export interface RouteConfig {
+  name?: string;
+  match: RouteMatchConfig;
+  route?: RouteActionConfig;
+  directResponse?: { status: number; body?: string };
+}
+
+export interface VirtualHostConfig {
+  name: string;
+  domains: string[];
+  routes: RouteConfig[];
+}
+
+export interface ProxyBootstrap {
+  version?: string;
+  node?: { id?: string; cluster?: string; metadata?: Record<string, unknown> };
+  admin?: { address?: string; port?: number };
+  listener?: { name?: string; address?: string; port?: number };
+  localAddresses?: string[];
+  inbound?: { port: number; cluster: string }[];
+  accessLog?: { format?: 'text' | 'json'; path?: string };
+  clusters?: ClusterConfig[];
+  routes?: { virtualHosts?: VirtualHostConfig[] };
+  drainTimeMs?: number;
+  /** Limits on the request head (defaults: 60 KiB like Envoy, 100 headers, 10 s). */
+  limits?: { maxHeadersBytes?: number; maxHeadersCount?: number; headersTimeoutMs?: number; idleTimeoutMs?: number };
+}
