@@ -1,4 +1,4 @@
 import { mergeConfig, defineConfig } from 'vitest/config';
-import { meshVitestBase } from '../vitest.config.base';
+import { meshVitestBase } from '../vitest.config.base.js';
 
 export default mergeConfig(meshVitestBase, defineConfig({ test: { testTimeout: 120_000 } }));
