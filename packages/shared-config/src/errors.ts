@@ -46,7 +46,7 @@ export interface ConfigIssue {
 }
 
 export function formatConfigIssue(issue: ConfigIssue): string {
-  const where = [issue.file, issue.line].filter((part) => part !== undefined).join(':');
+  const where = issue.file !== undefined ? [issue.file, issue.line].filter((part) => part !== undefined).join(':') : issue.line !== undefined ? `line ${issue.line}` : '';
   const field = issue.path === '' ? '(document)' : issue.path;
   return `${where ? `${where}: ` : ''}${field}: ${issue.message}`;
 }
@@ -55,9 +55,10 @@ export function formatConfigIssue(issue: ConfigIssue): string {
 export class ConfigError extends MeshError {
   readonly issues: ConfigIssue[];
 
-  constructor(issues: ConfigIssue[], opts: { source?: string; hint?: string } = {}) {
+  /** `code` defaults to MESH_CONFIG_INVALID; the loader also uses MESH_CONFIG_UNREADABLE and MESH_CONFIG_SYNTAX. */
+  constructor(issues: ConfigIssue[], opts: { source?: string; hint?: string; code?: string } = {}) {
     const head = `invalid configuration${opts.source ? ` in ${opts.source}` : ''}: ${issues.length} problem${issues.length === 1 ? '' : 's'}`;
-    super('MESH_CONFIG_INVALID', [head, ...issues.map((i) => `  - ${formatConfigIssue(i)}`)].join('\n'), {
+    super(opts.code ?? 'MESH_CONFIG_INVALID', [head, ...issues.map((i) => `  - ${formatConfigIssue(i)}`)].join('\n'), {
       exitCode: EXIT_CODES.usage,
       hint: opts.hint ?? 'fix the fields listed above; the JSON Schemas in @mesh-agent/shared-config/schemas describe every field',
       details: issues,

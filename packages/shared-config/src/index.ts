@@ -10,3 +10,13 @@ export {
   DEFAULT_DNS_TTL,
   ADMIN_HOST,
 } from './defaults';
+export * from './schemas/index';
+export { loadConfigFile, parseConfig, parseConfigText } from './loader';
+export type { LoadConfigOptions, ParseConfigOptions } from './loader';
+export { AGENT_ENV_BINDINGS, applyEnvOverrides, convertEnvValue, envBindingsFor, registerEnvBindings } from './env-overrides';
+export type { AppliedEnvOverride, EnvBinding, EnvValueKind } from './env-overrides';
+export { formatConfigPath } from './config-path';
+export { CONFIG_SCHEMAS, toJsonSchema, jsonSchemaText } from './json-schemas';
+export { HANDLE_NAMES, isChildToParent, isParentToChild } from './control-protocol';
+export type { ChildToParent, HandleName, ParentToChild } from './control-protocol';
+export { specFilePath } from './resolve';
