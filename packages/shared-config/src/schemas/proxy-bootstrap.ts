@@ -1,0 +1,205 @@
+import { z } from 'zod';
+import { ADMIN_HOST, DEFAULT_PORTS } from '../defaults';
+import { ipAddress, listenAddress, listenPort, metadata, millis, nonEmptyString, nonNegativeInt, percent, positiveInt, servicePort } from './common';
+
+export const LB_POLICIES = ['round_robin', 'least_request', 'random', 'ring_hash'] as const;
+export const lbPolicySchema = z.enum(LB_POLICIES, { error: `expected one of ${LB_POLICIES.join(', ')}` });
+
+export const endpointSchema = z.strictObject({
+  address: ipAddress,
+  port: servicePort,
+  weight: nonNegativeInt.default(1),
+  healthy: z.boolean().default(true),
+});
+
+export const circuitBreakersSchema = z.strictObject({
+  maxConnections: positiveInt.default(1024),
+  maxPendingRequests: positiveInt.default(1024),
+  maxRequests: positiveInt.default(1024),
+  maxRetries: nonNegativeInt.default(3),
+});
+
+export const healthCheckSchema = z.strictObject({
+  path: z.string().startsWith('/', { error: 'a health-check path starts with "/"' }).default('/health'),
+  intervalMs: positiveInt.default(5000),
+  timeoutMs: positiveInt.default(1000),
+  healthyThreshold: positiveInt.default(1),
+  unhealthyThreshold: positiveInt.default(3),
+  jitterMs: millis.default(0),
+});
+
+export const outlierDetectionSchema = z.strictObject({
+  consecutive5xx: positiveInt.default(5),
+  consecutiveGatewayFailure: positiveInt.default(5),
+  intervalMs: positiveInt.default(10000),
+  baseEjectionTimeMs: positiveInt.default(30000),
+  maxEjectionPercent: percent.default(10),
+});
+
+export const clusterSchema = z
+  .strictObject({
+    /** Naming scheme: inbound `in#PORT#SERVICE`, outbound `out#PORT#SERVICE`. */
+    name: nonEmptyString,
+    lbPolicy: lbPolicySchema.default('round_robin'),
+    /** ring_hash only: the request header whose value picks the endpoint. */
+    hashHeader: z.string().min(1).optional(),
+    connectTimeoutMs: positiveInt.default(1000),
+    endpoints: z.array(endpointSchema).default([]),
+    circuitBreakers: circuitBreakersSchema.prefault({}),
+    healthCheck: healthCheckSchema.optional(),
+    outlierDetection: outlierDetectionSchema.optional(),
+    panicThresholdPercent: percent.default(50),
+  })
+  .superRefine((cluster, ctx) => {
+    if (cluster.lbPolicy === 'ring_hash' && !cluster.hashHeader) {
+      ctx.addIssue({ code: 'custom', path: ['hashHeader'], message: 'lbPolicy ring_hash needs hashHeader (the header to hash on)' });
+    }
+  });
+
+export const headerMatchSchema = z
+  .strictObject({
+    name: nonEmptyString,
+    exact: z.string().optional(),
+    regex: z.string().optional(),
+    present: z.boolean().optional(),
+  })
+  .superRefine((header, ctx) => {
+    const kinds = [header.exact, header.regex, header.present].filter((v) => v !== undefined).length;
+    if (kinds !== 1) ctx.addIssue({ code: 'custom', path: [], message: 'a header match has exactly one of exact, regex, present' });
+    if (header.regex !== undefined) checkRegex(header.regex, ['regex'], ctx);
+  });
+
+export const routeMatchSchema = z
+  .strictObject({
+    prefix: z.string().startsWith('/', { error: 'a prefix starts with "/"' }).optional(),
+    path: z.string().startsWith('/', { error: 'a path starts with "/"' }).optional(),
+    regex: z.string().optional(),
+    headers: z.array(headerMatchSchema).default([]),
+  })
+  .superRefine((match, ctx) => {
+    const kinds = [match.prefix, match.path, match.regex].filter((v) => v !== undefined).length;
+    if (kinds !== 1) ctx.addIssue({ code: 'custom', path: [], message: 'a route match has exactly one of prefix, path, regex' });
+    if (match.regex !== undefined) checkRegex(match.regex, ['regex'], ctx);
+  });
+
+export const retryPolicySchema = z.strictObject({
+  retryOn: z.string().default('5xx,connect-failure,reset'),
+  numRetries: nonNegativeInt.default(2),
+  /** 0 = the route's timeout applies to each try. */
+  perTryTimeoutMs: millis.default(0),
+});
+
+export const weightedClusterSchema = z.strictObject({ name: nonEmptyString, weight: nonNegativeInt });
+
+export const routeActionSchema = z
+  .strictObject({
+    cluster: nonEmptyString.optional(),
+    weightedClusters: z.array(weightedClusterSchema).min(1).optional(),
+    /** 0 = no timeout. */
+    timeoutMs: millis.default(15000),
+    retryPolicy: retryPolicySchema.optional(),
+  })
+  .superRefine((action, ctx) => {
+    if ((action.cluster === undefined) === (action.weightedClusters === undefined)) {
+      ctx.addIssue({ code: 'custom', path: [], message: 'a route has exactly one of cluster, weightedClusters' });
+    }
+  });
+
+export const directResponseSchema = z.strictObject({
+  status: z.number().int().min(100).max(599),
+  body: z.string().default(''),
+});
+
+export const routeSchema = z
+  .strictObject({
+    name: z.string().optional(),
+    match: routeMatchSchema,
+    route: routeActionSchema.optional(),
+    directResponse: directResponseSchema.optional(),
+  })
+  .superRefine((route, ctx) => {
+    if ((route.route === undefined) === (route.directResponse === undefined)) {
+      ctx.addIssue({ code: 'custom', path: [], message: 'a route has exactly one of route, directResponse' });
+    }
+  });
+
+export const virtualHostSchema = z.strictObject({
+  name: nonEmptyString,
+  /** Host header values (with or without :port); '*' matches any. */
+  domains: z.array(nonEmptyString).min(1, { error: 'a virtual host needs at least one domain' }),
+  routes: z.array(routeSchema).default([]),
+});
+
+export const inboundPortSchema = z.strictObject({ port: servicePort, cluster: nonEmptyString });
+
+export const accessLogSchema = z.strictObject({
+  format: z.enum(['text', 'json']).default('text'),
+  path: z.string().min(1).default('/dev/stdout'),
+});
+
+/** The proxy's startup config, written by the agent to a file (docs/package-apis.md, "ProxyBootstrap"). */
+export const proxyBootstrapSchema = z
+  .strictObject({
+    /** Shown in /config_dump as version_info. */
+    version: z.string().default('1'),
+    node: z
+      .strictObject({ id: z.string().default('mesh-proxy'), cluster: z.string().default(''), metadata: metadata.default({}) })
+      .prefault({}),
+    admin: listenAddress(ADMIN_HOST, DEFAULT_PORTS.proxyAdmin),
+    listener: z
+      .strictObject({ name: z.string().default('virtual'), address: ipAddress.default('0.0.0.0'), port: listenPort.default(DEFAULT_PORTS.proxyListener) })
+      .prefault({}),
+    /** A connection whose original destination is one of these (or loopback) is inbound. */
+    localAddresses: z.array(ipAddress).default([]),
+    /** Original destination port -> inbound cluster. */
+    inbound: z.array(inboundPortSchema).default([]),
+    accessLog: accessLogSchema.optional(),
+    clusters: z.array(clusterSchema).default([]),
+    routes: z.strictObject({ virtualHosts: z.array(virtualHostSchema).default([]) }).prefault({}),
+    drainTimeMs: millis.default(5000),
+  })
+  .superRefine((bootstrap, ctx) => {
+    const names = new Set<string>();
+    bootstrap.clusters.forEach((cluster, index) => {
+      if (names.has(cluster.name)) ctx.addIssue({ code: 'custom', path: ['clusters', index, 'name'], message: `cluster "${cluster.name}" is defined twice` });
+      names.add(cluster.name);
+    });
+    const known = (name: string) => names.has(name);
+    bootstrap.inbound.forEach((entry, index) => {
+      if (!known(entry.cluster)) ctx.addIssue({ code: 'custom', path: ['inbound', index, 'cluster'], message: `unknown cluster "${entry.cluster}"` });
+    });
+    bootstrap.routes.virtualHosts.forEach((host, h) => {
+      host.routes.forEach((route, r) => {
+        const base = ['routes', 'virtualHosts', h, 'routes', r, 'route'];
+        if (route.route?.cluster !== undefined && !known(route.route.cluster)) {
+          ctx.addIssue({ code: 'custom', path: [...base, 'cluster'], message: `unknown cluster "${route.route.cluster}"` });
+        }
+        route.route?.weightedClusters?.forEach((weighted, w) => {
+          if (!known(weighted.name)) ctx.addIssue({ code: 'custom', path: [...base, 'weightedClusters', w, 'name'], message: `unknown cluster "${weighted.name}"` });
+        });
+      });
+    });
+  });
+
+function checkRegex(source: string, path: (string | number)[], ctx: z.RefinementCtx): void {
+  try {
+    new RegExp(source);
+  } catch (err) {
+    ctx.addIssue({ code: 'custom', path, message: `invalid regular expression: ${(err as Error).message}` });
+  }
+}
+
+export type LbPolicy = z.infer<typeof lbPolicySchema>;
+export type Endpoint = z.infer<typeof endpointSchema>;
+export type CircuitBreakers = z.infer<typeof circuitBreakersSchema>;
+export type HealthCheck = z.infer<typeof healthCheckSchema>;
+export type OutlierDetection = z.infer<typeof outlierDetectionSchema>;
+export type Cluster = z.infer<typeof clusterSchema>;
+export type HeaderMatch = z.infer<typeof headerMatchSchema>;
+export type RouteMatch = z.infer<typeof routeMatchSchema>;
+export type RetryPolicy = z.infer<typeof retryPolicySchema>;
+export type RouteAction = z.infer<typeof routeActionSchema>;
+export type Route = z.infer<typeof routeSchema>;
+export type VirtualHost = z.infer<typeof virtualHostSchema>;
+export type ProxyBootstrap = z.infer<typeof proxyBootstrapSchema>;
+export type ProxyBootstrapInput = z.input<typeof proxyBootstrapSchema>;

@@ -1,0 +1,50 @@
+import { z } from 'zod';
+import { serviceName, servicePort } from './common';
+
+/** TSF's `spec.yaml`: the services the local application offers (reference: tsf-mesh-notes.md). */
+
+export const SERVICE_PROTOCOLS = ['http', 'dubbo'] as const;
+
+export const servicePortSchema = z.strictObject({
+  /** The port the local application listens on. */
+  targetPort: servicePort,
+  protocol: z.enum(SERVICE_PROTOCOLS, { error: `expected one of ${SERVICE_PROTOCOLS.join(', ')}` }).default('http'),
+});
+
+export const serviceSpecSchema = z.strictObject({
+  name: serviceName,
+  ports: z.array(servicePortSchema).min(1, { error: 'a service needs at least one port' }),
+  healthCheck: z
+    .strictObject({
+      path: z.string({ error: 'expected a path such as /health' }).startsWith('/', { error: 'a health-check path starts with "/"' }),
+    })
+    .optional(),
+});
+
+export const servicesSpecSchema = z.strictObject({
+  apiVersion: z.literal('v1', { error: 'expected apiVersion: v1' }).default('v1'),
+  kind: z.literal('Application', { error: 'expected kind: Application' }).default('Application'),
+  spec: z
+    .strictObject({
+      services: z.array(serviceSpecSchema).min(1, { error: 'spec.yaml declares at least one service' }),
+    })
+    .superRefine((spec, ctx) => {
+      const names = new Map<string, number>();
+      const ports = new Map<number, string>();
+      spec.services.forEach((service, index) => {
+        const first = names.get(service.name);
+        if (first !== undefined) ctx.addIssue({ code: 'custom', path: ['services', index, 'name'], message: `service "${service.name}" is declared twice (first at services[${first}])` });
+        else names.set(service.name, index);
+        service.ports.forEach((port, p) => {
+          const owner = ports.get(port.targetPort);
+          if (owner !== undefined && owner !== service.name) {
+            ctx.addIssue({ code: 'custom', path: ['services', index, 'ports', p, 'targetPort'], message: `port ${port.targetPort} is already declared by service "${owner}"` });
+          } else ports.set(port.targetPort, service.name);
+        });
+      });
+    }),
+});
+
+export type ServicePort = z.infer<typeof servicePortSchema>;
+export type ServiceSpec = z.infer<typeof serviceSpecSchema>;
+export type ServicesSpec = z.infer<typeof servicesSpecSchema>;
