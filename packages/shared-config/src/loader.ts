@@ -78,7 +78,7 @@ export function parseConfig<T>(schema: ZodType<T>, value: unknown, opts: ParseCo
 function validate<T>(schema: ZodType<T>, input: unknown, opts: ParseConfigOptions, locator: LineLocator | undefined): T {
   const bindings = opts.envBindings ?? envBindingsFor(schema);
   const { value, applied } = opts.env ? applyEnvOverrides(input, bindings, opts.env) : { value: input, applied: [] };
-  const result = schema.safeParse(value);
+  const result = schema.safeParse(value, { reportInput: true });
   if (result.success) return result.data;
   const issues = result.error.issues.flatMap((issue) => toConfigIssues(schema, issue, opts.source, locator, applied));
   throw new ConfigError(dedupe(issues).sort(byLine), { source: opts.source });
@@ -110,9 +110,7 @@ function toConfigIssues(
 }
 
 function describeIssue(issue: core.$ZodIssue): string {
-  if (issue.code === 'invalid_type' && issue.message.startsWith('Invalid input: expected') && /received undefined$/.test(issue.message)) {
-    return 'required field is missing';
-  }
+  if (issue.code === 'invalid_type' && 'input' in issue && issue.input === undefined) return 'required field is missing';
   return issue.message.replace(/^Invalid input: /, '');
 }
 

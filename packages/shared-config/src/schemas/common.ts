@@ -77,3 +77,17 @@ export function listenAddress(defaultAddress: string, defaultPort: number) {
     })
     .prefault({});
 }
+
+/**
+ * The same object with every field optional and no defaults: the shape of an override, where an
+ * absent field inherits instead of taking the default.
+ */
+export function overrideOf<T extends z.ZodObject>(object: T): z.ZodType<Partial<z.output<T>>, Partial<z.input<T>>> {
+  const shape: Record<string, z.ZodType> = {};
+  for (const [key, field] of Object.entries(object.shape as Record<string, z.ZodType>)) {
+    let inner: z.ZodType = field;
+    while (inner instanceof z.ZodDefault || inner instanceof z.ZodPrefault || inner instanceof z.ZodOptional) inner = inner.unwrap() as z.ZodType;
+    shape[key] = inner.optional();
+  }
+  return z.strictObject(shape) as unknown as z.ZodType<Partial<z.output<T>>, Partial<z.input<T>>>;
+}

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { millis, nonNegativeInt, percent, positiveInt, serviceName } from './common';
+import { millis, nonNegativeInt, overrideOf, percent, positiveInt, serviceName } from './common';
 import { circuitBreakersSchema, healthCheckSchema, lbPolicySchema, outlierDetectionSchema } from './proxy-bootstrap';
 
 export const timeoutsSchema = z.strictObject({
@@ -41,12 +41,12 @@ const policyShape = {
 };
 
 export const serviceTrafficPolicySchema = z.strictObject({
-  timeouts: timeoutsSchema.partial().optional(),
-  retries: retriesSchema.partial().optional(),
-  loadBalancing: loadBalancingSchema.optional(),
-  healthCheck: healthCheckSchema.omit({ path: true }).partial().optional(),
-  outlierDetection: outlierDetectionSettingsSchema.partial().optional(),
-  circuitBreakers: circuitBreakersSchema.partial().optional(),
+  timeouts: overrideOf(timeoutsSchema).optional(),
+  retries: overrideOf(retriesSchema).optional(),
+  loadBalancing: overrideOf(loadBalancingSchema).optional(),
+  healthCheck: overrideOf(healthCheckSchema.omit({ path: true })).optional(),
+  outlierDetection: overrideOf(outlierDetectionSettingsSchema).optional(),
+  circuitBreakers: overrideOf(circuitBreakersSchema).optional(),
   panicThresholdPercent: percent.optional(),
 });
 

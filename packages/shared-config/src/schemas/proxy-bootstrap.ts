@@ -10,6 +10,7 @@ export const endpointSchema = z.strictObject({
   port: servicePort,
   weight: nonNegativeInt.default(1),
   healthy: z.boolean().default(true),
+  metadata: metadata.default({}),
 });
 
 export const circuitBreakersSchema = z.strictObject({
@@ -157,6 +158,15 @@ export const proxyBootstrapSchema = z
     clusters: z.array(clusterSchema).default([]),
     routes: z.strictObject({ virtualHosts: z.array(virtualHostSchema).default([]) }).prefault({}),
     drainTimeMs: millis.default(5000),
+    /** Request-head limits: Envoy's 60 KiB / 100 headers; slow heads are cut after headersTimeoutMs (408). */
+    limits: z
+      .strictObject({
+        maxHeadersBytes: positiveInt.default(60 * 1024),
+        maxHeadersCount: positiveInt.default(100),
+        headersTimeoutMs: positiveInt.default(10000),
+        idleTimeoutMs: positiveInt.default(300000),
+      })
+      .prefault({}),
   })
   .superRefine((bootstrap, ctx) => {
     const names = new Set<string>();

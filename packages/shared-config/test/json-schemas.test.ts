@@ -1,0 +1,47 @@
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { CONFIG_SCHEMAS, jsonSchemaText, toJsonSchema } from '../src/index';
+import pkg from '../package.json';
+
+// The files are written by the build (`tsup && node scripts/write-schemas.mjs`); nx runs the build before the tests.
+const schemasDir = join(__dirname, '..', 'schemas');
+
+describe('published JSON Schemas', () => {
+  const names = Object.keys(CONFIG_SCHEMAS);
+
+  it('covers the six config shapes', () => {
+    expect(names.sort()).toEqual(['agent-config', 'dns-config', 'global-mesh-config', 'proxy-bootstrap', 'registry-snapshot', 'services-spec']);
+  });
+
+  it.each(names)('schemas/%s.schema.json exists and matches the zod schema', (name) => {
+    const file = join(schemasDir, `${name}.schema.json`);
+    expect(existsSync(file), `${file} is missing: run the package build`).toBe(true);
+    expect(readFileSync(file, 'utf8')).toBe(jsonSchemaText(name));
+  });
+
+  it('describes the input side: defaults shown, unknown keys refused', () => {
+    const agent = toJsonSchema('agent-config') as any;
+    expect(agent.$schema).toBe('https://json-schema.org/draft/2020-12/schema');
+    expect(agent.additionalProperties).toBe(false);
+    expect(agent.required).toBeUndefined();
+    expect(agent.properties.ports.properties.dns).toMatchObject({ type: 'integer', default: 55354, minimum: 0, maximum: 65535 });
+    expect(agent.properties.proxy.properties.uid.default).toBe(1000);
+    expect(agent.properties.mesh.properties.vip.default).toBe('240.240.0.1');
+    expect(agent.properties.registry.properties.backend).toMatchObject({ enum: ['file', 'etcd'], default: 'file' });
+
+    const spec = toJsonSchema('services-spec') as any;
+    const service = spec.properties.spec.properties.services.items;
+    expect(service.required).toEqual(['name', 'ports']);
+    expect(service.additionalProperties).toBe(false);
+    expect(service.properties.ports.items.properties.targetPort).toMatchObject({ type: 'integer', minimum: 1, maximum: 65535 });
+    expect(service.properties.ports.items.properties.protocol).toMatchObject({ enum: ['http', 'dubbo'], default: 'http' });
+    expect(new RegExp(service.properties.healthCheck.properties.path.pattern).test('/health')).toBe(true);
+    expect(new RegExp(service.properties.healthCheck.properties.path.pattern).test('health')).toBe(false);
+  });
+
+  it('the package publishes them', () => {
+    expect(pkg.files).toContain('schemas');
+    expect((pkg.exports as Record<string, unknown>)['./schemas/*']).toBe('./schemas/*');
+  });
+});

@@ -1,0 +1,262 @@
+import { describe, expect, it } from 'vitest';
+import {
+  agentConfigSchema,
+  dnsConfigSchema,
+  globalMeshConfigSchema,
+  parseConfig,
+  parseConfigText,
+  proxyBootstrapSchema,
+  registrySnapshotSchema,
+  servicesSpecSchema,
+  specFilePath,
+} from '../src/index';
+import { expectConfigError } from './helpers';
+
+const paths = (fn: () => unknown) => expectConfigError(fn).issues.map((i) => `${i.path}: ${i.message}`);
+
+describe('agentConfigSchema', () => {
+  it('an empty config gets the source document defaults', () => {
+    expect(parseConfig(agentConfigSchema, {})).toEqual({
+      node: { namespace: 'default' },
+      app: { configDir: '/opt/tsf/app_config' },
+      adminAddress: '127.0.0.1',
+      ports: { agentAdmin: 15020, dnsAdmin: 15021, proxyAdmin: 15000, proxyListener: 15001, dns: 55354 },
+      proxy: { uid: 1000, gid: 1000, drainTimeMs: 5000 },
+      meshDns: { uid: 1000, gid: 1000 },
+      mesh: { vip: '240.240.0.1', vipCidr: '240.240.0.0/16' },
+      dns: { enabled: true, upstreams: [], resolvConf: '/etc/resolv.conf', suffixes: ['svc.cluster.local'], ttl: 30 },
+      registry: {
+        backend: 'file',
+        file: { path: '/etc/mesh-agent/registry.yaml' },
+        etcd: { endpoints: ['http://127.0.0.1:2379'], prefix: '/mesh-agent/', leaseTtlSeconds: 15, dialTimeoutMs: 3000 },
+      },
+      iptables: {
+        enabled: true,
+        captureDns: true,
+        ipv6: false,
+        excludeInboundPorts: [],
+        excludeOutboundPorts: [],
+        excludeOutboundCidrs: [],
+        includeOutboundCidrs: [],
+        stateFile: '/var/lib/mesh-agent/iptables-state.json',
+      },
+      log: { level: 'info', scopes: {} },
+      paths: { runDir: '/var/run/mesh-agent', proxyBootstrap: '/var/run/mesh-agent/proxy-bootstrap.yaml', dnsConfig: '/var/run/mesh-agent/mesh-dns.yaml' },
+    });
+  });
+
+  it('a partly written section keeps the defaults of the rest', () => {
+    const config = parseConfig(agentConfigSchema, { ports: { dns: 0 }, registry: { backend: 'etcd', etcd: { prefix: '/m/' } } });
+    expect(config.ports).toMatchObject({ dns: 0, agentAdmin: 15020 });
+    expect(config.registry.etcd).toEqual({ endpoints: ['http://127.0.0.1:2379'], prefix: '/m/', leaseTtlSeconds: 15, dialTimeoutMs: 3000 });
+  });
+
+  it('accepts IPv6 addresses and CIDRs, rejects malformed ones', () => {
+    const config = parseConfig(agentConfigSchema, { node: { ip: 'fd00::2' }, iptables: { excludeOutboundCidrs: ['10.0.0.0/8', 'fd00::/8'] } });
+    expect(config.node.ip).toBe('fd00::2');
+    expect(paths(() => parseConfig(agentConfigSchema, { iptables: { excludeOutboundCidrs: ['10.0.0.0/33'], excludeInboundPorts: [0] }, log: { scopes: { ads: 'verbose' } } }))).toEqual([
+      'iptables.excludeInboundPorts[0]: a port is 1..65535',
+      'iptables.excludeOutboundCidrs[0]: expected a CIDR such as 10.0.0.0/8 or fd00::/8',
+      'log.scopes.ads: expected one of debug, info, warn, error, none',
+    ]);
+  });
+
+  it('checks DNS upstreams and etcd endpoints', () => {
+    expect(parseConfig(agentConfigSchema, { dns: { upstreams: ['127.0.0.1', '127.0.0.1:5353', '::1', '[::1]:53'] } }).dns.upstreams).toHaveLength(4);
+    expect(paths(() => parseConfig(agentConfigSchema, { dns: { upstreams: ['dns.google', '1.1.1.1:0'] }, registry: { etcd: { endpoints: [] } } }))).toEqual([
+      'dns.upstreams[0]: expected "IP", "IP:PORT" or "[IPv6]:PORT", e.g. 127.0.0.1:5353',
+      'dns.upstreams[1]: expected "IP", "IP:PORT" or "[IPv6]:PORT", e.g. 127.0.0.1:5353',
+      'registry.etcd.endpoints: give at least one etcd endpoint',
+    ]);
+  });
+
+  it('spec.yaml is found in the app config dir unless given', () => {
+    expect(specFilePath(parseConfig(agentConfigSchema, {}))).toBe('/opt/tsf/app_config/spec.yaml');
+    expect(specFilePath(parseConfig(agentConfigSchema, { app: { specFile: '/srv/spec.yaml' } }))).toBe('/srv/spec.yaml');
+  });
+});
+
+describe('servicesSpecSchema (TSF spec.yaml)', () => {
+  const reference = [
+    'apiVersion: v1',
+    'kind: Application',
+    'spec:',
+    '  services:',
+    '    - name: user            # service name other services call',
+    '      ports:',
+    '        - targetPort: 8089  # port the local app listens on',
+    '          protocol: http    # http (also dubbo in TSF)',
+    '      healthCheck:',
+    '        path: /health       # probed periodically by the sidecar',
+  ].join('\n');
+
+  it("accepts the reference document's example as is", () => {
+    expect(parseConfigText(servicesSpecSchema, reference)).toEqual({
+      apiVersion: 'v1',
+      kind: 'Application',
+      spec: { services: [{ name: 'user', ports: [{ targetPort: 8089, protocol: 'http' }], healthCheck: { path: '/health' } }] },
+    });
+  });
+
+  it('defaults protocol to http, accepts dubbo, rejects others', () => {
+    const spec = parseConfig(servicesSpecSchema, { spec: { services: [{ name: 'a', ports: [{ targetPort: 1 }, { targetPort: 65535, protocol: 'dubbo' }] }] } });
+    expect(spec.spec.services[0].ports).toEqual([
+      { targetPort: 1, protocol: 'http' },
+      { targetPort: 65535, protocol: 'dubbo' },
+    ]);
+    expect(paths(() => parseConfig(servicesSpecSchema, { spec: { services: [{ name: 'a', ports: [{ targetPort: 65536, protocol: 'grpc' }] }] } }))).toEqual([
+      'spec.services[0].ports[0].targetPort: a port is 1..65535',
+      'spec.services[0].ports[0].protocol: expected one of http, dubbo',
+    ]);
+  });
+
+  it('rejects unknown keys at every level, a wrong kind, no services, duplicates', () => {
+    expect(paths(() => parseConfig(servicesSpecSchema, { kind: 'Deployment', extra: 1, spec: { services: [] } }))).toEqual([
+      'kind: expected kind: Application',
+      'spec.services: spec.yaml declares at least one service',
+      'extra: unknown field; known fields: apiVersion, kind, spec',
+    ]);
+    expect(
+      paths(() =>
+        parseConfig(servicesSpecSchema, {
+          spec: {
+            services: [
+              { name: 'a', ports: [{ targetPort: 80 }] },
+              { name: 'a', ports: [{ targetPort: 81 }] },
+              { name: 'b', ports: [{ targetPort: 80 }], healthCheck: { path: '/h', interval: 5 } },
+            ],
+          },
+        }),
+      ),
+    ).toEqual([
+      'spec.services[2].healthCheck.interval: unknown field; known fields: path',
+      'spec.services[1].name: service "a" is declared twice (first at services[0])',
+      'spec.services[2].ports[0].targetPort: port 80 is already declared by service "a"',
+    ]);
+  });
+
+  it('rejects service names that are not DNS names', () => {
+    expect(paths(() => parseConfig(servicesSpecSchema, { spec: { services: [{ name: 'User_Svc', ports: [{ targetPort: 80 }] }] } }))[0]).toMatch(/^spec.services\[0\].name: a service name is lower-case/);
+  });
+});
+
+describe('globalMeshConfigSchema', () => {
+  it('defaults', () => {
+    expect(parseConfig(globalMeshConfigSchema, {})).toEqual({
+      timeouts: { connectMs: 1000, requestMs: 15000, idleMs: 300000 },
+      retries: { numRetries: 2, retryOn: '5xx,connect-failure,reset', perTryTimeoutMs: 0 },
+      loadBalancing: { policy: 'round_robin' },
+      healthCheck: { intervalMs: 5000, timeoutMs: 1000, healthyThreshold: 1, unhealthyThreshold: 3, jitterMs: 0 },
+      outlierDetection: { enabled: true, consecutive5xx: 5, consecutiveGatewayFailure: 5, intervalMs: 10000, baseEjectionTimeMs: 30000, maxEjectionPercent: 10 },
+      circuitBreakers: { maxConnections: 1024, maxPendingRequests: 1024, maxRequests: 1024, maxRetries: 3 },
+      panicThresholdPercent: 50,
+      services: {},
+    });
+  });
+
+  it('per-service overrides keep only what is set', () => {
+    const config = parseConfig(globalMeshConfigSchema, { services: { order: { timeouts: { requestMs: 500 }, loadBalancing: { policy: 'least_request' } } } });
+    expect(config.services.order).toEqual({ timeouts: { requestMs: 500 }, loadBalancing: { policy: 'least_request' } });
+    expect(paths(() => parseConfig(globalMeshConfigSchema, { services: { order: { retries: { numRetries: -1 } } }, loadBalancing: { policy: 'maglev' } }))).toEqual([
+      'loadBalancing.policy: expected one of round_robin, least_request, random, ring_hash',
+      'services.order.retries.numRetries: cannot be negative',
+    ]);
+  });
+});
+
+describe('proxyBootstrapSchema', () => {
+  const minimal = {
+    clusters: [{ name: 'out#8089#order', endpoints: [{ address: '198.18.0.3', port: 8089 }] }],
+    routes: { virtualHosts: [{ name: 'order', domains: ['order'], routes: [{ match: { prefix: '/' }, route: { cluster: 'out#8089#order' } }] }] },
+  };
+
+  it('defaults', () => {
+    const bootstrap = parseConfig(proxyBootstrapSchema, minimal);
+    expect(bootstrap).toMatchObject({
+      version: '1',
+      admin: { address: '127.0.0.1', port: 15000 },
+      listener: { name: 'virtual', address: '0.0.0.0', port: 15001 },
+      localAddresses: [],
+      inbound: [],
+      drainTimeMs: 5000,
+    });
+    expect(bootstrap.clusters[0]).toEqual({
+      name: 'out#8089#order',
+      lbPolicy: 'round_robin',
+      connectTimeoutMs: 1000,
+      endpoints: [{ address: '198.18.0.3', port: 8089, weight: 1, healthy: true }],
+      circuitBreakers: { maxConnections: 1024, maxPendingRequests: 1024, maxRequests: 1024, maxRetries: 3 },
+      panicThresholdPercent: 50,
+    });
+    expect(bootstrap.routes.virtualHosts[0].routes[0]).toEqual({ match: { prefix: '/', headers: [] }, route: { cluster: 'out#8089#order', timeoutMs: 15000 } });
+    expect(parseConfig(proxyBootstrapSchema, {})).toMatchObject({ clusters: [], routes: { virtualHosts: [] } });
+  });
+
+  it('checks references, match kinds and ring_hash', () => {
+    expect(
+      paths(() =>
+        parseConfig(proxyBootstrapSchema, {
+          inbound: [{ port: 8089, cluster: 'in#8089#user' }],
+          clusters: [{ name: 'c', lbPolicy: 'ring_hash' }],
+          routes: {
+            virtualHosts: [
+              {
+                name: 'v',
+                domains: ['v'],
+                routes: [
+                  { match: { prefix: '/', path: '/x' }, route: { cluster: 'c' } },
+                  { match: { regex: '([' }, directResponse: { status: 200 } },
+                  { match: { prefix: '/' }, route: { cluster: 'missing' } },
+                ],
+              },
+            ],
+          },
+        }),
+      ),
+    ).toEqual([
+      'clusters[0].hashHeader: lbPolicy ring_hash needs hashHeader (the header to hash on)',
+      'routes.virtualHosts[0].routes[0].match: a route match has exactly one of prefix, path, regex',
+      expect.stringMatching(/^routes.virtualHosts\[0\].routes\[1\].match.regex: invalid regular expression/),
+      'inbound[0].cluster: unknown cluster "in#8089#user"',
+      'routes.virtualHosts[0].routes[2].route.cluster: unknown cluster "missing"',
+    ]);
+    expect(paths(() => parseConfig(proxyBootstrapSchema, { ...minimal, inbound: [{ port: 8089, cluster: 'in#8089#user' }] }))).toEqual([
+      'inbound[0].cluster: unknown cluster "in#8089#user"',
+    ]);
+  });
+});
+
+describe('dnsConfigSchema', () => {
+  it('defaults', () => {
+    expect(parseConfig(dnsConfigSchema, {})).toEqual({
+      listen: { address: '127.0.0.1', port: 55354 },
+      admin: { address: '127.0.0.1', port: 15021 },
+      meshVip: '240.240.0.1',
+      suffixes: ['svc.cluster.local'],
+      ttl: 30,
+      services: [],
+      upstreams: [],
+      resolvConf: '/etc/resolv.conf',
+      upstreamTimeoutMs: 2000,
+      cacheMaxEntries: 10000,
+    });
+  });
+
+  it('name table entries get the default namespace', () => {
+    expect(parseConfig(dnsConfigSchema, { listen: { address: '::1', port: 0 }, services: [{ name: 'order', vip: '240.240.0.2' }] })).toMatchObject({
+      listen: { address: '::1', port: 0 },
+      services: [{ name: 'order', namespace: 'default', vip: '240.240.0.2' }],
+    });
+  });
+});
+
+describe('registrySnapshotSchema', () => {
+  it('defaults and duplicate services', () => {
+    expect(parseConfig(registrySnapshotSchema, { services: [{ name: 'order', instances: [{ id: 'order-1', address: '198.18.0.2', port: 8089 }] }] })).toEqual({
+      services: [{ name: 'order', namespace: 'default', instances: [{ id: 'order-1', address: '198.18.0.2', port: 8089, healthy: true, weight: 1, metadata: {} }] }],
+    });
+    expect(paths(() => parseConfig(registrySnapshotSchema, { services: [{ name: 'a' }, { name: 'a', namespace: 'default' }] }))).toEqual([
+      'services[1].name: service "a.default" is listed twice (first at services[0])',
+    ]);
+  });
+});
