@@ -1,0 +1,191 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { AdminHttpError, createAdminServer, createLogger, routes, type AdminServer } from '../src/index';
+import { request } from './support/http';
+import { Writable } from 'node:stream';
+
+/** Every error answer, observed over real HTTP on an ephemeral loopback port. */
+describe('error answers', () => {
+  let server: AdminServer;
+  let port: number;
+  const logger = createLogger({
+    component: 'pilot-agent',
+    scopes: ['healthz', 'admin', 'ads', 'default', 'model'],
+    destination: new Writable({ write: (_c, _e, cb) => cb() }),
+  });
+
+  beforeAll(async () => {
+    server = createAdminServer({ component: 'pilot-agent', helpStyle: 'istio', logger })
+      .add(routes.help('print out list of admin commands'))
+      .add(routes.latestError('print out the latest error info'))
+      .add({ method: 'POST', path: '/hot_restart/{component}', help: 'hot restart the component process', mutatesState: true, handler: (req) => `restarting ${req.params.component}\n` })
+      .add({ method: 'PUT', path: '/update', help: 'update the component', mutatesState: true, handler: () => 'updated\n' })
+      .add({ method: 'GET', path: '/items', help: 'list items', handler: () => [] })
+      .add({ method: 'DELETE', path: '/items', help: 'remove all items', mutatesState: true, handler: () => 'removed\n' })
+      .add(routes.logging('dynamic change logging level', logger))
+      .add({
+        method: 'GET',
+        path: '/boom/{what}',
+        help: 'a handler that throws',
+        handler: (req) => {
+          throw new Error(`exploded while reading ${req.params.what}`);
+        },
+      })
+      .add({
+        method: 'GET',
+        path: '/async_boom',
+        help: 'a handler that rejects',
+        handler: async () => {
+          await new Promise((r) => setImmediate(r));
+          throw Object.assign(new Error('upstream refused'), { code: 'ECONNREFUSED' });
+        },
+      })
+      .add({
+        method: 'GET',
+        path: '/epoch/{component}',
+        help: 'print out the component restart epoch',
+        handler: (req) => {
+          throw new AdminHttpError(404, `unknown component "${req.params.component}": valid components are envoy, mesh-dns`);
+        },
+      })
+      .add({
+        method: 'GET',
+        path: '/teapot',
+        help: 'a handler that answers 503 through AdminHttpError',
+        handler: () => {
+          throw new AdminHttpError(503, 'not ready yet', { headers: { 'retry-after': '1' } });
+        },
+      });
+    ({ port } = await server.listen());
+  });
+  afterAll(() => server?.close());
+
+  it('unknown path: 404 with the help text', async () => {
+    const answer = await request(port, 'GET', '/nope?x=1');
+    expect(answer.status).toBe(404);
+    expect(answer.headers['content-type']).toBe('text/plain; charset=utf-8');
+    expect(answer.body).toBe(`invalid path: /nope\n${server.helpText()}`);
+    expect(answer.body).toContain('\tPUT /logging/{scope}/{level}: dynamic change logging level\n');
+  });
+
+  it('a path that only matches a pattern prefix is unknown too', async () => {
+    expect((await request(port, 'GET', '/hot_restart')).status).toBe(404);
+    expect((await request(port, 'POST', '/hot_restart/envoy/extra')).status).toBe(404);
+  });
+
+  it('wrong method: 405 with Allow and a body naming the allowed method', async () => {
+    const answer = await request(port, 'PUT', '/help');
+    expect(answer.status).toBe(405);
+    expect(answer.headers.allow).toBe('GET');
+    expect(answer.body).toBe('method PUT not allowed on /help; allowed: GET\n');
+  });
+
+  it('GET on a state-changing route: 405 with a hint to use its method', async () => {
+    const answer = await request(port, 'GET', '/hot_restart/envoy');
+    expect(answer.status).toBe(405);
+    expect(answer.headers.allow).toBe('POST');
+    expect(answer.body).toContain('allowed: POST');
+    expect(answer.body).toContain('use POST');
+    expect(answer.body).toContain('curl -X POST');
+
+    const logging = await request(port, 'GET', '/logging/default/debug');
+    expect(logging.status).toBe(405);
+    expect(logging.headers.allow).toBe('PUT');
+    expect(logging.body).toContain('use PUT');
+    // and nothing changed
+    expect(logger.levels().default).toBe('info');
+  });
+
+  it('405 lists every method a path has', async () => {
+    const answer = await request(port, 'POST', '/items');
+    expect(answer.status).toBe(405);
+    expect(answer.headers.allow).toBe('GET, DELETE');
+    expect(answer.body).toContain('allowed: GET, DELETE');
+  });
+
+  it('an unknown HTTP method is a 405 as well', async () => {
+    const answer = await request(port, 'PATCH', '/update');
+    expect(answer.status).toBe(405);
+    expect(answer.headers.allow).toBe('PUT');
+  });
+
+  it('unknown scope: 400 naming the valid scopes', async () => {
+    const answer = await request(port, 'PUT', '/logging/nosuch/debug');
+    expect(answer.status).toBe(400);
+    expect(answer.body).toBe('unknown scope "nosuch": valid scopes are healthz, admin, ads, default, model\n');
+  });
+
+  it('unknown level: 400 naming the valid levels', async () => {
+    const answer = await request(port, 'PUT', '/logging/default/loud');
+    expect(answer.status).toBe(400);
+    expect(answer.body).toBe('unknown level "loud": valid levels are debug, info, warn, error, none\n');
+    expect(logger.levels().default).toBe('info');
+  });
+
+  it('a thrown AdminHttpError: its status, message and headers', async () => {
+    const answer = await request(port, 'GET', '/epoch/nginx');
+    expect(answer.status).toBe(404);
+    expect(answer.body).toBe('unknown component "nginx": valid components are envoy, mesh-dns\n');
+    const teapot = await request(port, 'GET', '/teapot');
+    expect(teapot.status).toBe(503);
+    expect(teapot.headers['retry-after']).toBe('1');
+    expect(teapot.body).toBe('not ready yet\n');
+  });
+
+  it('a broken percent-encoding in a parameter: 400', async () => {
+    const answer = await request(port, 'POST', '/hot_restart/%E0%A4%A');
+    expect(answer.status).toBe(400);
+    expect(answer.body).toContain('invalid percent-encoding');
+  });
+
+  it('a handler that throws: 500 with the message, then shown in /latest_error with time and route', async () => {
+    const before = Date.now();
+    const answer = await request(port, 'GET', '/boom/config%20file');
+    expect(answer.status).toBe(500);
+    expect(answer.headers['content-type']).toBe('text/plain; charset=utf-8');
+    expect(answer.body).toBe('error in GET /boom/config%20file: exploded while reading config file\n');
+
+    const latest = await request(port, 'GET', '/latest_error');
+    expect(latest.status).toBe(200);
+    expect(latest.headers['content-type']).toBe('application/json');
+    const body = JSON.parse(latest.body);
+    expect(body.message).toBe('exploded while reading config file');
+    expect(body.route).toBe('GET /boom/{what}');
+    expect(body.path).toBe('/boom/config%20file');
+    expect(body.time).toMatch(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/);
+    expect(Date.parse(body.time)).toBeGreaterThanOrEqual(before - 1000);
+  });
+
+  it('a handler that rejects: 500, and /latest_error now shows this newer error with its code', async () => {
+    const answer = await request(port, 'GET', '/async_boom');
+    expect(answer.status).toBe(500);
+    expect(answer.body).toContain('upstream refused');
+    const body = JSON.parse((await request(port, 'GET', '/latest_error')).body);
+    expect(body).toMatchObject({ message: 'upstream refused', route: 'GET /async_boom', code: 'ECONNREFUSED' });
+  });
+
+  it('4xx answers are not recorded as the latest error', async () => {
+    await request(port, 'GET', '/epoch/nginx');
+    await request(port, 'GET', '/nope');
+    expect(server.latestError?.message).toBe('upstream refused');
+  });
+
+  it('recordError() from the component shows in /latest_error', async () => {
+    server.recordError(new AdminHttpError(500, 'config reload failed', { code: 'MESH_CONFIG_INVALID' }), 'config-watch');
+    const body = JSON.parse((await request(port, 'GET', '/latest_error')).body);
+    expect(body).toMatchObject({ message: 'config reload failed', route: 'config-watch', code: 'MESH_CONFIG_INVALID' });
+  });
+});
+
+describe('/latest_error before any error', () => {
+  it('answers an empty JSON object', async () => {
+    const server = createAdminServer({ component: 'mesh-dns', helpStyle: 'istio' }).add(routes.latestError('print out the latest error info'));
+    try {
+      const { port } = await server.listen();
+      const answer = await request(port, 'GET', '/latest_error');
+      expect(answer.status).toBe(200);
+      expect(answer.body).toBe('{}\n');
+    } finally {
+      await server.close();
+    }
+  });
+});
