@@ -1,0 +1,122 @@
+// `mesh-agent trace URL`: one real request through the sidecar, as the application would send it,
+// and what each hop did: evidence from the wire (DNS answer), the kernel (rule counters) and the
+// proxy's admin (route, per-endpoint request counters, response flags).
+import net from 'node:net';
+import { httpRequest, type HttpAnswer } from './http-get.js';
+import { queryA, systemNameserver } from './dns-wire.js';
+import { parseClustersText, matchVirtualHost, type NatRule } from './envoy-formats.js';
+import { readNatRules } from './checks.js';
+import { gatherSnapshot, type SidecarSnapshot } from './sidecar.js';
+
+export type TraceHopName = 'dns' | 'capture' | 'listener' | 'route' | 'endpoint' | 'upstream';
+export interface TraceHop { hop: TraceHopName; ok: boolean; detail: string; ms?: number }
+export interface TraceReport { url: string; via: 'capture' | 'proxy'; ok: boolean; failedHop?: TraceHopName; hops: TraceHop[]; status?: number; totalMs: number; fix?: string }
+
+export async function traceRequest(url: string, agentAdminUrl: string, opts: { via?: 'capture' | 'proxy'; resolvConf?: string; snapshot?: SidecarSnapshot } = {}): Promise<TraceReport> {
+  const started = performance.now();
+  const via = opts.via ?? 'capture';
+  const target = new URL(url);
+  const port = Number(target.port || 80);
+  const snap = opts.snapshot ?? await gatherSnapshot(agentAdminUrl);
+  const hops: TraceHop[] = [];
+  const report = (failedHop?: TraceHopName, fix?: string, answer?: HttpAnswer): TraceReport => ({
+    url, via, ok: !failedHop, failedHop, hops, status: answer?.status || undefined, totalMs: round(performance.now() - started), fix,
+  });
+  const adminHost = snap.adminHost;
+  const clustersUrl = `http://${adminHost}:${snap.ports.proxyAdmin}/clusters`;
+  const natBefore = await readNatRules();
+  const clustersBefore = await httpRequest(clustersUrl);
+
+  // 1. DNS: the name as the application's resolver asks for it, to resolv.conf's server on port 53.
+  let address = target.hostname;
+  if (via === 'capture' && net.isIP(target.hostname) === 0) {
+    const server = systemNameserver(opts.resolvConf);
+    const answer = await queryA(server, 53, target.hostname);
+    const addr = answer.addresses[0];
+    if (!addr) {
+      hops.push({ hop: 'dns', ok: false, detail: `${target.hostname}: ${answer.error ?? `${answer.rcodeName}, no address`} (asked ${answer.server})`, ms: answer.ms });
+      return report('dns', `mesh-dns did not answer ${target.hostname}: run mesh-agent doctor (mesh-dns and dns-capture lines); dig @127.0.0.1 -p ${snap.ports.dns} ${target.hostname}`);
+    }
+    address = addr;
+    hops.push({ hop: 'dns', ok: true, detail: `${target.hostname} -> ${answer.addresses.join(', ')} (${answer.rcodeName} via ${answer.server})`, ms: answer.ms });
+  } else if (via === 'proxy') {
+    hops.push({ hop: 'dns', ok: true, detail: `not used: sent straight to the proxy listener 127.0.0.1:${snap.ports.proxyListener}` });
+  }
+
+  // 2..6: the request itself.
+  const connectTo = via === 'proxy' ? { host: '127.0.0.1', port: snap.ports.proxyListener } : { host: address, port };
+  const answer = await httpRequest(url, { connectTo, timeoutMs: 20_000, headers: { 'user-agent': 'mesh-agent-trace', 'x-request-id': `trace-${Date.now()}` } });
+  const natAfter = await readNatRules();
+  const clustersAfter = await httpRequest(clustersUrl);
+
+  const matched = via === 'capture' ? risenRules(natBefore.rules, natAfter.rules, 'ISTIO_OUTPUT') : [];
+  if (via === 'capture') {
+    if (natAfter.error) hops.push({ hop: 'capture', ok: answer.status !== 0, detail: `rule counters unreadable (${natAfter.error})` });
+    else if (matched.length) hops.push({ hop: 'capture', ok: true, detail: `${matched[0].spec} (+${matched[0].delta} packets)` });
+    else {
+      hops.push({ hop: 'capture', ok: false, detail: `no ISTIO_OUTPUT rule matched ${address}:${port}` });
+      if (answer.status === 0) return report('capture', `the connection to ${address}:${port} was not DNATed to the proxy: iptables -t nat -S ISTIO_OUTPUT; mesh-agent doctor`, answer);
+    }
+  }
+  const listener = snap.listeners.find((l) => l.address.endsWith(`:${snap.ports.proxyListener}`));
+  if (answer.status === 0) {
+    hops.push({ hop: 'listener', ok: false, detail: `${answer.error}${listener ? '' : `; no listener on ${snap.ports.proxyListener} in the proxy's /listeners`}`, ms: answer.ms });
+    return report('listener', `the proxy does not accept on port ${snap.ports.proxyListener}: curl -s ${adminHost}:${snap.ports.agentAdmin}/epoch/envoy; curl -X POST ${adminHost}:${snap.ports.agentAdmin}/hot_restart/envoy`, answer);
+  }
+  hops.push({ hop: 'listener', ok: true, detail: listener ? `${listener.name}::${listener.address}` : `port ${snap.ports.proxyListener}` });
+
+  const vh = matchVirtualHost(snap.virtualHosts, target.host);
+  const flags = String(answer.headers['x-envoy-response-flags'] ?? answer.headers['x-mesh-response-flags'] ?? '') || undefined;
+  if (!vh || flags === 'NR') {
+    hops.push({ hop: 'route', ok: false, detail: `no virtual host for Host "${target.host}" (HTTP ${answer.status}${flags ? `, flags ${flags}` : ''})` });
+    return report('route', `the proxy has no route for ${target.hostname}: curl -s ${adminHost}:${snap.ports.proxyAdmin}/config_dump; is the service in the registry?`, answer);
+  }
+  hops.push({ hop: 'route', ok: true, detail: `virtual host ${vh.name} -> ${vh.clusters.join(', ') || 'direct response'}` });
+
+  const before = clustersBefore.status === 200 ? parseClustersText(clustersBefore.body) : new Map();
+  const after = clustersAfter.status === 200 ? parseClustersText(clustersAfter.body) : new Map();
+  const picked: string[] = [];
+  let healthyLeft = 0;
+  for (const name of vh.clusters) {
+    const cluster = after.get(name);
+    healthyLeft += cluster?.hosts.filter((h: { healthy: boolean }) => h.healthy).length ?? 0;
+    for (const host of cluster?.hosts ?? []) {
+      const old = before.get(name)?.hosts.find((h: { address: string }) => h.address === host.address);
+      const delta = Number(host.stats.rq_total ?? 0) - Number(old?.stats.rq_total ?? 0);
+      if (delta > 0) picked.push(`${name} ${host.address} (${host.healthFlags})`);
+    }
+  }
+  const upstreamFlags = flags ?? (answer.status === 503 && healthyLeft === 0 ? 'UH' : '-');
+  if (!picked.length && answer.status >= 500) {
+    hops.push({ hop: 'endpoint', ok: false, detail: `no endpoint picked in ${vh.clusters.join(', ')}: ${healthyLeft} healthy (HTTP ${answer.status}, flags ${upstreamFlags})` });
+    return report('endpoint', `no healthy endpoint for ${vh.name}: curl -s ${adminHost}:${snap.ports.proxyAdmin}/clusters | grep ${vh.name}; check the instances' applications and sidecars`, answer);
+  }
+  hops.push({ hop: 'endpoint', ok: true, detail: picked.join(', ') || 'not identified (counters unchanged)' });
+  const upstreamOk = answer.status > 0 && answer.status < 500;
+  const serviceTime = answer.headers['x-envoy-upstream-service-time'];
+  hops.push({ hop: 'upstream', ok: upstreamOk, detail: `HTTP ${answer.status}, flags ${upstreamFlags}${serviceTime ? `, upstream ${serviceTime} ms` : ''}`, ms: answer.ms });
+  if (!upstreamOk) return report('upstream', `the upstream answered ${answer.status}: check the application on ${picked.join(', ') || 'the endpoint'} and its sidecar`, answer);
+  return report(undefined, undefined, answer);
+}
+
+function risenRules(before: NatRule[], after: NatRule[], chain: string): Array<NatRule & { delta: number }> {
+  return after.filter((r) => r.chain === chain).map((r) => {
+    const old = before.find((b) => b.chain === chain && b.spec === r.spec);
+    return { ...r, delta: (r.packets ?? 0) - (old?.packets ?? 0) };
+  }).filter((r) => r.delta > 0 && /-j (DNAT|REDIRECT|ISTIO_REDIRECT)/.test(r.spec));
+}
+
+export function renderTrace(report: TraceReport): string {
+  const lines = [`mesh-agent trace ${report.url} (via ${report.via === 'capture' ? 'the capture path' : 'the proxy listener'})`];
+  report.hops.forEach((hop, i) => lines.push(`  ${i + 1} ${hop.ok ? 'ok  ' : 'FAIL'} ${hop.hop.padEnd(9)} ${hop.detail}${hop.ms !== undefined ? ` [${hop.ms} ms]` : ''}`));
+  if (report.ok) lines.push(`total ${report.totalMs} ms: HTTP ${report.status}`);
+  else {
+    lines.push(`total ${report.totalMs} ms: FAILED at hop ${report.failedHop}`);
+    if (report.fix) lines.push(`fix: ${report.fix}`);
+  }
+  return `${lines.join('\n')}\n`;
+}
+
+function round(ms: number): number {
+  return Math.round(ms * 10) / 10;
+}
