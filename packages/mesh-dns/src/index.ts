@@ -1,1 +1,13 @@
 export const PACKAGE_NAME = '@mesh-agent/mesh-dns';
+export { createMeshDns, MeshDns, LOG_SCOPES } from './server';
+export type { MeshDnsOptions, MeshDnsAddresses, MeshDnsState, ListenOptions } from './server';
+export { startMeshDnsAdmin, HELP } from './admin';
+export type { MeshDnsAdminOptions } from './admin';
+export { buildNameTable } from './name-table';
+export type { MeshService, NameTable, NameEntry, NameTableOptions } from './name-table';
+export { parseUpstream, parseResolvConf, isSelf, formatUpstream } from './upstreams';
+export type { Upstream } from './upstreams';
+export { parseQuery } from './wire';
+export type { ParsedQuery, QueryProblem } from './wire';
+export { DnsMetrics } from './metrics';
+export { VERSION } from './version';
