@@ -23,6 +23,8 @@ export interface Upstream {
   /** requests seen, except health checks */
   hits: number;
   healthHits: number;
+  /** request headers of the last health check */
+  lastHealthHeaders: http.IncomingHttpHeaders;
   /** x-envoy-attempt-count of each request seen */
   attemptHeaders: string[];
   close(): Promise<void>;
@@ -34,13 +36,14 @@ export async function startUpstream(name: string, behavior: Behavior = 'ok'): Pr
   const sockets = new Set<net.Socket>();
   const hanging = new Set<http.ServerResponse>();
   const up: Upstream = {
-    name, address: '127.0.0.1', port: 0, behavior, healthStatus: 200, healthHeaders: {}, hangHealth: false, hits: 0, healthHits: 0, attemptHeaders: [],
+    name, address: '127.0.0.1', port: 0, behavior, healthStatus: 200, healthHeaders: {}, hangHealth: false, hits: 0, healthHits: 0, lastHealthHeaders: {}, attemptHeaders: [],
     close: async () => {},
     kill: async () => {},
   };
   const server = http.createServer((req, res) => {
     if (req.url === '/health') {
       up.healthHits++;
+      up.lastHealthHeaders = req.headers;
       if (up.hangHealth) { hanging.add(res); return; }
       res.writeHead(up.healthStatus, { 'content-type': 'text/plain', ...up.healthHeaders });
       res.end(`${name} health ${up.healthStatus}`);

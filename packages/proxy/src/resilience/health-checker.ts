@@ -47,7 +47,7 @@ export interface ActiveHealthCheckerOptions<H> {
   random?: () => number;
   /** called when a host's failed_active_hc flag is set or cleared */
   onChange?: (host: H, healthy: boolean) => void;
-  /** called after every probe (tests and logs) */
+  /** called with every probe's verdict, before it is applied (tests and logs) */
   onProbe?: (host: H, result: ProbeResult) => void;
 }
 
@@ -129,8 +129,8 @@ export class ActiveHealthChecker<H extends ResilienceHost> {
       clearTimeout(timeout);
       s.inFlight = undefined;
       if (this.sessions.get(s.host) !== s) return;
-      this.apply(s, result);
       this.opts.onProbe?.(s.host, result);
+      this.apply(s, result);
       this.schedule(s);
     };
     const req = http.request({
