@@ -104,6 +104,12 @@ describe('ready-made routes and answers', () => {
     expect(answer.body).toBe('7:héllo:héllo');
   });
 
+  it('refuses a request body over 1 MiB with 413', async () => {
+    const answer = await request(port, 'POST', '/echo/big', { body: 'x'.repeat(2 * 1024 * 1024) });
+    expect(answer.status).toBe(413);
+    expect(answer.body).toBe('request body larger than 1048576 bytes\n');
+  });
+
   it('Buffers go out as application/octet-stream, byte for byte', async () => {
     const answer = await request(port, 'GET', '/bytes');
     expect(answer.headers['content-type']).toBe('application/octet-stream');
