@@ -180,7 +180,8 @@ describe('proxyBootstrapSchema', () => {
       inbound: [],
       drainTimeMs: 5000,
     });
-    expect(bootstrap.clusters[0]).toEqual({
+    // toMatchObject: the proxy's own fields may grow (the proxy engineer owns this schema's details)
+    expect(bootstrap.clusters[0]).toMatchObject({
       name: 'out#8089#order',
       lbPolicy: 'round_robin',
       connectTimeoutMs: 1000,
@@ -188,7 +189,7 @@ describe('proxyBootstrapSchema', () => {
       circuitBreakers: { maxConnections: 1024, maxPendingRequests: 1024, maxRequests: 1024, maxRetries: 3 },
       panicThresholdPercent: 50,
     });
-    expect(bootstrap.routes.virtualHosts[0].routes[0]).toEqual({ match: { prefix: '/', headers: [] }, route: { cluster: 'out#8089#order', timeoutMs: 15000 } });
+    expect(bootstrap.routes.virtualHosts[0].routes[0]).toMatchObject({ match: { prefix: '/', headers: [] }, route: { cluster: 'out#8089#order', timeoutMs: 15000 } });
     expect(parseConfig(proxyBootstrapSchema, {})).toMatchObject({ clusters: [], routes: { virtualHosts: [] } });
   });
 

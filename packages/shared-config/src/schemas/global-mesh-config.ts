@@ -43,7 +43,8 @@ const policyShape = {
 export const serviceTrafficPolicySchema = z.strictObject({
   timeouts: overrideOf(timeoutsSchema).optional(),
   retries: overrideOf(retriesSchema).optional(),
-  loadBalancing: overrideOf(loadBalancingSchema).optional(),
+  /** Replaces the mesh-wide load balancing as a whole (policy and hashHeader belong together). */
+  loadBalancing: loadBalancingSchema.optional(),
   healthCheck: overrideOf(healthCheckSchema.omit({ path: true })).optional(),
   outlierDetection: overrideOf(outlierDetectionSettingsSchema).optional(),
   circuitBreakers: overrideOf(circuitBreakersSchema).optional(),
