@@ -72,9 +72,9 @@ class PriorityBreakers {
     this.remaining?.[r].set(Math.max(0, limit - this.active[r]));
   }
 
-  tryAcquire(r: Resource): Release | null {
+  tryAcquire(r: Resource, countOverflow = true): Release | null {
     if (this.active[r] >= this.thresholds[LIMIT_FIELD[r]]) {
-      this.overflow?.[r].inc();
+      if (countOverflow) this.overflow?.[r].inc();
       return null;
     }
     this.active[r]++;
@@ -105,7 +105,7 @@ export class CircuitBreakers {
   }
 
   /** One active request (max_requests). Null = overflow: answer 503 with flag UO. */
-  tryRequest(priority: RoutingPriority = 'default'): Release | null { return this.byPriority[priority].tryAcquire('rq'); }
+  tryRequest(priority: RoutingPriority = 'default', countOverflow = true): Release | null { return this.byPriority[priority].tryAcquire('rq', countOverflow); }
   /** One request waiting for a pooled connection (max_pending_requests). */
   tryPending(priority: RoutingPriority = 'default'): Release | null { return this.byPriority[priority].tryAcquire('pending'); }
   /** One upstream connection (max_connections); counts upstream_cx_overflow when full. */

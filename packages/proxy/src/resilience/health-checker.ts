@@ -72,11 +72,20 @@ export class ActiveHealthChecker<H extends ResilienceHost> {
     this.random = opts.random ?? Math.random;
   }
 
+  /** Starts probing; the host list is re-read every interval too, so endpoint updates are picked up without a call to sync(). */
   start(): this {
     this.running = true;
     this.sync();
+    if (!this.syncTimer) {
+      this.syncTimer = setInterval(() => this.sync(), this.config.intervalMs);
+      this.syncTimer.unref();
+    }
     return this;
   }
+  private syncTimer: NodeJS.Timeout | undefined;
+
+  /** Whether a probe session exists for `host` (it is health checked). */
+  isChecking(host: H): boolean { return this.sessions.has(host); }
 
   /** Picks up added and removed hosts; call after an endpoint update (start() does it once). */
   sync(): void {
@@ -99,8 +108,12 @@ export class ActiveHealthChecker<H extends ResilienceHost> {
     this.publishHealthy();
   }
 
-  stop(): void {
+  /** Stops probing. `clearFlags` also removes failed_active_hc from the hosts (health checking was turned off). */
+  stop(clearFlags = false): void {
     this.running = false;
+    if (this.syncTimer) clearInterval(this.syncTimer);
+    this.syncTimer = undefined;
+    if (clearFlags) for (const h of this.sessions.keys()) h.healthFlags.delete('failed_active_hc');
     for (const s of this.sessions.values()) this.endSession(s);
     this.sessions.clear();
   }

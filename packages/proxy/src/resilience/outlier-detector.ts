@@ -102,9 +102,14 @@ export class OutlierDetector<H extends ResilienceHost> {
     return this;
   }
 
-  stop(): void {
+  /** Stops the sweeps. `clearFlags` returns every ejected host to service (outlier detection was turned off). */
+  stop(clearFlags = false): void {
     if (this.timer) clearInterval(this.timer);
     this.timer = undefined;
+    if (clearFlags) {
+      for (const [h, s] of this.states) if (s.ejectedAt !== undefined) { s.ejectedAt = undefined; h.healthFlags.delete('failed_outlier_check'); }
+      this.gauge('ejections_active').set(0);
+    }
   }
 
   /** Feeds the result of one try to `host`. */
