@@ -158,7 +158,16 @@ export function createAdminServer(opts: AdminServerOptions): AdminServer {
       answer = errorAnswer(err, method, path, routeName);
     }
     log?.debug({ method, path, status: answer.status }, 'admin request');
-    send(res, answer);
+    try {
+      send(res, answer);
+    } catch (err) {
+      // a handler's answer Node refuses (an invalid status or header) is the handler's bug: a 500 like any other
+      try {
+        send(res, errorAnswer(new Error(`invalid answer from the handler: ${messageOf(err)}`), method, path, routeName));
+      } catch {
+        res.destroy();
+      }
+    }
   }
 
   type Resolution =

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { AdminHttpError, createAdminServer, createLogger, routes, type AdminServer } from '../src/index';
+import { AdminHttpError, adminResponse, createAdminServer, createLogger, routes, type AdminServer } from '../src/index';
 import { request } from './support/http';
 import { Writable } from 'node:stream';
 
@@ -47,6 +47,8 @@ describe('error answers', () => {
           throw new AdminHttpError(404, `unknown component "${req.params.component}": valid components are envoy, mesh-dns`);
         },
       })
+      .add({ method: 'GET', path: '/bad_status', help: 'answers an impossible status', handler: () => adminResponse(42, 'x') })
+      .add({ method: 'GET', path: '/bad_header', help: 'answers a header Node refuses', handler: () => adminResponse(200, 'x', { 'x-bad': 'a\nb' }) })
       .add({
         method: 'GET',
         path: '/teapot',
@@ -163,10 +165,25 @@ describe('error answers', () => {
     expect(body).toMatchObject({ message: 'upstream refused', route: 'GET /async_boom', code: 'ECONNREFUSED' });
   });
 
+  it('an answer Node refuses (bad status or header) becomes a 500 naming the problem, recorded too', async () => {
+    const status = await request(port, 'GET', '/bad_status');
+    expect(status.status).toBe(500);
+    expect(status.body).toMatch(/^error in GET \/bad_status: invalid answer from the handler: .*42/);
+    expect(server.latestError).toMatchObject({ route: 'GET /bad_status' });
+    const header = await request(port, 'GET', '/bad_header');
+    expect(header.status).toBe(500);
+    expect(header.body).toContain('invalid answer from the handler');
+    expect(header.headers['x-bad']).toBeUndefined();
+    // the server is still answering
+    expect((await request(port, 'GET', '/help')).status).toBe(200);
+  });
+
   it('4xx answers are not recorded as the latest error', async () => {
+    const before = server.latestError;
     await request(port, 'GET', '/epoch/nginx');
     await request(port, 'GET', '/nope');
-    expect(server.latestError?.message).toBe('upstream refused');
+    await request(port, 'PUT', '/logging/x/y');
+    expect(server.latestError).toBe(before);
   });
 
   it('recordError() from the component shows in /latest_error', async () => {
