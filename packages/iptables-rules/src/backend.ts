@@ -44,6 +44,12 @@ export function commandFailure(what: string, command: string, result: ExecResult
       hint: 'run as root (or with CAP_NET_ADMIN and CAP_NET_RAW), e.g. sudo mesh-iptables ...',
     });
   }
+  if (/Cannot open network namespace/.test(stderr)) {
+    return new MeshError('MESH_IPT_NETNS_MISSING', `${what}: ${stderr}`, {
+      exitCode: EXIT_CODES.usage,
+      hint: 'check the name given to --netns (ip netns list), or create it with ip netns add NAME',
+    });
+  }
   const lineMatch = /line:?\s*(\d+)/i.exec(stderr);
   let offending = '';
   if (lineMatch && opts.input) {

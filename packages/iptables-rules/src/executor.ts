@@ -71,8 +71,8 @@ export class SpawnExecutor implements Executor {
         /* the command exited before reading its input; its exit status tells why */
       });
       child.on('close', (code) => {
-        // `ip netns exec` reports a missing program this way
-        if (code !== 0 && /exec of "[^"]+" failed: No such file or directory/.test(stderr)) {
+        // `ip netns exec` and `env` report a missing program this way (127: command not found)
+        if (code === 127 || (code !== 0 && /exec of "[^"]+" failed: No such file or directory/.test(stderr))) {
           reject(notFound(request.command, stderr.trim()));
           return;
         }
