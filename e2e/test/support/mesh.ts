@@ -1,0 +1,112 @@
+// One sidecar per host: mesh-agent started as root inside the host's namespace with the proxy and
+// mesh-dns under their own uid, the etcd registry and full iptables capture.
+import { chmodSync, mkdirSync, writeFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { nsArgv, nsRun, waitFor, withLog, type Managed, type As, type RunResult } from './exec.js';
+import { APP_USER, PROXY_USER } from './infra.js';
+import { APP_PORT, type World } from './world.js';
+
+export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
+export const AGENT_BIN = join(REPO_ROOT, 'packages/agent/bin/mesh-agent.js');
+
+export type Role = 'a' | 'b' | 'b2';
+/** Host A runs service `user`; B and B2 are two instances of `order`. */
+export const SERVICE_OF: Record<Role, string> = { a: 'user', b: 'order', b2: 'order' };
+
+export interface Sidecar { role: Role; ns: string; dir: string; configFile: string; process: Managed }
+
+/** Writes the agent config and the application's spec.yaml (TSF shape) for one host. */
+export function writeSidecarConfig(world: World, role: Role): { dir: string; configFile: string } {
+  const dir = join(world.dir, `sidecar-${role}`);
+  mkdirSync(join(dir, 'app'), { recursive: true });
+  mkdirSync(join(dir, 'run'), { recursive: true });
+  // The proxy and mesh-dns run as PROXY_USER and read their config files from run/.
+  for (const d of [dir, join(dir, 'app'), join(dir, 'run')]) chmodSync(d, 0o755);
+  const service = SERVICE_OF[role];
+  writeFileSync(join(dir, 'app', 'spec.yaml'), [
+    'apiVersion: v1',
+    'kind: Application',
+    'spec:',
+    '  services:',
+    `    - name: ${service}`,
+    '      ports:',
+    `        - targetPort: ${APP_PORT}`,
+    '          protocol: http',
+    '      healthCheck:',
+    '        path: /health',
+    '',
+  ].join('\n'));
+  const host = world.host(role);
+  const configFile = join(dir, 'agent.yaml');
+  writeFileSync(configFile, [
+    'node:',
+    `  ip: ${host.address}`,
+    `  id: ${service}-${role}`,
+    'app:',
+    `  configDir: ${join(dir, 'app')}`,
+    'proxy:',
+    `  uid: ${PROXY_USER.uid}`,
+    `  gid: ${PROXY_USER.gid}`,
+    '  drainTimeMs: 2000',
+    'meshDns:',
+    `  uid: ${PROXY_USER.uid}`,
+    `  gid: ${PROXY_USER.gid}`,
+    'registry:',
+    '  backend: etcd',
+    '  etcd:',
+    `    endpoints: [${world.infra.etcdEndpoint}]`,
+    '    prefix: /mesh-e2e/',
+    '    leaseTtlSeconds: 5',
+    'iptables:',
+    `  stateFile: ${join(dir, 'run', 'iptables-state.json')}`,
+    'paths:',
+    `  runDir: ${join(dir, 'run')}`,
+    `  proxyBootstrap: ${join(dir, 'run', 'proxy-bootstrap.json')}`,
+    `  dnsConfig: ${join(dir, 'run', 'mesh-dns.json')}`,
+    '',
+  ].join('\n'));
+  return { dir, configFile };
+}
+
+export async function startSidecar(world: World, role: Role, opts: { until?: '<FLOW_TAKEOVER>' | '<SERVICE_REGISTERED>' } = {}): Promise<Sidecar> {
+  const { dir, configFile } = writeSidecarConfig(world, role);
+  const ns = world.host(role).ns;
+  const proc = world.procs.start(`mesh-agent-${role}`, nsArgv(ns, process.execPath, [AGENT_BIN, 'start', '--config', configFile]));
+  const until = opts.until ?? '<SERVICE_REGISTERED>';
+  await waitFor(`mesh-agent on ${role} to reach ${until}`, async () => {
+    if (proc.child.exitCode !== null) throw new Error(`mesh-agent exited ${proc.child.exitCode}`);
+    return (await admin(ns, 15020, '/status')).stdout.trim() === until || (until === '<FLOW_TAKEOVER>' && (await admin(ns, 15020, '/status')).stdout.trim() === '<SERVICE_REGISTERED>');
+  }, { timeoutMs: 60_000, intervalMs: 300 }).catch((err) => { throw withLog(err, proc, 60); });
+  return { role, ns, dir, configFile, process: proc };
+}
+
+/** GET (or another method) on an admin port inside a host's namespace. */
+export function admin(ns: string, port: number, path: string, method = 'GET'): Promise<RunResult> {
+  return nsRun(ns, 'curl', ['-s', '--max-time', '10', '-X', method, `http://127.0.0.1:${port}${path}`], { allowFail: true });
+}
+
+export async function adminJson<T = any>(ns: string, port: number, path: string): Promise<T> {
+  const { stdout } = await admin(ns, port, path);
+  try {
+    return JSON.parse(stdout) as T;
+  } catch {
+    throw new Error(`GET 127.0.0.1:${port}${path} in ${ns} did not answer JSON: ${stdout.slice(0, 300)}`);
+  }
+}
+
+/** curl as the application's user: a process that knows nothing of the mesh. */
+export function appCurl(ns: string, url: string, extra: string[] = [], as: As = APP_USER): Promise<RunResult> {
+  return nsRun(ns, 'curl', ['-s', '--max-time', '10', ...extra, url], { as, allowFail: true });
+}
+
+/** `curl -w` helper: status code and body (without its final newline) of one request by name. */
+export async function appGet(ns: string, url: string): Promise<{ code: number; body: string }> {
+  const { stdout } = await appCurl(ns, url, ['-w', '\n%{http_code}']);
+  const cut = stdout.lastIndexOf('\n');
+  return { code: Number(stdout.slice(cut + 1)) || 0, body: stdout.slice(0, cut).replace(/\n$/, '') };
+}
+
+export function mesh(world: World, role: Role, args: string[]): Promise<RunResult> {
+  return nsRun(world.host(role).ns, process.execPath, [AGENT_BIN, ...args], { allowFail: true, timeoutMs: 60_000 });
+}
