@@ -7,6 +7,7 @@ import { describeAnswer, httpRequest } from './http-get.js';
 import { queryA, systemNameserver } from './dns-wire.js';
 import { parseIptablesSave, serviceOfCluster, matchVirtualHost, type NatRule } from './envoy-formats.js';
 import type { SidecarSnapshot } from './sidecar.js';
+import { formatDifference, SpawnExecutor, verifyRules, type RuleDifference } from '@mesh-agent/iptables-rules';
 
 export type CheckStatus = 'OK' | 'WARN' | 'FAIL';
 export interface CheckResult { hop: string; status: CheckStatus; evidence: string; fix?: string }
@@ -15,7 +16,33 @@ export interface CheckContext {
   snap: SidecarSnapshot;
   /** `iptables-save -t nat` output, or why it could not be read */
   nat: { rules: NatRule[]; error?: string };
+  /** @mesh-agent/iptables-rules verify against the state file of what the agent applied */
+  verify?: { differences: RuleDifference[]; stateFile: string; error?: string };
   resolvConf?: string;
+}
+
+/** Compares the nat table with what the agent recorded as applied (its iptables state file). */
+export async function verifyApplied(stateFile: string | undefined): Promise<CheckContext['verify']> {
+  if (!stateFile) return undefined;
+  try {
+    const result = await verifyRules(undefined, { executor: new SpawnExecutor(), stateFile });
+    return { differences: result.differences, stateFile };
+  } catch (err) {
+    return { differences: [], stateFile, error: (err as Error).message };
+  }
+}
+
+type CaptureHop = 'dns-capture' | 'outbound-capture' | 'inbound-capture';
+/** Which hop a rule difference breaks, by its chain (and, for the jumps from OUTPUT, its target). */
+export function hopOfDifference(diff: RuleDifference): CaptureHop {
+  const text = `${diff.chain} ${diff.expected ?? ''} ${diff.actual ?? ''} ${diff.note ?? ''}`;
+  if (/DNS_OUTPUT/.test(text)) return 'dns-capture';
+  if (/ISTIO_INBOUND|ISTIO_REDIRECT|PREROUTING/.test(text)) return 'inbound-capture';
+  return 'outbound-capture';
+}
+
+function differencesFor(ctx: CheckContext, hop: CaptureHop): string[] {
+  return (ctx.verify?.differences ?? []).filter((d) => hopOfDifference(d) === hop).map((d) => formatDifference(d).replace(/\s+/g, ' '));
 }
 
 export function readNatRules(): Promise<{ rules: NatRule[]; text: string; error?: string }> {
@@ -128,6 +155,8 @@ export async function checkDnsCapture(ctx: CheckContext, dependsOnFailed?: strin
   if (missing.length) {
     return { hop, status: 'FAIL', evidence: `rule(s) missing from the nat table: ${missing.join('; ')}`, fix: `the DNS capture rules were changed outside the agent: re-apply them with a restart of the agent (mesh-agent start re-applies and verifies), and find who edits iptables; compare: iptables -t nat -S DNS_OUTPUT` };
   }
+  const differs = differencesFor(ctx, hop);
+  if (differs.length) return { hop, status: 'FAIL', evidence: `nat table differs from what the agent applied: ${differs.join('; ')}`, fix: `restart the agent to re-apply its rules; mesh-iptables verify --state-file ${ctx.verify?.stateFile} lists the differences` };
   if (dependsOnFailed) return { hop, status: 'WARN', evidence: `rules present; query not tried: ${dependsOnFailed} failed` };
   const name = meshServices(snap)[0] ?? snap.localServices[0]?.name;
   if (!name) return { hop, status: 'WARN', evidence: 'rules present; no mesh name known to query', fix: 'register a service (the registry) so there is a name to check' };
@@ -141,7 +170,8 @@ export async function checkDnsCapture(ctx: CheckContext, dependsOnFailed?: strin
   return { hop, status: 'OK', evidence: `${name} -> ${vip} via ${answer.server} (captured to 127.0.0.1:${port}) in ${answer.ms} ms` };
 }
 
-export function checkOutboundCapture({ snap, nat }: CheckContext): CheckResult {
+export function checkOutboundCapture(ctx: CheckContext): CheckResult {
+  const { snap, nat } = ctx;
   const hop = 'outbound-capture';
   if (nat.error) return { hop, status: 'WARN', evidence: `cannot read the rules: ${nat.error}`, fix: 'run mesh-agent doctor as root' };
   const port = snap.ports.proxyListener;
@@ -151,6 +181,8 @@ export function checkOutboundCapture({ snap, nat }: CheckContext): CheckResult {
     { label: `ISTIO_OUTPUT DNAT of the mesh VIP to :${port}`, chain: 'ISTIO_OUTPUT', test: (s) => /-j DNAT/.test(s) && s.includes(`:${port}`) },
   ]);
   if (missing.length) return { hop, status: 'FAIL', evidence: `rule(s) missing: ${missing.join('; ')}`, fix: 'restart the agent to re-apply and verify its rules; iptables -t nat -S ISTIO_OUTPUT shows what is there' };
+  const differs = differencesFor(ctx, hop);
+  if (differs.length) return { hop, status: 'FAIL', evidence: `nat table differs from what the agent applied: ${differs.join('; ')}`, fix: `restart the agent to re-apply its rules; mesh-iptables verify --state-file ${ctx.verify?.stateFile} lists the differences` };
   const dnat = chainRules(nat, 'ISTIO_OUTPUT').find((r) => /-j DNAT/.test(r.spec));
   return { hop, status: 'OK', evidence: `ISTIO_OUTPUT: ${dnat?.spec}${dnat?.packets !== undefined ? ` (${dnat.packets} packets)` : ''}` };
 }
@@ -204,7 +236,8 @@ export function checkCluster({ snap }: CheckContext, service: string, dependsOnF
   return { hop, status: warn ? 'WARN' : 'OK', evidence: results.join('; '), ...(warn ? { fix: 'some endpoints are unhealthy: traffic goes to the others' } : {}) };
 }
 
-export function checkInboundCapture({ snap, nat }: CheckContext): CheckResult {
+export function checkInboundCapture(ctx: CheckContext): CheckResult {
+  const { snap, nat } = ctx;
   const hop = 'inbound-capture';
   if (nat.error) return { hop, status: 'WARN', evidence: `cannot read the rules: ${nat.error}`, fix: 'run mesh-agent doctor as root' };
   const wanted = [
@@ -214,7 +247,9 @@ export function checkInboundCapture({ snap, nat }: CheckContext): CheckResult {
   ];
   const missing = missingRules(nat, wanted);
   if (missing.length) return { hop, status: 'FAIL', evidence: `rule(s) missing: ${missing.join('; ')}`, fix: 'restart the agent to re-apply and verify its rules; iptables -t nat -S ISTIO_INBOUND shows what is there' };
-  return { hop, status: 'OK', evidence: `${chainRules(nat, 'ISTIO_INBOUND').length} inbound rule(s) for ${snap.localServices.map((s) => s.port).join(', ') || 'no port'}` };
+  const differs = differencesFor(ctx, hop);
+  if (differs.length) return { hop, status: 'FAIL', evidence: `nat table differs from what the agent applied: ${differs.join('; ')}`, fix: `restart the agent to re-apply its rules; mesh-iptables verify --state-file ${ctx.verify?.stateFile} lists the differences` };
+  return { hop, status: 'OK', evidence: `${chainRules(nat, 'ISTIO_INBOUND').length} inbound rule(s)${ctx.verify && !ctx.verify.error ? ' (equal to what was applied)' : ''} for ${snap.localServices.map((s) => s.port).join(', ') || 'no port'}` };
 }
 
 export async function checkLocalApp({ snap }: CheckContext): Promise<CheckResult> {

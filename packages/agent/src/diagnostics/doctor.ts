@@ -2,7 +2,7 @@
 import { gatherSnapshot, type SidecarSnapshot } from './sidecar.js';
 import {
   checkAgent, checkCluster, checkConfig, checkDnsCapture, checkInboundCapture, checkLocalApp, checkMeshDns,
-  checkOutboundCapture, checkProxy, checkRegistry, checkRoute, meshServices, readNatRules, type CheckContext, type CheckResult,
+  checkOutboundCapture, checkProxy, checkRegistry, checkRoute, meshServices, readNatRules, verifyApplied, type CheckContext, type CheckResult,
 } from './checks.js';
 
 export interface DoctorReport { ok: boolean; time: string; agentAdminUrl: string; checks: CheckResult[] }
@@ -10,7 +10,9 @@ export interface DoctorReport { ok: boolean; time: string; agentAdminUrl: string
 export async function doctorChecks(agentAdminUrl: string, opts: { snapshot?: SidecarSnapshot; resolvConf?: string } = {}): Promise<DoctorReport> {
   const snap = opts.snapshot ?? await gatherSnapshot(agentAdminUrl);
   const nat = await readNatRules();
-  const ctx: CheckContext = { snap, nat, resolvConf: opts.resolvConf };
+  const stateFile: string | undefined = snap.agent.configJson?.iptables?.stateFile ?? snap.agent.dump?.capture?.stateFile;
+  const verify = nat.error ? undefined : await verifyApplied(stateFile);
+  const ctx: CheckContext = { snap, nat, verify, resolvConf: opts.resolvConf };
   const checks: CheckResult[] = [];
   checks.push(checkAgent(ctx));
   checks.push(checkConfig(ctx));
