@@ -2,6 +2,7 @@ import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import type { Server as NetServer, Socket } from 'node:net';
 import { ADMIN_HOST, EXIT_CODES, MeshError } from '@mesh-agent/shared-config';
 import { renderHelp, renderNotFound } from './help-text';
+import { browserRefusal } from './browser-guard';
 import { isLoopbackHost } from './loopback';
 import { AdminHttpError, renderResult, textResponse, type RenderedResponse } from './response';
 import { BadPathEncodingError, compareSpecificity, compilePattern, type RoutePattern } from './route-pattern';
@@ -44,6 +45,8 @@ export function createAdminServer(opts: AdminServerOptions): AdminServer {
   let boundAddress: AdminAddress | undefined;
   let latest: LatestError | undefined;
   let closing: Promise<void> | undefined;
+  // a deliberately exposed admin port is reached under names; a loopback one only as an IP or localhost
+  const checkHost = !opts.allowNonLoopback;
   const log = opts.logger ? opts.logger.scope(opts.logger.scopes.includes('admin') ? 'admin' : opts.logger.scopes[0]) : undefined;
 
   const server = http.createServer((req, res) => {
@@ -151,6 +154,8 @@ export function createAdminServer(opts: AdminServerOptions): AdminServer {
         answer = methodNotAllowed(method, path, found.allowed, found.mutating);
       } else {
         routeName = `${found.entry.route.method} ${found.entry.route.path}`;
+        const refusal = browserRefusal(req.headers, { checkHost: checkHost, mutatesState: found.entry.route.mutatesState === true, method });
+        if (refusal) throw new AdminHttpError(403, refusal, { code: 'MESH_ADMIN_FORBIDDEN' });
         const request = toAdminRequest(req, method, url, found.params, admin);
         answer = renderResult(await found.entry.route.handler(request));
       }
@@ -275,7 +280,8 @@ function readBody(req: IncomingMessage): Promise<string> {
 
 function send(res: ServerResponse, answer: RenderedResponse): void {
   if (res.headersSent || res.destroyed) return;
-  res.writeHead(answer.status, { ...answer.headers, 'content-length': String(answer.body.length) });
+  // nosniff: a browser never renders a text or JSON answer as HTML
+  res.writeHead(answer.status, { 'x-content-type-options': 'nosniff', ...answer.headers, 'content-length': String(answer.body.length) });
   res.end(answer.body);
 }
 
