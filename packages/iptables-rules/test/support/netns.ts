@@ -53,13 +53,16 @@ export interface Pair {
   b: string;
   addrA: string;
   addrB: string;
+  /** with v6: fd00:198:18::1 and ::2 */
+  addr6A: string;
+  addr6B: string;
 }
 
 /**
  * Two namespaces joined by a veth pair (198.18.0.0/15 addresses), each with a default route
  * through the other: connect() to the mesh VIP needs a route before it reaches nat OUTPUT.
  */
-export function createPair(tag: string, opts: { peerExtraAddress?: string; v6?: boolean } = {}): Pair {
+export function createPair(tag: string, opts: { peerExtraAddress?: string; peerExtraAddress6?: string; v6?: boolean } = {}): Pair {
   const a = nsName(`${tag}a`);
   const b = nsName(`${tag}b`);
   const addrA = '198.18.10.1';
@@ -78,9 +81,11 @@ export function createPair(tag: string, opts: { peerExtraAddress?: string; v6?: 
     if (opts.v6) nsExec(ns, ['ip', '-6', 'addr', 'add', `fd00:198:18::${addr === addrA ? 1 : 2}/64`, 'dev', dev, 'nodad']);
     nsExec(ns, ['ip', 'link', 'set', dev, 'up']);
     nsExec(ns, ['ip', 'route', 'add', 'default', 'via', peer]);
+    if (opts.v6) nsExec(ns, ['ip', '-6', 'route', 'add', 'default', 'via', `fd00:198:18::${addr === addrA ? 2 : 1}`]);
   }
   if (opts.peerExtraAddress) nsExec(b, ['ip', 'addr', 'add', `${opts.peerExtraAddress}/32`, 'dev', vethB]);
-  return { a, b, addrA, addrB };
+  if (opts.peerExtraAddress6) nsExec(b, ['ip', '-6', 'addr', 'add', `${opts.peerExtraAddress6}/128`, 'dev', vethB, 'nodad']);
+  return { a, b, addrA, addrB, addr6A: 'fd00:198:18::1', addr6B: 'fd00:198:18::2' };
 }
 
 export function deleteNs(...names: string[]): void {
