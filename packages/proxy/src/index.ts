@@ -1,4 +1,6 @@
 export const PACKAGE_NAME = '@mesh-agent/proxy';
+export { createProxy, MeshProxy, PROXY_VERSION } from './proxy';
+export type { ProxyOptions, ServerState, ListenAddress } from './proxy';
 export { createHost, hostKey, isHealthy, healthFlagsText, newHostStats } from './cluster/host';
 export type { Host, HostInit, HostStats, HealthFlag } from './cluster/host';
 export { Cluster, DEFAULT_PANIC_THRESHOLD_PERCENT } from './cluster/cluster';
@@ -6,4 +8,12 @@ export type { CircuitBreakersSlot, OutlierDetectorSlot, HealthCheckerSlot, Upstr
 export { createLoadBalancer, RoundRobinLb, LeastRequestLb, RandomLb, RingHashLb } from './cluster/load-balancer';
 export type { LbPolicy, LbContext, LoadBalancer } from './cluster/load-balancer';
 export { StatsStore, Counter, Gauge, Histogram } from './stats/store';
+export { parseRequestHead, parseResponseHead, HttpParseError } from './http/head-parser';
+export { BodyFramer } from './http/body-framer';
+export { ResponseFlag } from './http/response-flags';
+export { RouteTable } from './routing/router';
+export { AccessLogger, formatTextLine, formatJsonLine } from './observability/access-log';
+export type { AccessLogEntry, AccessLogFormat } from './observability/access-log';
+export { originalDstStatus } from './original-dst';
+export { HOT_RESTART_VERSION } from './admin/register';
 export type * from './config/types';

@@ -95,7 +95,13 @@ export class StatsStore {
     if (existing) return existing;
     const rule = scope === undefined ? undefined : TAG_SCOPES.find((r) => r.prefix === prefix);
     const tags: Record<string, string> = rule && scope !== undefined ? { [rule.tag]: scope } : {};
-    const tagExtracted = `${prefix}${leaf}`;
+    let tagExtracted = `${prefix}${leaf}`;
+    // Envoy's response-code-class tag: upstream_rq_2xx -> upstream_rq_xx{envoy_response_code_class="2"}.
+    const cls = /^(upstream|downstream)_rq_([1-5])xx$/.exec(leaf);
+    if (cls) {
+      tagExtracted = `${prefix}${cls[1]}_rq_xx`;
+      tags.envoy_response_code_class = cls[2]!;
+    }
     const stat = kind === 'counter' ? new Counter(name, tagExtracted, tags)
       : kind === 'gauge' ? new Gauge(name, tagExtracted, tags)
       : new Histogram(name, tagExtracted, tags);

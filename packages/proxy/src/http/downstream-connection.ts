@@ -1,0 +1,736 @@
+import { randomUUID } from 'node:crypto';
+import type net from 'node:net';
+import { performance } from 'node:perf_hooks';
+import type { Cluster, UpstreamOutcome } from '../cluster/cluster';
+import type { Host } from '../cluster/host';
+import type { CompiledRoute } from '../routing/router';
+import type { ConfigSnapshot, ProxyRuntime } from '../runtime';
+import type { UpstreamConnection, UpstreamOwner } from '../upstream/pool';
+import { BodyFramer } from './body-framer';
+import { HttpParseError, parseRequestHead, parseResponseHead, type RequestHead, type ResponseHead } from './head-parser';
+import { isHopByHop, reasonPhrase } from './hop-by-hop';
+import { addFlag, ResponseFlag } from './response-flags';
+
+const CRLFCRLF = Buffer.from('\r\n\r\n');
+const CONTINUE_100 = 'HTTP/1.1 100 Continue\r\n\r\n';
+const DEFAULT_ROUTE_TIMEOUT_MS = 15_000;
+/** Transparent re-sends of a body-less request whose pooled connection turned out stale. */
+const MAX_STALE_RESENDS = 3;
+
+const enum St { Head, Body, Waiting, Upgraded, Closed }
+
+function isLoopback(address: string): boolean {
+  return address.startsWith('127.') || address === '::1' || address.startsWith('::ffff:127.');
+}
+
+function stripV4Mapped(address: string): string {
+  return address.startsWith('::ffff:') ? address.slice(7) : address;
+}
+
+/**
+ * One downstream (client) connection and its request flow:
+ *   head parsed → route → cluster → breaker check → pick host (healthy only,
+ *   panic threshold) → upstream attempt → outcome reported → retry decision →
+ *   response streamed back → access log and stats.
+ * Requests on a connection are handled one at a time (pipelined requests wait
+ * in `pending`); bodies are passed through unbuffered with their framing tracked.
+ */
+export class DownstreamConnection implements UpstreamOwner {
+  private state: St = St.Head;
+  private pending: Buffer | undefined;
+  private headStartedAt = 0;
+  lastActivity = Date.now();
+  private readonly reqFramer = new BodyFramer(400);
+  private readonly resFramer = new BodyFramer(502);
+  private readonly peer: string;
+  private readonly inboundCandidate: string | undefined;
+  private closeAfterResponse = false;
+
+  // Per-request state.
+  private req: RequestHead | undefined;
+  private snapshot: ConfigSnapshot | undefined;
+  private cluster: Cluster | undefined;
+  private host: Host | undefined;
+  private upstream: UpstreamConnection | undefined;
+  private upstreamHead = '';
+  private resends = 0;
+  private resBuf: Buffer | undefined;
+  private res: ResponseHead | undefined;
+  private dechunk = false;
+  private responseStarted = false;
+  private breakerAcquired = false;
+  private timer: NodeJS.Timeout | undefined;
+  private startMs = 0;
+  private startEpoch = 0;
+  private upstreamStartMs = 0;
+  private upstreamServiceTime: number | undefined;
+  private bytesReceived = 0;
+  private bytesSent = 0;
+  private flags = '';
+  private status = 0;
+  private path = '';
+  private authority: string | undefined;
+  private requestId: string | undefined;
+
+  constructor(readonly socket: net.Socket, private readonly rt: ProxyRuntime, private readonly onClosed: (c: DownstreamConnection) => void) {
+    this.peer = stripV4Mapped(socket.remoteAddress ?? '');
+    socket.setNoDelay(true);
+    // Inbound vs outbound is a property of the connection: decide once.
+    this.inboundCandidate = this.detectInbound();
+    socket.on('data', (chunk: Buffer) => this.onData(chunk));
+    socket.on('drain', () => { if (this.upstream && !this.upstream.closed) this.upstream.socket.resume(); });
+    socket.on('error', () => { /* 'close' follows */ });
+    socket.on('end', () => this.onDownstreamEnd());
+    socket.on('close', () => this.onDownstreamClose());
+  }
+
+  /** The inbound cluster when the connection was redirected to a local service port (SO_ORIGINAL_DST). */
+  private detectInbound(): string | undefined {
+    const snap = this.rt.snapshot;
+    if (snap.inboundByPort.size === 0) return undefined;
+    const dst = this.rt.originalDst(this.socket);
+    if (dst) {
+      const local = snap.localAddresses.has(dst.address) || isLoopback(dst.address);
+      return local ? snap.inboundByPort.get(dst.port) : undefined;
+    }
+    return undefined;
+  }
+
+  /** Fallback without SO_ORIGINAL_DST: a peer that is not this machine is inbound; the Host port picks the service. */
+  private inboundByFallback(snap: ConfigSnapshot, hostHeader: string | undefined): string | undefined {
+    if (snap.inboundByPort.size === 0 || this.rt.originalDst(this.socket)) return undefined;
+    if (isLoopback(this.peer) || snap.localAddresses.has(this.peer)) return undefined;
+    const colon = hostHeader ? hostHeader.lastIndexOf(':') : -1;
+    if (hostHeader && colon > 0) {
+      const byPort = snap.inboundByPort.get(Number(hostHeader.slice(colon + 1)));
+      if (byPort) return byPort;
+    }
+    if (snap.inboundByPort.size === 1) return snap.inboundByPort.values().next().value;
+    return undefined;
+  }
+
+  get idle(): boolean {
+    return this.state === St.Head && this.pending === undefined;
+  }
+
+  /** Called by the proxy's sweep: headers timeout (408) and idle keep-alive timeout. */
+  sweep(now: number): void {
+    if (this.state !== St.Head) return;
+    if (this.pending !== undefined) {
+      if (now - this.headStartedAt > this.rt.limits.headersTimeoutMs) {
+        this.rt.http.downstream_rq_timeout.inc();
+        this.localReplyAndClose(408, 'request headers timeout\n', ResponseFlag.StreamIdleTimeout);
+      }
+    } else if (now - this.lastActivity > this.rt.limits.idleTimeoutMs || this.rt.draining) {
+      this.socket.end();
+    }
+  }
+
+  private onData(chunk: Buffer): void {
+    this.lastActivity = Date.now();
+    switch (this.state) {
+      case St.Head:
+        if (this.pending === undefined) this.headStartedAt = this.lastActivity;
+        this.pending = this.pending === undefined ? chunk : Buffer.concat([this.pending, chunk]);
+        this.processPending();
+        return;
+      case St.Body:
+        this.forwardRequestBody(chunk, 0);
+        return;
+      case St.Waiting:
+        // A pipelined request: keep it until the current response is done.
+        this.pending = this.pending === undefined ? chunk : Buffer.concat([this.pending, chunk]);
+        if (this.pending.length > this.rt.limits.maxHeadersBytes * 2) this.socket.pause();
+        return;
+      default:
+        return;
+    }
+  }
+
+  private processPending(): void {
+    let buf = this.pending;
+    if (buf === undefined) return;
+    // RFC 9112 2.2: ignore empty lines before a request line.
+    let start = 0;
+    while (start + 1 < buf.length && buf[start] === 13 && buf[start + 1] === 10) start += 2;
+    if (start > 0) { buf = buf.subarray(start); this.pending = buf.length > 0 ? buf : undefined; if (!this.pending) return; }
+    const end = buf.indexOf(CRLFCRLF);
+    if (end < 0) {
+      if (buf.length > this.rt.limits.maxHeadersBytes) this.protocolError(431, 'request headers too large');
+      return;
+    }
+    if (end + 4 > this.rt.limits.maxHeadersBytes) { this.protocolError(431, 'request headers too large'); return; }
+    this.pending = undefined;
+    let head: RequestHead;
+    try {
+      head = parseRequestHead(buf.toString("latin1", 0, end), this.rt.limits);
+    } catch (err) {
+      if (err instanceof HttpParseError) { this.protocolError(err.status, `${err.message}\n`); return; }
+      throw err;
+    }
+    this.startRequest(head, buf, end + 4);
+  }
+
+  private protocolError(status: number, body: string): void {
+    this.rt.http.downstream_cx_protocol_error.inc();
+    this.localReplyAndClose(status, body.endsWith('\n') ? body : `${body}\n`, ResponseFlag.DownstreamProtocolError);
+  }
+
+  private resetRequestState(): void {
+    this.req = undefined; this.snapshot = undefined; this.cluster = undefined; this.host = undefined; this.upstream = undefined;
+    this.upstreamHead = ''; this.resends = 0; this.resBuf = undefined; this.res = undefined; this.dechunk = false;
+    this.responseStarted = false; this.breakerAcquired = false; this.upstreamServiceTime = undefined;
+    this.bytesReceived = 0; this.bytesSent = 0; this.flags = ''; this.status = 0; this.path = '';
+    this.authority = undefined; this.requestId = undefined;
+  }
+
+  private startRequest(head: RequestHead, buf: Buffer, bodyStart: number): void {
+    this.resetRequestState();
+    const rt = this.rt;
+    this.req = head;
+    this.startMs = performance.now();
+    this.startEpoch = Date.now();
+    this.bytesReceived = bodyStart;
+    rt.http.downstream_rq_total.inc();
+    rt.http.downstream_rq_active.inc();
+    if (head.close || rt.draining) this.closeAfterResponse = true;
+    this.reqFramer.reset(head.bodyKind, head.contentLength);
+
+    // Request target: origin-form, or absolute-form from an explicit proxy client (curl -x).
+    let target = head.target;
+    let authority = head.host;
+    if (target.charCodeAt(0) !== 47 /* / */) {
+      const m = /^http:\/\/([^/?#]+)(.*)$/i.exec(target);
+      if (m) {
+        authority = m[1];
+        target = m[2] || '/';
+      } else if (head.method === 'OPTIONS' && target === '*') {
+        // server-wide OPTIONS: routed by Host like any other request
+      } else {
+        this.path = target;
+        this.authority = authority;
+        this.closeAfterResponse = true;
+        this.localReply(head.method === 'CONNECT' ? 405 : 400, head.method === 'CONNECT' ? 'CONNECT is not supported\n' : 'unsupported request target\n', ResponseFlag.DownstreamProtocolError);
+        return;
+      }
+    }
+    this.path = target;
+    this.authority = authority;
+    this.state = St.Waiting; // until an upstream takes the body
+
+    const snap = rt.snapshot; // pinned for the whole request: updates never split a request
+    this.snapshot = snap;
+    const q = target.indexOf('?');
+    const pathOnly = q < 0 ? target : target.slice(0, q);
+
+    // 1. route
+    let clusterName: string | undefined;
+    let route: CompiledRoute | undefined;
+    const inbound = this.inboundCandidate ?? (head.target.charCodeAt(0) === 47 ? this.inboundByFallback(snap, authority) : undefined);
+    if (inbound !== undefined) {
+      clusterName = inbound;
+    } else {
+      const r = snap.routes.match(authority ?? '', pathOnly, head);
+      if (r.kind !== 'route') {
+        rt.http.no_route.inc();
+        this.localReply(404, `no route for host "${authority ?? ''}"${r.kind === 'no-route' ? ` and path "${pathOnly}" in virtual host "${r.virtualHost}"` : ''}\n`, ResponseFlag.NoRouteFound, buf, bodyStart);
+        return;
+      }
+      route = r.route;
+      const direct = route.config.directResponse;
+      if (direct) {
+        this.localReply(direct.status, direct.body ?? '', '', buf, bodyStart);
+        return;
+      }
+      clusterName = route.pickCluster();
+    }
+
+    // 2. cluster
+    const cluster = clusterName !== undefined ? snap.clusters.get(clusterName) : undefined;
+    if (!cluster) {
+      rt.http.no_cluster.inc();
+      this.localReply(503, `cluster not found: ${clusterName ?? '(none)'}\n`, ResponseFlag.NoClusterFound, buf, bodyStart);
+      return;
+    }
+    this.cluster = cluster;
+
+    // Request id and forwarding headers, built once (also reused for a transparent re-send).
+    this.upstreamHead = this.buildUpstreamHead(head, target, cluster);
+
+    // Upgrade (WebSocket): http-proxy-3 takes the socket from here.
+    if (head.upgrade !== undefined) {
+      const pick = cluster.pickHost({ hashKey: this.hashKey(head, cluster) });
+      if (!pick.host) { this.localReply(503, 'no healthy upstream\n', ResponseFlag.NoHealthyUpstream, buf, bodyStart); return; }
+      this.state = St.Upgraded;
+      this.socket.removeAllListeners('data');
+      this.socket.removeAllListeners('end');
+      this.socket.removeAllListeners('drain');
+      rt.http.downstream_cx_upgrades_total.inc();
+      rt.http.downstream_rq_active.dec();
+      rt.handleUpgrade(head, target, this.socket, buf.subarray(bodyStart), cluster, pick.host);
+      return;
+    }
+
+    // 3. circuit breaker (hook, issue 6): refuse at once with UO, no queueing.
+    if (cluster.circuitBreakers) {
+      if (!cluster.circuitBreakers.tryAcquireRequest(false)) {
+        cluster.stats.upstream_rq_pending_overflow.inc();
+        this.localReply(503, 'upstream connect error or disconnect/reset before headers. reset reason: overflow\n', ResponseFlag.UpstreamOverflow, buf, bodyStart);
+        return;
+      }
+      this.breakerAcquired = true;
+    }
+
+    // Route timeout (Envoy's default 15 s; 0 disables). Per-try timeouts and retries: issue 6 hooks in attemptUpstream/onAttemptFailed.
+    const timeoutMs = route?.config.route?.timeoutMs ?? DEFAULT_ROUTE_TIMEOUT_MS;
+    if (timeoutMs > 0) this.timer = setTimeout(() => this.onRouteTimeout(), timeoutMs);
+
+    cluster.stats.upstream_rq_total.inc();
+    cluster.stats.upstream_rq_active.inc();
+
+    // 4.-5. pick a host and send the head (and whatever body bytes came with it).
+    if (!this.attemptUpstream(undefined)) return;
+    if (bodyStart < buf.length) this.forwardRequestBody(buf, bodyStart);
+    else if (!this.reqFramer.done) this.state = St.Body;
+  }
+
+  private hashKey(head: RequestHead, cluster: Cluster): string | undefined {
+    const name = cluster.hashHeader;
+    if (name === undefined) return undefined;
+    for (let i = 0; i < head.lower.length; i++) if (head.lower[i] === name) return head.values[i];
+    return undefined;
+  }
+
+  /** Picks a host, takes a connection from the pool and writes the request head. False when a local reply was sent. */
+  private attemptUpstream(exclude: Host | undefined): boolean {
+    const cluster = this.cluster!;
+    const pick = cluster.pickHost({ hashKey: this.hashKey(this.req!, cluster), exclude });
+    if (!pick.host) {
+      cluster.stats.upstream_cx_none_healthy.inc();
+      this.finishWithLocalReply(503, 'no healthy upstream\n', ResponseFlag.NoHealthyUpstream);
+      return false;
+    }
+    this.host = pick.host;
+    const conn = this.rt.pool.acquire(cluster, pick.host, this);
+    if (!conn) {
+      this.finishWithLocalReply(503, 'upstream connect error or disconnect/reset before headers. reset reason: overflow\n', ResponseFlag.UpstreamOverflow);
+      return false;
+    }
+    this.upstream = conn;
+    pick.host.stats.rq_total++;
+    this.upstreamStartMs = performance.now();
+    conn.socket.write(this.upstreamHead, 'latin1');
+    return true;
+  }
+
+  private buildUpstreamHead(head: RequestHead, target: string, _cluster: Cluster): string {
+    let out = `${head.method} ${target} HTTP/1.1\r\n`;
+    let xff: string | undefined;
+    let xfp = false;
+    let hostSeen = false;
+    const tokens = head.connectionTokens;
+    for (let i = 0; i < head.names.length; i++) {
+      const n = head.lower[i]!;
+      if (n === 'transfer-encoding') { out += `${head.names[i]!}: ${head.values[i]!}\r\n`; continue; } // chunked framing passes through as is
+      if (isHopByHop(n, tokens)) continue;
+      if (n === 'x-forwarded-for') { xff = xff === undefined ? head.values[i] : `${xff}, ${head.values[i]!}`; continue; }
+      if (n === 'x-request-id') this.requestId = head.values[i];
+      else if (n === 'x-forwarded-proto') xfp = true;
+      else if (n === 'host') hostSeen = true;
+      out += `${head.names[i]!}: ${head.values[i]!}\r\n`;
+    }
+    if (!hostSeen && this.authority) out += `host: ${this.authority}\r\n`;
+    xff = xff === undefined ? this.peer : `${xff}, ${this.peer}`;
+    out += `x-forwarded-for: ${xff}\r\n`;
+    if (!xfp) out += 'x-forwarded-proto: http\r\n';
+    if (this.requestId === undefined) {
+      this.requestId = randomUUID();
+      out += `x-request-id: ${this.requestId}\r\n`;
+    }
+    this.forwardedFor = xff;
+    return `${out}\r\n`;
+  }
+  private forwardedFor: string | undefined;
+
+  /** Passes request body bytes through to the upstream while the framing says they belong to this request. */
+  private forwardRequestBody(buf: Buffer, offset: number): void {
+    let n: number;
+    try {
+      n = this.reqFramer.feed(buf, offset);
+    } catch (err) {
+      if (err instanceof HttpParseError) {
+        // The upstream saw part of a bad body: it cannot be reused.
+        this.abortUpstream();
+        this.protocolErrorMidRequest(err.message);
+        return;
+      }
+      throw err;
+    }
+    this.bytesReceived += n;
+    const up = this.upstream;
+    if (n > 0 && up && !up.closed) {
+      const ok = up.socket.write(offset === 0 && n === buf.length ? buf : buf.subarray(offset, offset + n));
+      if (!ok) this.socket.pause();
+    }
+    if (this.reqFramer.done) {
+      this.state = St.Waiting;
+      if (offset + n < buf.length) this.pending = buf.subarray(offset + n);
+    } else {
+      this.state = St.Body;
+    }
+  }
+
+  private protocolErrorMidRequest(message: string): void {
+    this.rt.http.downstream_cx_protocol_error.inc();
+    this.closeAfterResponse = true;
+    if (!this.responseStarted) this.finishWithLocalReply(400, `${message}\n`, ResponseFlag.DownstreamProtocolError);
+    else { this.flags = addFlag(this.flags, ResponseFlag.DownstreamProtocolError); this.finishRequest(); this.socket.destroy(); }
+  }
+
+  // ---- upstream events -------------------------------------------------------------
+
+  onUpstreamConnect(): void { /* the head was queued on the socket before connect */ }
+
+  onUpstreamDrain(): void {
+    if (this.state === St.Body) this.socket.resume();
+  }
+
+  onUpstreamData(conn: UpstreamConnection, chunk: Buffer): void {
+    if (conn !== this.upstream) return;
+    if (this.res === undefined) {
+      this.resBuf = this.resBuf === undefined ? chunk : Buffer.concat([this.resBuf, chunk]);
+      this.parseResponseHead();
+      return;
+    }
+    this.forwardResponseBody(chunk, 0);
+  }
+
+  private parseResponseHead(): void {
+    for (;;) {
+      const buf = this.resBuf!;
+      const end = buf.indexOf(CRLFCRLF);
+      if (end < 0) {
+        if (buf.length > this.rt.limits.maxHeadersBytes) this.upstreamProtocolError('upstream response headers too large');
+        return;
+      }
+      let res: ResponseHead;
+      try {
+        res = parseResponseHead(buf.toString("latin1", 0, end), this.rt.limits, this.req!.method);
+      } catch (err) {
+        if (err instanceof HttpParseError) { this.upstreamProtocolError(err.message); return; }
+        throw err;
+      }
+      if (res.status >= 100 && res.status < 200) {
+        // 100 Continue goes to a client that asked for it; other 1xx are dropped (101 never reaches here).
+        if (res.status === 100 && this.req!.expectContinue && this.req!.minor === 1) this.socket.write(CONTINUE_100, 'latin1');
+        this.resBuf = end + 4 < buf.length ? buf.subarray(end + 4) : undefined;
+        if (this.resBuf === undefined) return;
+        continue;
+      }
+      this.resBuf = undefined;
+      this.startResponse(res, buf, end + 4);
+      return;
+    }
+  }
+
+  private startResponse(res: ResponseHead, buf: Buffer, bodyStart: number): void {
+    this.res = res;
+    this.status = res.status;
+    this.upstreamServiceTime = Math.round(performance.now() - this.upstreamStartMs);
+    this.reportOutcome({ kind: 'response', status: res.status });
+    const req = this.req!;
+    this.resFramer.reset(res.bodyKind, res.contentLength);
+    if (req.minor === 0 || res.bodyKind === 'close' || this.rt.draining) this.closeAfterResponse = true;
+    this.dechunk = req.minor === 0 && res.bodyKind === 'chunked';
+
+    let out = `HTTP/1.1 ${res.status} ${res.reason}\r\n`;
+    const tokens = res.connectionTokens;
+    for (let i = 0; i < res.names.length; i++) {
+      const n = res.lower[i]!;
+      if (n === 'transfer-encoding' && !this.dechunk) { out += `${res.names[i]!}: ${res.values[i]!}\r\n`; continue; }
+      if (isHopByHop(n, tokens)) continue;
+      out += `${res.names[i]!}: ${res.values[i]!}\r\n`;
+    }
+    out += `x-envoy-upstream-service-time: ${this.upstreamServiceTime}\r\n`;
+    if (this.closeAfterResponse) out += 'connection: close\r\n';
+    else if (req.minor === 0) out += 'connection: keep-alive\r\n';
+    out += '\r\n';
+    this.responseStarted = true;
+
+    // One write for the head and the first body bytes (one syscall for small responses).
+    const bodyAvail = buf.length - bodyStart;
+    let bodyLen = 0;
+    try {
+      bodyLen = this.dechunk ? 0 : this.resFramer.feed(buf, bodyStart);
+    } catch (err) {
+      if (err instanceof HttpParseError) { this.upstreamProtocolError(err.message); return; }
+      throw err;
+    }
+    if (this.dechunk) {
+      this.writeDownstream(Buffer.from(out, 'latin1'));
+      if (bodyAvail > 0) this.forwardResponseBody(buf, bodyStart);
+      else if (this.resFramer.done) this.finishExchange();
+      return;
+    }
+    const headLen = Buffer.byteLength(out, 'latin1');
+    const whole = Buffer.allocUnsafe(headLen + bodyLen);
+    whole.write(out, 0, "latin1");
+    if (bodyLen > 0) buf.copy(whole, headLen, bodyStart, bodyStart + bodyLen);
+    this.writeDownstream(whole);
+    if (this.resFramer.done) this.finishExchange();
+    else if (bodyStart + bodyLen < buf.length) this.upstreamProtocolError('bytes after the response');
+  }
+
+  private forwardResponseBody(buf: Buffer, offset: number): void {
+    let n: number;
+    try {
+      if (this.dechunk) {
+        n = this.resFramer.feed(buf, offset, (s, e) => { if (e > s) this.writeDownstream(buf.subarray(s, e)); });
+      } else {
+        n = this.resFramer.feed(buf, offset);
+        if (n > 0) this.writeDownstream(offset === 0 && n === buf.length ? buf : buf.subarray(offset, offset + n));
+      }
+    } catch (err) {
+      if (err instanceof HttpParseError) { this.upstreamProtocolError(err.message); return; }
+      throw err;
+    }
+    if (this.resFramer.done) this.finishExchange();
+    else if (offset + n < buf.length) this.upstreamProtocolError('bytes after the response');
+  }
+
+  private writeDownstream(data: Buffer): void {
+    this.bytesSent += data.length;
+    if (!this.socket.write(data) && this.upstream && !this.upstream.closed) this.upstream.socket.pause();
+  }
+
+  onUpstreamClose(conn: UpstreamConnection, connectFailed: boolean, _error: Error | undefined): void {
+    if (conn !== this.upstream) return;
+    this.upstream = undefined;
+    if (this.res !== undefined) {
+      if (this.res.bodyKind === 'close') { this.resFramer.done = true; this.finishExchange(); return; }
+      // Truncated response: the client cannot be told with a status any more.
+      this.flags = addFlag(this.flags, ResponseFlag.UpstreamConnectionTermination);
+      this.closeAfterResponse = true;
+      this.finishRequest();
+      this.socket.destroy();
+      return;
+    }
+    // Before any response byte.
+    const stale = !connectFailed && conn.uses > 1 && this.resBuf === undefined && this.req!.bodyKind === 'none';
+    if (stale && this.resends < MAX_STALE_RESENDS) {
+      // A pooled keep-alive connection the upstream had just closed: re-send on another one.
+      this.resends++;
+      this.attemptUpstream(undefined);
+      return;
+    }
+    const outcome: UpstreamOutcome = connectFailed ? { kind: 'connect-failure' } : { kind: 'reset' };
+    this.reportOutcome(outcome);
+    this.host!.stats.rq_error++;
+    this.onAttemptFailed(outcome);
+  }
+
+  /**
+   * Hook (issue 6): the retry decision. Today an attempt that failed before the
+   * response ends the request with 503; the resilience module decides here
+   * whether to retry (another host: attemptUpstream(this.host)), with back-off,
+   * and sets URX when retries are exhausted.
+   */
+  private onAttemptFailed(outcome: UpstreamOutcome): void {
+    if (outcome.kind === 'connect-failure') {
+      this.finishWithLocalReply(503, 'upstream connect error or disconnect/reset before headers. reset reason: connection failure\n', ResponseFlag.UpstreamConnectionFailure);
+    } else {
+      this.finishWithLocalReply(503, 'upstream connect error or disconnect/reset before headers. reset reason: connection termination\n', ResponseFlag.UpstreamConnectionTermination);
+    }
+  }
+
+  /** Hook (issue 6): the outlier detector sees every attempt's outcome. */
+  private reportOutcome(outcome: UpstreamOutcome): void {
+    const host = this.host;
+    if (host) this.cluster?.outlierDetector?.reportOutcome(host, outcome);
+  }
+
+  private onRouteTimeout(): void {
+    this.timer = undefined;
+    const cluster = this.cluster;
+    if (!cluster || this.state === St.Closed) return;
+    cluster.stats.upstream_rq_timeout.inc();
+    if (this.host) { this.host.stats.rq_timeout++; this.reportOutcome({ kind: 'timeout' }); }
+    this.abortUpstream();
+    if (this.responseStarted) {
+      this.flags = addFlag(this.flags, ResponseFlag.UpstreamRequestTimeout);
+      this.closeAfterResponse = true;
+      this.finishRequest();
+      this.socket.destroy();
+      return;
+    }
+    this.finishWithLocalReply(504, 'upstream request timeout\n', ResponseFlag.UpstreamRequestTimeout);
+  }
+
+  private upstreamProtocolError(message: string): void {
+    this.abortUpstream();
+    if (this.host) this.host.stats.rq_error++;
+    if (this.responseStarted) {
+      this.flags = addFlag(this.flags, ResponseFlag.UpstreamProtocolError);
+      this.finishRequest();
+      this.socket.destroy();
+      return;
+    }
+    this.finishWithLocalReply(502, `upstream protocol error: ${message}\n`, ResponseFlag.UpstreamProtocolError);
+  }
+
+  private abortUpstream(): void {
+    const up = this.upstream;
+    this.upstream = undefined;
+    if (up) this.rt.pool.discard(up);
+  }
+
+  // ---- completion ------------------------------------------------------------------
+
+  /** The response went out completely: recycle the upstream connection and go on with the next request. */
+  private finishExchange(): void {
+    const up = this.upstream;
+    this.upstream = undefined;
+    if (up) {
+      up.socket.resume();
+      const reusable = !this.res!.close && this.reqFramer.done && this.resFramer.done;
+      if (reusable) this.rt.pool.release(up);
+      else this.rt.pool.discard(up);
+    }
+    this.finishRequest();
+  }
+
+  /** A reply made by the proxy itself, after the cluster was chosen (counts as an upstream request). */
+  private finishWithLocalReply(status: number, body: string, flag: string): void {
+    this.abortUpstream();
+    if (!this.reqFramer.done) this.closeAfterResponse = true;
+    this.localReply(status, body, flag);
+  }
+
+  private localReply(status: number, body: string, flag: string, buf?: Buffer, bodyStart?: number): void {
+    this.flags = addFlag(this.flags, flag);
+    this.status = status;
+    // A request body we will not read makes the connection unusable.
+    if (!this.reqFramer.done) {
+      if (buf && bodyStart !== undefined && bodyStart < buf.length) {
+        try { this.bytesReceived += this.reqFramer.feed(buf, bodyStart); } catch { /* closing anyway */ }
+      }
+      if (!this.reqFramer.done) this.closeAfterResponse = true;
+    }
+    if (this.rt.draining) this.closeAfterResponse = true;
+    const bodyBuf = Buffer.from(body);
+    const head = `HTTP/1.1 ${status} ${reasonPhrase(status)}\r\ncontent-length: ${bodyBuf.length}\r\ncontent-type: text/plain\r\nserver: envoy\r\n${this.closeAfterResponse ? 'connection: close\r\n' : ''}\r\n`;
+    this.responseStarted = true;
+    if (!this.socket.destroyed) {
+      this.socket.write(head, 'latin1');
+      if (this.req?.method !== 'HEAD') this.socket.write(bodyBuf);
+    }
+    this.bytesSent += Buffer.byteLength(head) + bodyBuf.length;
+    this.finishRequest();
+  }
+
+  private localReplyAndClose(status: number, body: string, flag: string): void {
+    this.closeAfterResponse = true;
+    if (this.req === undefined) {
+      this.resetRequestState();
+      this.startMs = performance.now();
+      this.startEpoch = Date.now();
+      this.rt.http.downstream_rq_total.inc();
+      this.rt.http.downstream_rq_active.inc();
+    }
+    this.localReply(status, body, flag);
+  }
+
+  private finishRequest(): void {
+    if (this.timer) { clearTimeout(this.timer); this.timer = undefined; }
+    const rt = this.rt;
+    const status = this.status;
+    rt.http.downstream_rq_active.dec();
+    rt.http.downstream_rq_completed.inc();
+    const cls = (status / 100) | 0;
+    if (cls === 2) rt.http.downstream_rq_2xx.inc();
+    else if (cls === 5) rt.http.downstream_rq_5xx.inc();
+    else if (cls === 4) rt.http.downstream_rq_4xx.inc();
+    else if (cls === 3) rt.http.downstream_rq_3xx.inc();
+    else if (cls === 1) rt.http.downstream_rq_1xx.inc();
+    const cluster = this.cluster;
+    if (cluster && (this.host || this.flags)) {
+      const s = cluster.stats;
+      s.upstream_rq_active.dec();
+      s.upstream_rq_completed.inc();
+      if (cls === 2) s.upstream_rq_2xx.inc();
+      else if (cls === 5) s.upstream_rq_5xx.inc();
+      else if (cls === 4) s.upstream_rq_4xx.inc();
+      else if (cls === 3) s.upstream_rq_3xx.inc();
+      if (this.upstreamServiceTime !== undefined) s.upstream_rq_time.record(this.upstreamServiceTime);
+      if (this.host) {
+        if (status > 0 && status < 500 && !this.flags) this.host.stats.rq_success++;
+        else if (this.res !== undefined && status >= 500) this.host.stats.rq_error++;
+      }
+    }
+    if (this.breakerAcquired) { this.breakerAcquired = false; cluster?.circuitBreakers?.releaseRequest(false); }
+    const req = this.req;
+    if (rt.accessLog) {
+      rt.accessLog.log({
+        startTime: this.startEpoch,
+        method: req?.method ?? '-',
+        path: this.path || '-',
+        protocol: req ? (req.minor === 0 ? 'HTTP/1.0' : 'HTTP/1.1') : '-',
+        status,
+        flags: this.flags,
+        bytesReceived: this.bytesReceived,
+        bytesSent: this.bytesSent,
+        durationMs: Math.round(performance.now() - this.startMs),
+        upstreamServiceTimeMs: this.upstreamServiceTime,
+        forwardedFor: this.forwardedFor,
+        userAgent: req ? headerOf(req, 'user-agent') : undefined,
+        requestId: this.requestId,
+        authority: this.authority,
+        upstreamHost: this.host ? `${this.host.address}:${this.host.port}` : undefined,
+        upstreamCluster: cluster?.name,
+      });
+    }
+    this.req = undefined;
+    this.cluster = undefined;
+    this.snapshot = undefined;
+    this.res = undefined;
+    this.forwardedFor = undefined;
+    if (this.closeAfterResponse) {
+      this.state = St.Closed;
+      this.pending = undefined;
+      this.socket.end();
+      return;
+    }
+    this.state = St.Head;
+    this.lastActivity = Date.now();
+    if (this.socket.isPaused()) this.socket.resume();
+    if (this.pending !== undefined) {
+      this.headStartedAt = this.lastActivity;
+      this.processPending();
+    }
+  }
+
+  private onDownstreamEnd(): void {
+    // Half-close from the client: finish what is in flight, then close.
+    if (this.state === St.Head) { this.socket.end(); return; }
+    this.closeAfterResponse = true;
+  }
+
+  private onDownstreamClose(): void {
+    const wasActive = this.req !== undefined && this.state !== St.Closed && this.state !== St.Upgraded;
+    this.state = St.Closed;
+    if (wasActive) {
+      this.abortUpstream();
+      this.flags = addFlag(this.flags, ResponseFlag.DownstreamConnectionTermination);
+      this.closeAfterResponse = true;
+      this.finishRequest();
+    } else if (this.timer) {
+      clearTimeout(this.timer);
+    }
+    this.onClosed(this);
+  }
+}
+
+function headerOf(h: RequestHead, lowerName: string): string | undefined {
+  for (let i = 0; i < h.lower.length; i++) if (h.lower[i] === lowerName) return h.values[i];
+  return undefined;
+}

@@ -1,0 +1,95 @@
+import fs from 'node:fs';
+
+/** One finished request, as Envoy's access log command operators see it. */
+export interface AccessLogEntry {
+  startTime: number; // epoch ms
+  method: string;
+  path: string;
+  protocol: string;
+  status: number;
+  flags: string;
+  bytesReceived: number;
+  bytesSent: number;
+  durationMs: number;
+  upstreamServiceTimeMs: number | undefined;
+  forwardedFor: string | undefined;
+  userAgent: string | undefined;
+  requestId: string | undefined;
+  authority: string | undefined;
+  upstreamHost: string | undefined;
+  upstreamCluster: string | undefined;
+}
+
+export type AccessLogFormat = 'text' | 'json';
+
+const dash = (v: string | number | undefined): string | number => (v === undefined || v === '' ? '-' : v);
+
+/**
+ * Envoy's default format:
+ * [%START_TIME%] "%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL%" %RESPONSE_CODE% %RESPONSE_FLAGS%
+ * %BYTES_RECEIVED% %BYTES_SENT% %DURATION% %RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)% "%REQ(X-FORWARDED-FOR)%"
+ * "%REQ(USER-AGENT)%" "%REQ(X-REQUEST-ID)%" "%REQ(:AUTHORITY)%" "%UPSTREAM_HOST%"
+ */
+export function formatTextLine(e: AccessLogEntry): string {
+  return `[${new Date(e.startTime).toISOString()}] "${e.method} ${e.path} ${e.protocol}" ${e.status} ${e.flags || '-'} ${e.bytesReceived} ${e.bytesSent} ${e.durationMs} ${dash(e.upstreamServiceTimeMs)} "${dash(e.forwardedFor)}" "${dash(e.userAgent)}" "${dash(e.requestId)}" "${dash(e.authority)}" "${dash(e.upstreamHost)}"\n`;
+}
+
+/** JSON keys are Envoy's command operator names in lower case, as Istio's JSON access log uses. */
+export function formatJsonLine(e: AccessLogEntry): string {
+  return `${JSON.stringify({
+    start_time: new Date(e.startTime).toISOString(),
+    method: e.method,
+    path: e.path,
+    protocol: e.protocol,
+    response_code: e.status,
+    response_flags: e.flags || '-',
+    bytes_received: e.bytesReceived,
+    bytes_sent: e.bytesSent,
+    duration: e.durationMs,
+    upstream_service_time: e.upstreamServiceTimeMs ?? null,
+    x_forwarded_for: e.forwardedFor ?? null,
+    user_agent: e.userAgent ?? null,
+    request_id: e.requestId ?? null,
+    authority: e.authority ?? null,
+    upstream_host: e.upstreamHost ?? null,
+    upstream_cluster: e.upstreamCluster ?? null,
+  })}\n`;
+}
+
+/** Buffers lines and writes them once per event-loop turn: one write for many requests. */
+export class AccessLogger {
+  private pending: string[] = [];
+  private scheduled = false;
+  private readonly stream: NodeJS.WritableStream;
+  private readonly ownsStream: boolean;
+  private readonly format: (e: AccessLogEntry) => string;
+
+  constructor(opts: { format?: AccessLogFormat; path?: string; stream?: NodeJS.WritableStream }) {
+    this.format = opts.format === 'json' ? formatJsonLine : formatTextLine;
+    if (opts.stream) { this.stream = opts.stream; this.ownsStream = false; }
+    else if (!opts.path || opts.path === '/dev/stdout') { this.stream = process.stdout; this.ownsStream = false; }
+    else if (opts.path === '/dev/stderr') { this.stream = process.stderr; this.ownsStream = false; }
+    else { this.stream = fs.createWriteStream(opts.path, { flags: 'a' }); this.ownsStream = true; }
+  }
+
+  log(entry: AccessLogEntry): void {
+    this.pending.push(this.format(entry));
+    if (!this.scheduled) {
+      this.scheduled = true;
+      setImmediate(() => this.flush());
+    }
+  }
+
+  flush(): void {
+    this.scheduled = false;
+    if (this.pending.length === 0) return;
+    const text = this.pending.join('');
+    this.pending = [];
+    this.stream.write(text);
+  }
+
+  async close(): Promise<void> {
+    this.flush();
+    if (this.ownsStream) await new Promise<void>((resolve) => (this.stream as fs.WriteStream).end(resolve));
+  }
+}

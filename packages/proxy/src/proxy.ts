@@ -1,0 +1,300 @@
+import net from 'node:net';
+import { createAdminServer, createLogger, type AdminServer, type MeshLogger } from '@mesh-agent/admin-kit';
+import { MeshError, parseConfig, proxyBootstrapSchema, type RegistrySnapshot } from '@mesh-agent/shared-config';
+import { Cluster } from './cluster/cluster';
+import type { Host } from './cluster/host';
+import type { ClusterConfig, ProxyBootstrap } from './config/types';
+import { DownstreamConnection } from './http/downstream-connection';
+import type { RequestHead } from './http/head-parser';
+import { registerAdminRoutes } from './admin/register';
+import { AccessLogger } from './observability/access-log';
+import { originalDestination } from './original-dst';
+import { RouteTable } from './routing/router';
+import type { ConfigSnapshot, HttpConnManagerStats, ProxyRuntime, ResolvedLimits } from './runtime';
+import { StatsStore, type Gauge } from './stats/store';
+import { UpstreamPool } from './upstream/pool';
+import { UpgradeForwarder } from './upstream/upgrade';
+
+export type ServerState = 'LIVE' | 'DRAINING' | 'PRE_INITIALIZING' | 'INITIALIZING';
+
+export interface ProxyOptions {
+  /** Listening sockets handed over by a parent (the agent); otherwise the proxy binds its own. */
+  listenerHandle?: net.Server;
+  adminHandle?: net.Server;
+  /** false: no admin server (embedding without it). */
+  admin?: boolean;
+  logger?: MeshLogger;
+  /** Where access log lines go instead of `accessLog.path` (tests). */
+  accessLogStream?: NodeJS.WritableStream;
+  restartEpoch?: number;
+  /** Called by POST /quitquitquit after the drain (the CLI exits the process). */
+  onQuit?: () => void;
+}
+
+export interface ListenAddress { address: string; port: number }
+
+const DEFAULT_LIMITS: ResolvedLimits = { maxHeadersBytes: 60 * 1024, maxHeadersCount: 100, headersTimeoutMs: 10_000, idleTimeoutMs: 300_000 };
+
+export const PROXY_VERSION = '0.1.0';
+
+function parseClusterName(name: string): { direction: 'in' | 'out'; port: number; service: string } | undefined {
+  const m = /^(in|out)#(\d+)#(.+)$/.exec(name);
+  return m ? { direction: m[1] as 'in' | 'out', port: Number(m[2]), service: m[3]! } : undefined;
+}
+
+/**
+ * The data plane: one listener (inbound and outbound), the route table, the
+ * clusters and their upstream pools, and Envoy's admin interface.
+ */
+export class MeshProxy {
+  readonly stats = new StatsStore();
+  readonly logger: MeshLogger;
+  readonly pool = new UpstreamPool();
+  config: ProxyBootstrap;
+  state: ServerState = 'PRE_INITIALIZING';
+  healthCheckFailed = false;
+  readonly startedAt = Date.now();
+  readonly runtime: ProxyRuntime;
+  /** Runtime layer of /runtime and /runtime_modify. */
+  readonly runtimeValues = new Map<string, string>();
+  readonly restartEpoch: number;
+  registry: RegistrySnapshot | undefined;
+  configVersion: string;
+  lastUpdated = new Date();
+
+  private readonly clusters = new Map<string, Cluster>();
+  private readonly connections = new Set<DownstreamConnection>();
+  private readonly upgraded = new Set<net.Socket>();
+  private readonly upgrades = new UpgradeForwarder();
+  private server: net.Server | undefined;
+  private admin: AdminServer | undefined;
+  private sweeper: NodeJS.Timeout | undefined;
+  private listenerAddress: ListenAddress | undefined;
+  private readonly uptime: Gauge;
+  private closed = false;
+
+  constructor(config: unknown, readonly opts: ProxyOptions = {}) {
+    this.config = MeshProxy.validate(config);
+    this.configVersion = this.config.version ?? '1';
+    this.restartEpoch = opts.restartEpoch ?? 0;
+    this.logger = opts.logger ?? createLogger({ component: 'envoy', scopes: ['admin', 'config', 'connection', 'http', 'upstream', 'main'], level: 'info', destination: process.stderr });
+    this.uptime = this.stats.gauge('server.', undefined, 'uptime');
+    const listenerName = this.config.listener?.name ?? 'virtual';
+    const http = {} as Record<string, unknown>;
+    for (const leaf of ['downstream_cx_total', 'downstream_cx_destroy', 'downstream_cx_protocol_error', 'downstream_rq_total', 'downstream_rq_completed',
+      'downstream_rq_1xx', 'downstream_rq_2xx', 'downstream_rq_3xx', 'downstream_rq_4xx', 'downstream_rq_5xx', 'downstream_rq_timeout',
+      'downstream_rq_ws_on_non_ws_route', 'downstream_cx_upgrades_total', 'no_route', 'no_cluster']) http[leaf] = this.stats.counter('http.', listenerName, leaf);
+    for (const leaf of ['downstream_cx_active', 'downstream_rq_active']) http[leaf] = this.stats.gauge('http.', listenerName, leaf);
+    const limits = { ...DEFAULT_LIMITS, ...((this.config as { limits?: Partial<ResolvedLimits> }).limits ?? {}) };
+    this.runtime = {
+      snapshot: this.buildSnapshot(this.config),
+      pool: this.pool,
+      limits,
+      accessLog: this.makeAccessLog(this.config),
+      http: http as unknown as HttpConnManagerStats,
+      // Replaced in start() once the listener's address is known.
+      listenerStats: { downstream_cx_total: this.stats.counter('listener.', 'pending', 'downstream_cx_total'), downstream_cx_active: this.stats.gauge('listener.', 'pending', 'downstream_cx_active') },
+      originalDst: originalDestination,
+      handleUpgrade: (head, path, socket, rest, cluster, host) => this.forwardUpgrade(head, path, socket, rest, cluster, host),
+      draining: false,
+    };
+    this.stats.removeScope('listener.', 'pending');
+  }
+
+  static validate(config: unknown): ProxyBootstrap {
+    return parseConfig(proxyBootstrapSchema, config, { source: 'proxy bootstrap' }) as unknown as ProxyBootstrap;
+  }
+
+  private makeAccessLog(config: ProxyBootstrap): AccessLogger | undefined {
+    if (!config.accessLog) return undefined;
+    return new AccessLogger({ format: config.accessLog.format, path: config.accessLog.path, stream: this.opts.accessLogStream });
+  }
+
+  /** Clusters are kept by name across updates so host state (stats, health flags, pools) survives. */
+  private buildSnapshot(config: ProxyBootstrap): ConfigSnapshot {
+    const next = new Map<string, Cluster>();
+    for (const cc of config.clusters ?? []) {
+      const withEndpoints = this.endpointsFromRegistry(cc);
+      let cluster = this.clusters.get(cc.name);
+      if (cluster) cluster.reconfigure(withEndpoints);
+      else {
+        cluster = new Cluster(withEndpoints, this.stats);
+        cluster.onHostsRemoved = (hosts) => this.pool.closeHosts(hosts);
+      }
+      cluster.addedViaApi = (cc.endpoints ?? []).length === 0 && this.registry !== undefined;
+      next.set(cc.name, cluster);
+    }
+    for (const [name, old] of this.clusters) {
+      if (!next.has(name)) {
+        old.close();
+        this.pool.closeHosts(old.hosts);
+        this.stats.removeScope('cluster.', name);
+      }
+    }
+    this.clusters.clear();
+    for (const [k, v] of next) this.clusters.set(k, v);
+    return {
+      version: config.version ?? '1',
+      routes: new RouteTable(config.routes?.virtualHosts ?? []),
+      clusters: next,
+      inboundByPort: new Map((config.inbound ?? []).map((i) => [i.port, i.cluster])),
+      localAddresses: new Set(config.localAddresses ?? []),
+    };
+  }
+
+  /** A cluster without static endpoints takes the registry's instances of the service in its name (`out#PORT#SERVICE`). */
+  private endpointsFromRegistry(cc: ClusterConfig): ClusterConfig {
+    if ((cc.endpoints ?? []).length > 0 || !this.registry) return cc;
+    const parsed = parseClusterName(cc.name);
+    if (!parsed) return cc;
+    const service = this.registry.services.find((s) => s.name === parsed.service);
+    if (!service) return { ...cc, endpoints: [] };
+    const all = service.instances;
+    const onPort = all.filter((i) => i.port === parsed.port);
+    const chosen = onPort.length > 0 ? onPort : all;
+    return { ...cc, endpoints: chosen.map((i) => ({ address: i.address, port: i.port, weight: i.weight ?? 1, healthy: i.healthy !== false, metadata: i.metadata })) };
+  }
+
+  /** Replaces routes, clusters and endpoints atomically; requests in flight finish on the snapshot they started with. */
+  update(config: unknown): void {
+    const valid = MeshProxy.validate(config);
+    const oldLog = this.runtime.accessLog;
+    this.config = valid;
+    this.runtime.snapshot = this.buildSnapshot(valid);
+    this.configVersion = valid.version ?? '1';
+    this.lastUpdated = new Date();
+    if (JSON.stringify(valid.accessLog) !== JSON.stringify(oldLog ? this.config.accessLog : undefined)) {
+      this.runtime.accessLog = this.makeAccessLog(valid);
+      void oldLog?.close();
+    }
+    for (const c of this.clusters.values()) c.stats.update_success.inc();
+  }
+
+  /** Endpoints pushed by the agent from the registry. */
+  updateRegistry(snapshot: RegistrySnapshot): void {
+    this.registry = snapshot;
+    this.runtime.snapshot = this.buildSnapshot(this.config);
+    this.lastUpdated = new Date();
+  }
+
+  get clusterMap(): ReadonlyMap<string, Cluster> { return this.clusters; }
+  get listener(): ListenAddress | undefined { return this.listenerAddress; }
+  get adminAddress(): ListenAddress | undefined { return this.admin?.address; }
+  get activeConnections(): number { return this.connections.size + this.upgraded.size; }
+
+  refreshServerStats(): void {
+    this.uptime.set(Math.floor((Date.now() - this.startedAt) / 1000));
+    this.stats.gauge('server.', undefined, 'live').set(this.state === 'LIVE' ? 1 : 0);
+    this.stats.gauge('server.', undefined, 'state').set(this.state === 'LIVE' ? 0 : this.state === 'DRAINING' ? 1 : 2);
+    this.stats.gauge('server.', undefined, 'memory_allocated').set(process.memoryUsage().heapUsed);
+    this.stats.gauge('server.', undefined, 'memory_heap_size').set(process.memoryUsage().heapTotal);
+    this.stats.gauge('server.', undefined, 'total_connections').set(this.activeConnections);
+    this.stats.gauge('server.', undefined, 'concurrency').set(1);
+    this.stats.gauge('server.', undefined, 'hot_restart_epoch').set(this.restartEpoch);
+  }
+
+  async start(): Promise<{ listener: ListenAddress; admin: ListenAddress | undefined }> {
+    this.state = 'INITIALIZING';
+    const server = net.createServer({ noDelay: true }, (socket) => this.accept(socket));
+    server.on('error', (err) => this.logger.scope('main').error({ err }, 'listener error'));
+    this.server = server;
+    const lc = this.config.listener ?? {};
+    try {
+      if (this.opts.listenerHandle) {
+        await new Promise<void>((resolve, reject) => { server.once('error', reject); server.listen(this.opts.listenerHandle, () => { server.off('error', reject); resolve(); }); });
+      } else {
+        await new Promise<void>((resolve, reject) => { server.once('error', reject); server.listen(lc.port ?? 15001, lc.address ?? '0.0.0.0', () => { server.off('error', reject); resolve(); }); });
+      }
+    } catch (err) {
+      throw new MeshError('MESH_PROXY_LISTEN_FAILED', `cannot listen on ${lc.address ?? '0.0.0.0'}:${lc.port ?? 15001}: ${(err as Error).message}`, { hint: 'choose a free port in listener.port, or stop the process that holds it', cause: err });
+    }
+    const addr = server.address() as net.AddressInfo;
+    this.listenerAddress = { address: addr.address, port: addr.port };
+    const listenerScope = `${addr.address}_${addr.port}`;
+    (this.runtime as { listenerStats: ProxyRuntime['listenerStats'] }).listenerStats = {
+      downstream_cx_total: this.stats.counter('listener.', listenerScope, 'downstream_cx_total'),
+      downstream_cx_active: this.stats.gauge('listener.', listenerScope, 'downstream_cx_active'),
+    };
+    if (this.opts.admin !== false) {
+      const admin = createAdminServer({ component: 'envoy', helpStyle: 'envoy', host: this.config.admin?.address ?? '127.0.0.1', port: this.config.admin?.port ?? 15000, logger: this.logger });
+      registerAdminRoutes(admin, this);
+      try {
+        if (this.opts.adminHandle) await admin.listenOn(this.opts.adminHandle);
+        else await admin.listen();
+      } catch (err) {
+        server.close();
+        throw new MeshError('MESH_PROXY_ADMIN_LISTEN_FAILED', `cannot start the admin server on ${this.config.admin?.address ?? '127.0.0.1'}:${this.config.admin?.port ?? 15000}: ${(err as Error).message}`, { hint: 'choose a free admin.port', cause: err });
+      }
+      this.admin = admin;
+    }
+    this.sweeper = setInterval(() => this.sweep(), 1000);
+    this.sweeper.unref();
+    this.state = 'LIVE';
+    return { listener: this.listenerAddress, admin: this.admin?.address };
+  }
+
+  private accept(socket: net.Socket): void {
+    const rt = this.runtime;
+    rt.listenerStats.downstream_cx_total.inc();
+    rt.listenerStats.downstream_cx_active.inc();
+    rt.http.downstream_cx_total.inc();
+    rt.http.downstream_cx_active.inc();
+    const conn = new DownstreamConnection(socket, rt, (c) => {
+      this.connections.delete(c);
+      rt.listenerStats.downstream_cx_active.dec();
+      rt.http.downstream_cx_active.dec();
+      rt.http.downstream_cx_destroy.inc();
+    });
+    this.connections.add(conn);
+  }
+
+  private forwardUpgrade(head: RequestHead, path: string, socket: net.Socket, rest: Buffer, cluster: Cluster, host: Host): void {
+    // The socket now belongs to http-proxy-3; the connection object is done with it.
+    for (const c of this.connections) if (c.socket === socket) { this.connections.delete(c); break; }
+    this.upgraded.add(socket);
+    cluster.stats.upstream_rq_total.inc();
+    host.stats.rq_total++;
+    this.upgrades.forward(head, path, socket, rest, host, () => {
+      this.upgraded.delete(socket);
+      this.runtime.listenerStats.downstream_cx_active.dec();
+      this.runtime.http.downstream_cx_active.dec();
+    });
+  }
+
+  private sweep(): void {
+    const now = Date.now();
+    for (const c of this.connections) c.sweep(now);
+  }
+
+  /**
+   * Stop accepting, let in-flight requests finish (keep-alive responses carry
+   * `connection: close`), close idle connections; resolves when all are gone or
+   * after `drainTimeMs`.
+   */
+  async drain(drainTimeMs = this.config.drainTimeMs ?? 5000): Promise<void> {
+    this.state = 'DRAINING';
+    this.runtime.draining = true;
+    this.server?.close();
+    for (const c of this.connections) if (c.idle) c.socket.end();
+    const deadline = Date.now() + drainTimeMs;
+    while (this.connections.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.sweeper) clearInterval(this.sweeper);
+    await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
+    for (const c of this.connections) c.socket.destroy();
+    for (const s of this.upgraded) s.destroy();
+    this.pool.close();
+    this.upgrades.close();
+    for (const c of this.clusters.values()) c.close();
+    await this.admin?.close();
+    await this.runtime.accessLog?.close();
+  }
+}
+
+export function createProxy(config: unknown, opts?: ProxyOptions): MeshProxy {
+  return new MeshProxy(config, opts);
+}

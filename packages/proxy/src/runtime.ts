@@ -1,0 +1,61 @@
+import type net from 'node:net';
+import type { Cluster } from './cluster/cluster';
+import type { Host } from './cluster/host';
+import type { RequestHead } from './http/head-parser';
+import type { AccessLogger } from './observability/access-log';
+import type { RouteTable } from './routing/router';
+import type { Counter, Gauge } from './stats/store';
+import type { UpstreamPool } from './upstream/pool';
+
+/** Everything a request needs from the config, swapped as one object on update (atomic per request). */
+export interface ConfigSnapshot {
+  readonly version: string;
+  readonly routes: RouteTable;
+  readonly clusters: ReadonlyMap<string, Cluster>;
+  readonly inboundByPort: ReadonlyMap<number, string>;
+  readonly localAddresses: ReadonlySet<string>;
+}
+
+export interface ResolvedLimits {
+  maxHeadersBytes: number;
+  maxHeadersCount: number;
+  headersTimeoutMs: number;
+  idleTimeoutMs: number;
+}
+
+export interface HttpConnManagerStats {
+  downstream_cx_total: Counter;
+  downstream_cx_active: Gauge;
+  downstream_cx_destroy: Counter;
+  downstream_cx_protocol_error: Counter;
+  downstream_rq_total: Counter;
+  downstream_rq_active: Gauge;
+  downstream_rq_completed: Counter;
+  downstream_rq_1xx: Counter;
+  downstream_rq_2xx: Counter;
+  downstream_rq_3xx: Counter;
+  downstream_rq_4xx: Counter;
+  downstream_rq_5xx: Counter;
+  downstream_rq_timeout: Counter;
+  downstream_rq_ws_on_non_ws_route: Counter;
+  downstream_cx_upgrades_total: Counter;
+  no_route: Counter;
+  no_cluster: Counter;
+}
+
+export interface OriginalDestination { address: string; port: number }
+
+export interface ProxyRuntime {
+  snapshot: ConfigSnapshot;
+  readonly pool: UpstreamPool;
+  readonly limits: ResolvedLimits;
+  accessLog: AccessLogger | undefined;
+  readonly http: HttpConnManagerStats;
+  readonly listenerStats: { downstream_cx_total: Counter; downstream_cx_active: Gauge };
+  /** SO_ORIGINAL_DST of an accepted socket; undefined without the addon or without a NAT entry. */
+  originalDst(socket: net.Socket): OriginalDestination | undefined;
+  /** Hands an Upgrade (WebSocket) request to http-proxy-3; the socket is no longer ours. */
+  handleUpgrade(head: RequestHead, path: string, socket: net.Socket, rest: Buffer, cluster: Cluster, host: Host): void;
+  /** Draining: responses carry `connection: close` and idle connections are closed (issue 6). */
+  draining: boolean;
+}

@@ -1,0 +1,162 @@
+import net from 'node:net';
+import type { Cluster } from '../cluster/cluster';
+import type { Host } from '../cluster/host';
+
+/** Whoever currently uses an upstream connection receives its events. */
+export interface UpstreamOwner {
+  onUpstreamConnect(conn: UpstreamConnection): void;
+  onUpstreamData(conn: UpstreamConnection, chunk: Buffer): void;
+  /** The connection ended or failed; `connectFailed` when it never connected. */
+  onUpstreamClose(conn: UpstreamConnection, connectFailed: boolean, error: Error | undefined): void;
+  onUpstreamDrain(conn: UpstreamConnection): void;
+}
+
+/** One raw TCP connection to an upstream host, reused across requests (keep-alive). */
+export class UpstreamConnection {
+  owner: UpstreamOwner | undefined;
+  connected = false;
+  closed = false;
+  /** Number of requests sent on it; > 1 means reused (a stale keep-alive race is possible). */
+  uses = 0;
+  idleSince = 0;
+  private error: Error | undefined;
+
+  constructor(readonly socket: net.Socket, readonly host: Host, readonly cluster: Cluster, private readonly pool: UpstreamPool) {
+    socket.setNoDelay(true);
+    socket.on('connect', () => {
+      this.connected = true;
+      socket.setTimeout(0);
+      this.owner?.onUpstreamConnect(this);
+    });
+    socket.on('data', (chunk: Buffer) => {
+      if (this.owner) this.owner.onUpstreamData(this, chunk);
+      else socket.destroy(); // unsolicited bytes on an idle connection: never reuse it
+    });
+    socket.on('drain', () => this.owner?.onUpstreamDrain(this));
+    socket.on('timeout', () => socket.destroy(new Error('upstream connect timeout')));
+    socket.on('error', (err) => { this.error = err; });
+    socket.on('end', () => socket.destroy());
+    socket.on('close', () => this.handleClose());
+  }
+
+  private handleClose(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.pool.forget(this);
+    const owner = this.owner;
+    this.owner = undefined;
+    if (owner) this.host.stats.rq_active--;
+    owner?.onUpstreamClose(this, !this.connected, this.error);
+  }
+}
+
+/**
+ * Per-host pools of idle upstream connections. Idle connections are closed by a
+ * sweep after `idleTimeoutMs` (cheaper than a timer per request).
+ */
+export class UpstreamPool {
+  private readonly idle = new Map<Host, UpstreamConnection[]>();
+  private readonly sweeper: NodeJS.Timeout;
+
+  constructor(private readonly idleTimeoutMs = 60_000) {
+    this.sweeper = setInterval(() => this.sweep(), Math.min(5000, idleTimeoutMs));
+    this.sweeper.unref();
+  }
+
+  /**
+   * An idle connection to `host`, or a new one. Returns undefined when the
+   * cluster's circuit breaker refuses a new connection (flag UO).
+   */
+  acquire(cluster: Cluster, host: Host, owner: UpstreamOwner): UpstreamConnection | undefined {
+    const list = this.idle.get(host);
+    while (list && list.length > 0) {
+      const conn = list.pop()!;
+      if (conn.closed || conn.socket.destroyed) continue;
+      conn.owner = owner;
+      conn.uses++;
+      host.stats.rq_active++;
+      return conn;
+    }
+    // Hook (issue 6): the breaker's max_connections.
+    if (cluster.circuitBreakers?.canOpenConnection && !cluster.circuitBreakers.canOpenConnection()) {
+      cluster.stats.upstream_cx_overflow.inc();
+      return undefined;
+    }
+    const socket = net.connect({ host: host.address, port: host.port });
+    socket.setTimeout(cluster.connectTimeoutMs);
+    const conn = new UpstreamConnection(socket, host, cluster, this);
+    conn.owner = owner;
+    conn.uses = 1;
+    host.stats.cx_total++;
+    host.stats.cx_active++;
+    host.stats.rq_active++;
+    cluster.stats.upstream_cx_total.inc();
+    cluster.stats.upstream_cx_active.inc();
+    return conn;
+  }
+
+  /** Hands a connection back after a complete exchange. */
+  release(conn: UpstreamConnection): void {
+    if (conn.owner === undefined) return;
+    conn.owner = undefined;
+    conn.host.stats.rq_active--;
+    if (conn.closed) return;
+    if (!conn.cluster.hosts.includes(conn.host)) { conn.socket.destroy(); return; }
+    conn.idleSince = Date.now();
+    let list = this.idle.get(conn.host);
+    if (!list) { list = []; this.idle.set(conn.host, list); }
+    list.push(conn);
+  }
+
+  /** Drops a connection that must not be reused. */
+  discard(conn: UpstreamConnection): void {
+    if (conn.owner) conn.host.stats.rq_active--;
+    conn.owner = undefined;
+    conn.socket.destroy();
+  }
+
+  /** Called by the connection itself when it closes. */
+  forget(conn: UpstreamConnection): void {
+    conn.host.stats.cx_active--;
+    conn.cluster.stats.upstream_cx_active.dec();
+    conn.cluster.stats.upstream_cx_destroy.inc();
+    if (!conn.connected) {
+      conn.host.stats.cx_connect_fail++;
+      conn.cluster.stats.upstream_cx_connect_fail.inc();
+    }
+    const list = this.idle.get(conn.host);
+    if (!list) return;
+    const i = list.indexOf(conn);
+    if (i >= 0) list.splice(i, 1);
+    if (list.length === 0) this.idle.delete(conn.host);
+  }
+
+  /** Closes idle connections of hosts that left their cluster. */
+  closeHosts(hosts: Host[]): void {
+    for (const h of hosts) {
+      const list = this.idle.get(h);
+      if (!list) continue;
+      this.idle.delete(h);
+      for (const c of list) c.socket.destroy();
+    }
+  }
+
+  idleCount(): number {
+    let n = 0;
+    for (const l of this.idle.values()) n += l.length;
+    return n;
+  }
+
+  private sweep(): void {
+    const cutoff = Date.now() - this.idleTimeoutMs;
+    for (const list of this.idle.values()) {
+      for (const c of list.slice()) if (c.idleSince < cutoff) c.socket.destroy();
+    }
+  }
+
+  close(): void {
+    clearInterval(this.sweeper);
+    for (const list of this.idle.values()) for (const c of list) c.socket.destroy();
+    this.idle.clear();
+  }
+}

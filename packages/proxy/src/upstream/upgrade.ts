@@ -1,0 +1,50 @@
+import type { IncomingMessage } from 'node:http';
+import type net from 'node:net';
+import { createProxyServer } from 'http-proxy-3';
+import type { Host } from '../cluster/host';
+import type { RequestHead } from '../http/head-parser';
+
+/**
+ * Upgrade (WebSocket) requests go through http-proxy-3 (the user's named
+ * dependency): it is not on the hot path, and it handles the 101 exchange and
+ * the two-way pipe. See docs/proxy-design.md for why the hot path is not on it.
+ */
+export class UpgradeForwarder {
+  private readonly proxy = createProxyServer({ ws: true, xfwd: true });
+
+  constructor() {
+    this.proxy.on('error', (_err: Error, _req: unknown, res: unknown) => {
+      const socket = res as net.Socket | undefined;
+      if (socket && typeof socket.destroy === 'function') {
+        if (socket.writable) socket.end('HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n');
+        else socket.destroy();
+      }
+    });
+  }
+
+  forward(head: RequestHead, path: string, socket: net.Socket, rest: Buffer, host: Host, onClose: () => void): void {
+    const headers: Record<string, string> = {};
+    for (let i = 0; i < head.lower.length; i++) {
+      const n = head.lower[i]!;
+      headers[n] = headers[n] === undefined ? head.values[i]! : `${headers[n]}, ${head.values[i]!}`;
+    }
+    // The minimal IncomingMessage surface http-proxy-3's ws passes read.
+    const req = {
+      method: head.method,
+      url: path,
+      headers,
+      httpVersion: head.minor === 0 ? '1.0' : '1.1',
+      httpVersionMajor: 1,
+      httpVersionMinor: head.minor,
+      socket,
+      connection: socket,
+    } as unknown as IncomingMessage;
+    socket.once('close', onClose);
+    const target = host.address.includes(':') ? `http://[${host.address}]:${host.port}` : `http://${host.address}:${host.port}`;
+    this.proxy.ws(req, socket, rest, { target });
+  }
+
+  close(): void {
+    this.proxy.close();
+  }
+}
