@@ -91,3 +91,11 @@ export function overrideOf<T extends z.ZodObject>(object: T): z.ZodType<Partial<
   }
   return z.strictObject(shape) as unknown as z.ZodType<Partial<z.output<T>>, Partial<z.input<T>>>;
 }
+
+/** The same object schema with descriptions added to the named fields (for schemas defined elsewhere). */
+export function withDescriptions<T extends z.ZodObject>(object: T, descriptions: Partial<Record<keyof T['shape'] & string, string>>): T {
+  const shape = object.shape as Record<string, z.ZodType>;
+  const described: Record<string, z.ZodType> = {};
+  for (const [key, text] of Object.entries(descriptions)) if (shape[key] && text) described[key] = shape[key].describe(text as string);
+  return object.extend(described) as unknown as T;
+}

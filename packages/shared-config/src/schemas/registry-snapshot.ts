@@ -3,28 +3,26 @@ import { ipAddress, metadata, nonEmptyString, nonNegativeInt, serviceName, servi
 
 /** One running copy of a service. */
 export const serviceInstanceSchema = z.strictObject({
-  id: nonEmptyString,
-  address: ipAddress,
-  port: servicePort,
-  healthy: z.boolean().default(true),
-  weight: nonNegativeInt.default(1),
-  metadata: metadata.default({}),
+  id: nonEmptyString.describe('Instance id, unique within the service'),
+  address: ipAddress.describe('Address the instance is reached at'),
+  port: servicePort.describe('Port the instance is reached at'),
+  healthy: z.boolean().default(true).describe('Unhealthy instances receive no traffic'),
+  weight: nonNegativeInt.default(1).describe('Load-balancing weight'),
+  metadata: metadata.default({}).describe('Free-form labels'),
 });
 
 export const registryServiceSchema = z.strictObject({
-  name: serviceName,
-  namespace: serviceName.default('default'),
-  /** Per-service VIP; absent means the mesh VIP. */
-  vip: ipAddress.optional(),
-  instances: z.array(serviceInstanceSchema).default([]),
+  name: serviceName.describe('Service name'),
+  namespace: serviceName.default('default').describe('Namespace'),
+  vip: ipAddress.optional().describe('Per-service VIP; absent = the mesh VIP'),
+  instances: z.array(serviceInstanceSchema).default([]).describe('Running copies of the service'),
 });
 
 /** The file registry's content, and what the agent pushes to the proxy and mesh-dns. */
 export const registrySnapshotSchema = z
   .strictObject({
-    /** Increases with every change; lets children ignore stale pushes. */
-    revision: nonNegativeInt.optional(),
-    services: z.array(registryServiceSchema).default([]),
+    revision: nonNegativeInt.optional().describe('Increases with every change; lets children ignore stale pushes'),
+    services: z.array(registryServiceSchema).default([]).describe('Every known service'),
   })
   .superRefine((snapshot, ctx) => {
     const seen = new Map<string, number>();

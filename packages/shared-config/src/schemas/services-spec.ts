@@ -6,27 +6,30 @@ import { serviceName, servicePort } from './common';
 export const SERVICE_PROTOCOLS = ['http', 'dubbo'] as const;
 
 export const servicePortSchema = z.strictObject({
-  /** The port the local application listens on. */
-  targetPort: servicePort,
-  protocol: z.enum(SERVICE_PROTOCOLS, { error: `expected one of ${SERVICE_PROTOCOLS.join(', ')}` }).default('http'),
+  targetPort: servicePort.describe('Port the local application listens on'),
+  protocol: z.enum(SERVICE_PROTOCOLS, { error: `expected one of ${SERVICE_PROTOCOLS.join(', ')}` }).default('http').describe('`http` or `dubbo`'),
 });
 
 export const serviceSpecSchema = z.strictObject({
-  name: serviceName,
-  ports: z.array(servicePortSchema).min(1, { error: 'a service needs at least one port' }),
+  name: serviceName.describe('Service name other services call'),
+  ports: z.array(servicePortSchema).min(1, { error: 'a service needs at least one port' }).describe('Ports of the service; each is captured inbound'),
   healthCheck: z
     .strictObject({
-      path: z.string({ error: 'expected a path such as /health' }).startsWith('/', { error: 'a health-check path starts with "/"' }),
+      path: z
+        .string({ error: 'expected a path such as /health' })
+        .startsWith('/', { error: 'a health-check path starts with "/"' })
+        .describe('HTTP path probed periodically by the sidecar'),
     })
-    .optional(),
+    .optional()
+    .describe('Health check; absent = the instance is always healthy'),
 });
 
 export const servicesSpecSchema = z.strictObject({
-  apiVersion: z.literal('v1', { error: 'expected apiVersion: v1' }).default('v1'),
-  kind: z.literal('Application', { error: 'expected kind: Application' }).default('Application'),
+  apiVersion: z.literal('v1', { error: 'expected apiVersion: v1' }).default('v1').describe('Always `v1`'),
+  kind: z.literal('Application', { error: 'expected kind: Application' }).default('Application').describe('Always `Application`'),
   spec: z
     .strictObject({
-      services: z.array(serviceSpecSchema).min(1, { error: 'spec.yaml declares at least one service' }),
+      services: z.array(serviceSpecSchema).min(1, { error: 'spec.yaml declares at least one service' }).describe('At least one service'),
     })
     .superRefine((spec, ctx) => {
       const names = new Map<string, number>();
@@ -42,7 +45,8 @@ export const servicesSpecSchema = z.strictObject({
           } else ports.set(port.targetPort, service.name);
         });
       });
-    }),
+    })
+    .describe('The services this application offers'),
 });
 
 export type ServicePort = z.infer<typeof servicePortSchema>;
