@@ -91,27 +91,46 @@ function toConfigIssues(
   locator: LineLocator | undefined,
   applied: AppliedEnvOverride[],
 ): ConfigIssue[] {
-  const at = (path: PropertyKey[], message: string): ConfigIssue => {
+  const at = (path: PropertyKey[], describe: (fromEnv: boolean) => string): ConfigIssue => {
     const fromEnv = applied.find((o) => o.binding.path.length <= path.length && o.binding.path.every((key, i) => key === path[i]));
     if (fromEnv) {
-      return { file, path: formatConfigPath(path), message: `${message} (from environment variable ${fromEnv.binding.name}=${JSON.stringify(fromEnv.raw)})` };
+      const source = `(from environment variable ${fromEnv.binding.name}=${JSON.stringify(fromEnv.raw)})`;
+      return { file, path: formatConfigPath(path), message: `${describe(true)} ${source}` };
     }
-    return { file, line: locator?.lineOf(path), path: formatConfigPath(path), message };
+    return { file, line: locator?.lineOf(path), path: formatConfigPath(path), message: describe(false) };
   };
   if (issue.code === 'unrecognized_keys') {
     const known = knownKeysAt(schema, issue.path);
     return issue.keys.map((key) => {
       const suggestion = closestKey(key, known);
       const expected = known.length > 0 && known.length <= 12 ? `; known fields: ${known.join(', ')}` : '';
-      return at([...issue.path, key], `unknown field${suggestion ? ` (did you mean "${suggestion}"?)` : expected}`);
+      return at([...issue.path, key], () => `unknown field${suggestion ? ` (did you mean "${suggestion}"?)` : expected}`);
     });
   }
-  return [at(issue.path, describeIssue(issue))];
+  return [at(issue.path, (fromEnv) => describeIssue(issue, fromEnv))];
 }
 
-function describeIssue(issue: core.$ZodIssue): string {
-  if (issue.code === 'invalid_type' && 'input' in issue && issue.input === undefined) return 'required field is missing';
-  return issue.message.replace(/^Invalid input: /, '');
+/** The reason, in words; `fromEnv` leaves out the found value, as the variable's text is shown instead. */
+function describeIssue(issue: core.$ZodIssue, fromEnv: boolean): string {
+  const message = issue.message.replace(/^Invalid input: /, '');
+  if (issue.code === 'invalid_type' && 'input' in issue) {
+    if (issue.input === undefined) return 'required field is missing';
+    // a custom message says what is expected; add what was found (e.g. a quoted number)
+    return /received/.test(message) || fromEnv ? message : `${message}, got ${describeValue(issue.input)}`;
+  }
+  if (issue.code === 'invalid_key') {
+    const inner = issue.issues.map((i) => i.message.replace(/^Invalid input: /, '')).join('; ');
+    return `invalid key${'input' in issue ? ` ${JSON.stringify(issue.input)}` : ''}: ${inner}`;
+  }
+  return message;
+}
+
+function describeValue(value: unknown): string {
+  if (value === null) return 'null';
+  if (Array.isArray(value)) return 'a list';
+  if (typeof value === 'string') return `the string ${JSON.stringify(value.length > 40 ? `${value.slice(0, 40)}...` : value)}`;
+  if (typeof value === 'object') return 'a mapping';
+  return `${typeof value} ${String(value)}`;
 }
 
 function dedupe(issues: ConfigIssue[]): ConfigIssue[] {

@@ -257,6 +257,27 @@ describe('parseConfig with text', () => {
 
   it('without text, issues have no line', () => {
     const error = expectConfigError(() => parseConfig(agentConfigSchema, { ports: { dns: 'x' } }));
-    expect(error.issues).toEqual([{ file: undefined, line: undefined, path: 'ports.dns', message: 'expected a port number (0..65535)' }]);
+    expect(error.issues).toEqual([{ file: undefined, line: undefined, path: 'ports.dns', message: 'expected a port number (0..65535), got the string "x"' }]);
+  });
+});
+
+describe('messages say what was found', () => {
+  it('a quoted number is named as a string; a bad map key is named', () => {
+    const text = 'timeouts:\n  connectMs: "1000"\nservices:\n  Order_Svc:\n    timeouts: { requestMs: 5 }\n';
+    const error = expectConfigError(() => parseConfigText(globalMeshConfigSchema, text, { source: 'mesh.yaml' }));
+    expect(error.issues).toEqual([
+      { file: 'mesh.yaml', line: 2, path: 'timeouts.connectMs', message: 'expected a number, got the string "1000"' },
+      {
+        file: 'mesh.yaml',
+        line: 4,
+        path: 'services.Order_Svc',
+        message: 'invalid key "Order_Svc": a service name is lower-case letters, digits, "-" and "."; it starts and ends with a letter or digit',
+      },
+    ]);
+  });
+
+  it('unknown top-level fields list the known ones when nothing is close', () => {
+    const error = expectConfigError(() => parseConfigText(servicesSpecSchema, 'metadata: {}\nspec:\n  services: [{ name: a, ports: [{ targetPort: 1 }] }]\n'));
+    expect(error.issues).toEqual([{ file: undefined, line: 1, path: 'metadata', message: 'unknown field; known fields: apiVersion, kind, spec' }]);
   });
 });
