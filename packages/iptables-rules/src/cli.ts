@@ -1,5 +1,5 @@
 import { parseArgs } from 'node:util';
-import { EXIT_CODES, MeshError, runMain } from '@mesh-agent/shared-config';
+import { ConfigError, EXIT_CODES, MeshError, runMain } from '@mesh-agent/shared-config';
 import type { BackendChoice } from './backend';
 import { resolveCaptureConfig, type CaptureRulesConfig, type ConfigSource } from './config';
 import { readCaptureConfigFile } from './config-file';
@@ -109,6 +109,8 @@ export interface ParsedCli {
   configSource: ConfigSource;
   /** true when any rule setting came from flags or a file */
   hasRuleInput: boolean;
+  /** config keys whose value came from a flag (so errors name the flag) */
+  flagKeys: Set<string>;
   format: (typeof FORMATS)[number];
   dryRun: boolean;
   stateFile: string;
@@ -142,7 +144,7 @@ export function parseCli(argv: string[]): ParsedCli {
   const values = parsed.values as Record<string, string | boolean | undefined>;
   const positionals = parsed.positionals;
   if (values.help || positionals[0] === 'help') {
-    return { command: 'help', config: {}, configSource: {}, hasRuleInput: false, format: 'list', dryRun: false, stateFile: DEFAULT_STATE_FILE, backend: 'auto', force: false };
+    return { command: 'help', config: {}, configSource: {}, hasRuleInput: false, flagKeys: new Set(), format: 'list', dryRun: false, stateFile: DEFAULT_STATE_FILE, backend: 'auto', force: false };
   }
   if (positionals.length === 0) throw usage(`a command is needed: one of ${COMMANDS.join(', ')}`);
   if (positionals.length > 1) throw usage(`unexpected argument '${positionals[1]}' after the command '${positionals[0]}'`);
@@ -193,6 +195,7 @@ export function parseCli(argv: string[]): ParsedCli {
     config,
     configSource,
     hasRuleInput: fromFlags || values.config !== undefined,
+    flagKeys,
     format,
     dryRun: Boolean(values['dry-run']),
     stateFile: String(values['state-file'] ?? DEFAULT_STATE_FILE),
@@ -221,6 +224,22 @@ function renderFormat(sets: RuleSet[], format: ParsedCli['format']): string {
   return sets.map((set, i) => `# ${set.family === 4 ? 'iptables' : 'ip6tables'}\n${parts[i]}`).join('\n');
 }
 
+/** Validates the settings; a problem with a value given as a flag names the flag, not the config key. */
+function resolveForCli(cli: ParsedCli) {
+  try {
+    return resolveCaptureConfig(cli.config, cli.configSource);
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err;
+    const keyToFlag = new Map(Object.entries(FLAG_TO_KEY).map(([flag, key]) => [key as string, flag]));
+    const issues = err.issues.map((issue) => {
+      const key = issue.path.split(/[.[]/)[0];
+      const flag = keyToFlag.get(key);
+      return cli.flagKeys.has(key) && flag ? { ...issue, file: undefined, line: undefined, path: `--${flag}${issue.path.slice(key.length)}` } : issue;
+    });
+    throw new ConfigError(issues, { source: cli.configSource.file, hint: err.hint });
+  }
+}
+
 export interface CliIo {
   stdout: (text: string) => void;
   stderr: (text: string) => void;
@@ -237,7 +256,7 @@ export async function mainCli(argv: string[], io: CliIo = { stdout: (t) => proce
   // clean works from the record alone, never from the current config (so a changed config cleans
   // what was really applied); verify with no rule input compares with that record too
   const needsRules = cli.command === 'print' || cli.command === 'apply' || (cli.command === 'verify' && cli.hasRuleInput);
-  const sets = needsRules ? buildRuleSets(resolveCaptureConfig(cli.config, cli.configSource)) : undefined;
+  const sets = needsRules ? buildRuleSets(resolveForCli(cli)) : undefined;
   if (cli.command === 'print') {
     io.stdout(renderFormat(sets!, cli.format));
     return EXIT_CODES.ok;

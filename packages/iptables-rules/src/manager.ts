@@ -25,10 +25,12 @@ async function readTable(opts: RulesRuntimeOptions, family: IpFamily, table = 'n
   return parseSave(result.stdout, table);
 }
 
-async function restore(opts: RulesRuntimeOptions, plan: RestorePlan, what: string, test: boolean): Promise<void> {
+async function restore(opts: RulesRuntimeOptions, plan: RestorePlan, what: string, test: boolean, backend?: BackendInfo): Promise<void> {
   if (plan.input === undefined) return;
   const bin = binariesFor(plan.family, opts.backend).restore;
   const args = test ? ['--test', '--noflush'] : ['--noflush'];
+  // the legacy backend serialises writers with the xtables lock: wait for it rather than fail
+  if (backend?.backend === 'legacy') args.push('--wait=10');
   const result = await opts.executor.run({ command: bin, args, input: plan.input, mutates: !test });
   if (result.code !== 0) throw commandFailure(what, `${bin} ${args.join(' ')}`, result, { input: plan.input });
 }
@@ -66,7 +68,7 @@ export async function applyRules(sets: RuleSet[], opts: RulesRuntimeOptions): Pr
     const plan = want ? planApply(want, current, prevOf(family)) : planClean(family, prevOf(family)?.chains ?? [], current);
     plans.push({ family, plan, current });
   }
-  for (const { family, plan } of plans) await restore(opts, plan, `checking the ${familyName(family)} rules`, true);
+  for (const { family, plan } of plans) await restore(opts, plan, `checking the ${familyName(family)} rules`, true, backend);
 
   if (!opts.executor.dryRun) {
     // record the union first: a crash between the families still leaves clean knowing every chain
@@ -86,10 +88,10 @@ export async function applyRules(sets: RuleSet[], opts: RulesRuntimeOptions): Pr
   const done: typeof plans = [];
   for (const entry of plans) {
     try {
-      await restore(opts, entry.plan, `applying the ${familyName(entry.family)} rules`, false);
+      await restore(opts, entry.plan, `applying the ${familyName(entry.family)} rules`, false, backend);
       done.push(entry);
     } catch (err) {
-      await rollBack(done, prevOf, opts);
+      await rollBack(done, prevOf, opts, backend);
       if (!opts.executor.dryRun) {
         if (previous) writeState(stateFile, previous);
       }
@@ -109,13 +111,14 @@ async function rollBack(
   done: { family: IpFamily; current: SavedTable }[],
   prevOf: (family: IpFamily) => AppliedFamily | undefined,
   opts: RulesRuntimeOptions,
+  backend: BackendInfo,
 ): Promise<void> {
   for (const { family } of done) {
     try {
       const now = await readTable(opts, family);
       const prev = prevOf(family);
       const plan = prev ? planApply(prev, now) : planClean(family, OUR_CHAINS, now);
-      await restore(opts, plan, `rolling back the ${familyName(family)} rules`, false);
+      await restore(opts, plan, `rolling back the ${familyName(family)} rules`, false, backend);
     } catch (err) {
       opts.log?.(`rolling back ${familyName(family)} failed: ${(err as Error).message}`);
     }
@@ -150,18 +153,18 @@ export async function cleanRules(opts: CleanOptions): Promise<CleanResult> {
     opts.log?.(`nothing recorded in ${stateFile}: nothing to clean (use --force to remove the mesh chains by name)`);
     return { removed: [], nothingRecorded: true };
   }
-  await announceBackend(opts, 4);
+  const backend = await announceBackend(opts, 4);
   const plans: { family: IpFamily; chains: string[]; plan: RestorePlan }[] = [];
   for (const target of targets) {
     const current = await readTable(opts, target.family);
     plans.push({ family: target.family, chains: target.chains.filter((c) => current.chains.has(c)), plan: planClean(target.family, target.chains, current) });
   }
-  for (const { family, plan } of plans) await restore(opts, plan, `checking the ${familyName(family)} cleanup`, true);
+  for (const { family, plan } of plans) await restore(opts, plan, `checking the ${familyName(family)} cleanup`, true, backend);
   const removed: CleanResult['removed'] = [];
   for (const entry of plans) {
     if (entry.plan.input === undefined) continue;
     try {
-      await restore(opts, entry.plan, `removing the ${familyName(entry.family)} rules`, false);
+      await restore(opts, entry.plan, `removing the ${familyName(entry.family)} rules`, false, backend);
     } catch (err) {
       // keep the record of what is still there
       if (state && !opts.executor.dryRun) {

@@ -142,3 +142,55 @@ describe.skipIf(!prereqs.ok)('listing and IPv6 in fresh network namespaces', () 
     expect(saveAll(pair.a)).toBe(before4);
   });
 });
+
+// The legacy backend needs the kernel's ip_tables modules; probe it in a throwaway namespace (unshare -n).
+const legacyProbe = prereqs.ok ? spawnSync('unshare', ['-n', 'iptables-legacy', '-t', 'nat', '-L', '-n'], { encoding: 'utf8' }) : undefined;
+const legacyOk = legacyProbe?.status === 0;
+if (prereqs.ok && !legacyOk) console.warn(`SKIPPED legacy backend test: iptables-legacy does not work here: ${legacyProbe?.error?.message ?? legacyProbe?.stderr}`);
+
+describe.skipIf(!prereqs.ok || !legacyOk)('the legacy backend, chosen with --backend legacy', () => {
+  let pair: Pair;
+  let stateDir: string;
+  const servers: ChildProcess[] = [];
+
+  beforeAll(async () => {
+    stateDir = mkdtempSync(join(tmpdir(), 'mesh-iptl-'));
+    pair = createPair('l', { peerExtraAddress: '240.240.0.1' });
+    servers.push(
+      await startServers(pair.a, { tcp: [{ host: '0.0.0.0', port: 15001, tag: 'proxy' }] }),
+      await startServers(pair.b, { tcp: [{ host: '0.0.0.0', port: 80, tag: 'peer-80' }] }),
+    );
+  }, 120_000);
+
+  afterAll(() => {
+    for (const s of servers) stopServer(s);
+    if (pair) deleteNs(pair.a, pair.b);
+    if (stateDir) rmSync(stateDir, { recursive: true, force: true });
+  });
+
+  it('applies with iptables-legacy-restore, says so, captures traffic and cleans up', () => {
+    // a rule somebody else owns, so the legacy nat table exists before (it stays loaded once used)
+    nsExec(pair.a, ['iptables-legacy', '-t', 'nat', '-A', 'OUTPUT', '-p', 'udp', '--dport', '5353', '-j', 'RETURN']);
+    const before = saveAll(pair.a, 'iptables-legacy-save');
+    const nftBefore = saveAll(pair.a);
+    const args = ['--netns', pair.a, '--state-file', join(stateDir, 'state.json'), '--backend', 'legacy', '--local-ip', pair.addrA, '--inbound-ports', '8089'];
+    const r = cli(['apply', ...args]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toContain('using iptables-legacy 1.8.9 (backend: legacy)');
+    const legacy = saveAll(pair.a, 'iptables-legacy-save', 'nat');
+    expect(legacy).toContain(`-A ISTIO_OUTPUT -d 240.240.0.1/32 -p tcp -j DNAT --to-destination ${pair.addrA}:15001`);
+    expect(saveAll(pair.a)).toBe(nftBefore); // nothing went to the nf_tables side
+    expect(cli(['verify', ...args]).code).toBe(0);
+    expect(tcpHello(pair.a, '240.240.0.1', 80, 2000)).toBe('proxy');
+    expect(tcpHello(pair.a, '240.240.0.1', 80, 1000)).toBe('peer-80');
+
+    const listing = protocolNames(nsExec(pair.a, ['iptables-legacy', '-t', 'nat', '-L', '-n']).stdout);
+    const ours = cli(['print', '--local-ip', pair.addrA, '--inbound-ports', '8089']).stdout;
+    // the same listing, plus the foreign rule in OUTPUT
+    expect(listing.replace(/^RETURN +udp +--.*udp dpt:5353\n/m, '')).toBe(ours);
+
+    expect(cli(['clean', '--netns', pair.a, '--state-file', join(stateDir, 'state.json'), '--backend', 'legacy']).code).toBe(0);
+    expect(saveAll(pair.a, 'iptables-legacy-save')).toBe(before);
+    expect(tcpHello(pair.a, '240.240.0.1', 80, 2000)).toBe('peer-80');
+  });
+});

@@ -145,6 +145,10 @@ describe('bad input is refused before anything runs', () => {
     expect(r.code, r.stderr).toBe(0);
     expect(r.stdout).toContain('--dport 9000 -j ISTIO_REDIRECT');
     expect(r.stdout).not.toContain('--dport 8089 -j ISTIO_REDIRECT');
+    const badFlag = cli(['print', '--local-ip', '1.2.3', '--inbound-ports', '8089,x8']);
+    expect(badFlag.code).toBe(2);
+    expect(badFlag.stderr).toContain('--local-ip: "1.2.3" is not a valid IPv4 address');
+    expect(badFlag.stderr).toContain('--inbound-ports[1]: "x8" is not a port');
     expect(cli(['print', '--bogus']).code).toBe(2);
     expect(cli(['frobnicate']).code).toBe(2);
     expect(cli([]).code).toBe(2);

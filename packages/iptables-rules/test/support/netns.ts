@@ -93,7 +93,7 @@ export function deleteNs(...names: string[]): void {
 }
 
 /** iptables-save output without the timestamp comments and counters, for before/after comparisons. */
-export function saveAll(ns: string, bin: 'iptables-save' | 'ip6tables-save' = 'iptables-save', table?: string): string {
+export function saveAll(ns: string, bin: 'iptables-save' | 'ip6tables-save' | 'iptables-legacy-save' = 'iptables-save', table?: string): string {
   const out = nsExec(ns, [bin, ...(table ? ['-t', table] : [])]).stdout;
   return out
     .split('\n')
