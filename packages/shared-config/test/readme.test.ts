@@ -1,7 +1,8 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { AGENT_ENV_BINDINGS, toJsonSchema } from '../src/index';
+import { AGENT_ENV_BINDINGS, agentConfigSchema, globalMeshConfigSchema, parseConfigText, servicesSpecSchema, toJsonSchema } from '../src/index';
+import { expectConfigError } from './helpers';
 // @ts-expect-error -- plain ESM script without types
 import { DOCUMENTED_SCHEMAS, renderEnvTable, renderFieldTable, replaceFieldTable } from '../scripts/field-table.mjs';
 
@@ -29,5 +30,30 @@ describe('README', () => {
       for (const key of binding.path) node = node?.properties?.[key];
       expect(node, binding.name).toBeDefined();
     }
+  });
+});
+
+/** The fenced blocks of a language that follow a heading, in order. */
+function blocksAfter(heading: string, lang: string): string[] {
+  const start = readme.indexOf(`\n## ${heading}`);
+  expect(start, heading).toBeGreaterThan(-1);
+  const next = readme.indexOf('\n## ', start + 1);
+  const section = readme.slice(start, next < 0 ? undefined : next);
+  return [...section.matchAll(new RegExp('```' + lang + '\\n([\\s\\S]*?)```', 'g'))].map((m) => m[1]);
+}
+
+describe('README examples', () => {
+  it('the examples of each section are valid', () => {
+    expect(parseConfigText(agentConfigSchema, blocksAfter('Agent config', 'yaml')[0]).registry.backend).toBe('etcd');
+    expect(parseConfigText(servicesSpecSchema, blocksAfter('Services file', 'yaml')[0]).spec.services[0].name).toBe('user');
+    expect(parseConfigText(globalMeshConfigSchema, blocksAfter('Global mesh config', 'yaml')[0]).services.order.loadBalancing?.policy).toBe('ring_hash');
+  });
+
+  it('the bad-file example gives exactly the error shown', () => {
+    const [bad] = blocksAfter('Usage', 'yaml');
+    const [shown] = blocksAfter('Usage', 'text');
+    const error = expectConfigError(() => parseConfigText(agentConfigSchema, bad, { source: 'agent.yaml' }));
+    const printed = `my-tool: error [${error.code}]: ${error.message}\n  hint: ${error.hint}\n`;
+    expect(shown).toBe(`$ node my-tool.mjs; echo $?\n${printed}2\n`);
   });
 });
