@@ -14,6 +14,7 @@ import type { ConfigSnapshot, HttpConnManagerStats, ProxyRuntime, ResolvedLimits
 import { StatsStore, type Gauge } from './stats/store';
 import { UpstreamPool } from './upstream/pool';
 import { UpgradeForwarder } from './upstream/upgrade';
+import { attachResilience } from './resilience/cluster-resilience';
 
 export type ServerState = 'LIVE' | 'DRAINING' | 'PRE_INITIALIZING' | 'INITIALIZING';
 
@@ -52,7 +53,9 @@ export class MeshProxy {
   readonly pool = new UpstreamPool();
   config: ProxyBootstrap;
   state: ServerState = 'PRE_INITIALIZING';
-  healthCheckFailed = false;
+  /** POST /healthcheck/fail sets it; the data plane reads it from the runtime. */
+  get healthCheckFailed(): boolean { return this.runtime.healthCheckFailed; }
+  set healthCheckFailed(failed: boolean) { this.runtime.healthCheckFailed = failed; }
   readonly startedAt = Date.now();
   readonly runtime: ProxyRuntime;
   /** Runtime layer of /runtime and /runtime_modify. */
@@ -97,6 +100,7 @@ export class MeshProxy {
       originalDst: originalDestination,
       handleUpgrade: (head, path, socket, rest, cluster, host) => this.forwardUpgrade(head, path, socket, rest, cluster, host),
       draining: false,
+      healthCheckFailed: false,
     };
     this.stats.removeScope('listener.', 'pending');
   }
@@ -122,6 +126,7 @@ export class MeshProxy {
         cluster.onHostsRemoved = (hosts) => this.pool.closeHosts(hosts);
       }
       cluster.addedViaApi = (cc.endpoints ?? []).length === 0 && this.registry !== undefined;
+      attachResilience(cluster); // breakers, outlier detection, active health checks (issue 6)
       next.set(cc.name, cluster);
     }
     for (const [name, old] of this.clusters) {

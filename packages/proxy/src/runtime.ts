@@ -58,4 +58,6 @@ export interface ProxyRuntime {
   handleUpgrade(head: RequestHead, path: string, socket: net.Socket, rest: Buffer, cluster: Cluster, host: Host): void;
   /** Draining: responses carry `connection: close` and idle connections are closed (issue 6). */
   draining: boolean;
+  /** POST /healthcheck/fail: the inbound health-check path answers 503 (issue 6). */
+  healthCheckFailed: boolean;
 }

@@ -14,7 +14,8 @@ afterAll(async () => {
 });
 
 function statValue(store: StatsStore, name: string): number | undefined {
-  return store.all().find((s) => s.name === name && s.kind !== 'histogram')?.value as number | undefined;
+  const s = store.all().find((x) => x.name === name);
+  return s && s.kind !== 'histogram' ? s.value : undefined;
 }
 
 describe('attachResilience on a real Cluster', () => {

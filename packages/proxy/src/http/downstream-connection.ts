@@ -10,6 +10,10 @@ import { BodyFramer } from './body-framer';
 import { HttpParseError, parseRequestHead, parseResponseHead, type RequestHead, type ResponseHead } from './head-parser';
 import { isHopByHop, reasonPhrase } from './hop-by-hop';
 import { addFlag, ResponseFlag } from './response-flags';
+import { statScopeOf } from '../resilience/cluster-resilience';
+import { IMMEDIATE_HC_FAIL_HEADER } from '../resilience/health-checker';
+import type { TryOutcome } from '../resilience/retry-policy';
+import { RequestRetryState, routeRetryPolicy, withAttemptCountHeader } from '../resilience/retry-state';
 
 const CRLFCRLF = Buffer.from('\r\n\r\n');
 const CONTINUE_100 = 'HTTP/1.1 100 Continue\r\n\r\n';
@@ -60,6 +64,10 @@ export class DownstreamConnection implements UpstreamOwner {
   private responseStarted = false;
   private breakerAcquired = false;
   private timer: NodeJS.Timeout | undefined;
+  /** Retries and per-try timeout of the current request (issue 6). */
+  private retry: RequestRetryState | undefined;
+  private tryTimer: NodeJS.Timeout | undefined;
+  private retryTimer: NodeJS.Timeout | undefined;
   private startMs = 0;
   private startEpoch = 0;
   private upstreamStartMs = 0;
@@ -156,6 +164,9 @@ export class DownstreamConnection implements UpstreamOwner {
     if (start > 0) { buf = buf.subarray(start); this.pending = buf.length > 0 ? buf : undefined; if (!this.pending) return; }
     const end = buf.indexOf(CRLFCRLF);
     if (end < 0) {
+      // A bare LF line ending would never complete a head: refuse it now rather than at the timeout.
+      const lf = buf.indexOf(10);
+      if (lf === 0 || (lf > 0 && buf[lf - 1] !== 13)) { this.protocolError(400, 'bare LF in request head'); return; }
       if (buf.length > this.rt.limits.maxHeadersBytes) this.protocolError(431, 'request headers too large');
       return;
     }
@@ -254,6 +265,14 @@ export class DownstreamConnection implements UpstreamOwner {
     }
     this.cluster = cluster;
 
+    // The proxy's own health (issue 6): after /healthcheck/fail, or while draining, the local
+    // service's health-check path fails here so the registry and other proxies take this instance out.
+    if ((rt.healthCheckFailed || rt.draining) && (inbound !== undefined || cluster.name.startsWith('in#'))
+      && pathOnly === (cluster.config.healthCheck?.path ?? '/health')) {
+      this.localReply(503, rt.draining ? 'draining\n' : 'health check failed\n', '', buf, bodyStart, `${IMMEDIATE_HC_FAIL_HEADER}: true\r\n`);
+      return;
+    }
+
     // Request id and forwarding headers, built once (also reused for a transparent re-send).
     this.upstreamHead = this.buildUpstreamHead(head, target, cluster);
 
@@ -284,6 +303,11 @@ export class DownstreamConnection implements UpstreamOwner {
     // Route timeout (Envoy's default 15 s; 0 disables). Per-try timeouts and retries: issue 6 hooks in attemptUpstream/onAttemptFailed.
     const timeoutMs = route?.config.route?.timeoutMs ?? DEFAULT_ROUTE_TIMEOUT_MS;
     if (timeoutMs > 0) this.timer = setTimeout(() => this.onRouteTimeout(), timeoutMs);
+
+    const retryConfig = route?.config.route?.retryPolicy;
+    const retryPolicy = retryConfig ? routeRetryPolicy(retryConfig) : undefined;
+    // Only a body-less request can be sent again: bodies stream through unbuffered.
+    if (retryPolicy) this.retry = new RequestRetryState(retryPolicy, head.method, head.bodyKind === 'none', cluster.circuitBreakers, statScopeOf(cluster));
 
     cluster.stats.upstream_rq_total.inc();
     cluster.stats.upstream_rq_active.inc();
@@ -319,7 +343,12 @@ export class DownstreamConnection implements UpstreamOwner {
     this.upstream = conn;
     pick.host.stats.rq_total++;
     this.upstreamStartMs = performance.now();
-    conn.socket.write(this.upstreamHead, 'latin1');
+    const retry = this.retry;
+    conn.socket.write(retry ? withAttemptCountHeader(this.upstreamHead, retry.attempt) : this.upstreamHead, 'latin1');
+    if (retry && retry.perTryTimeoutMs > 0) {
+      if (this.tryTimer) clearTimeout(this.tryTimer);
+      this.tryTimer = setTimeout(() => this.onPerTryTimeout(), retry.perTryTimeoutMs);
+    }
     return true;
   }
 
@@ -434,6 +463,8 @@ export class DownstreamConnection implements UpstreamOwner {
   }
 
   private startResponse(res: ResponseHead, buf: Buffer, bodyStart: number): void {
+    if (this.tryTimer) { clearTimeout(this.tryTimer); this.tryTimer = undefined; }
+    if (this.retry && this.retryResponse(res.status)) return;
     this.res = res;
     this.status = res.status;
     this.upstreamServiceTime = Math.round(performance.now() - this.upstreamStartMs);
@@ -536,11 +567,63 @@ export class DownstreamConnection implements UpstreamOwner {
    * and sets URX when retries are exhausted.
    */
   private onAttemptFailed(outcome: UpstreamOutcome): void {
-    if (outcome.kind === 'connect-failure') {
+    if (this.retryAfter(outcome)) return;
+    if (outcome.kind === 'timeout') {
+      this.finishWithLocalReply(504, 'upstream request timeout\n', ResponseFlag.UpstreamRequestTimeout);
+    } else if (outcome.kind === 'connect-failure') {
       this.finishWithLocalReply(503, 'upstream connect error or disconnect/reset before headers. reset reason: connection failure\n', ResponseFlag.UpstreamConnectionFailure);
     } else {
       this.finishWithLocalReply(503, 'upstream connect error or disconnect/reset before headers. reset reason: connection termination\n', ResponseFlag.UpstreamConnectionTermination);
     }
+  }
+
+  /** Issue 6: true when the retry policy sends the request again; otherwise the flag it gives (URX, UO) is set. */
+  private retryAfter(outcome: TryOutcome): boolean {
+    const decision = this.retry?.decide(outcome);
+    if (!decision) return false;
+    if (!decision.retry) {
+      if (decision.flag) this.flags = addFlag(this.flags, decision.flag);
+      return false;
+    }
+    this.scheduleRetry(decision.backoffMs);
+    return true;
+  }
+
+  /** Issue 6: after the back-off, the next try goes to another host where one exists. */
+  private scheduleRetry(backoffMs: number): void {
+    const tried = this.host;
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = undefined;
+      if (this.state !== St.Closed && this.req !== undefined && this.cluster) this.attemptUpstream(tried);
+    }, backoffMs);
+  }
+
+  /** Issue 6: a retriable response is dropped (its connection closed) and the request sent again. */
+  private retryResponse(status: number): boolean {
+    const outcome = { kind: 'response' as const, status };
+    // the decision first: it also counts upstream_rq_retry_success for a good answer after retries
+    const decision = this.retry!.decide(outcome);
+    if (!decision.retry) {
+      if (decision.flag) this.flags = addFlag(this.flags, decision.flag);
+      return false;
+    }
+    this.reportOutcome(outcome);
+    if (this.host) this.host.stats.rq_error++;
+    this.abortUpstream();
+    this.scheduleRetry(decision.backoffMs);
+    return true;
+  }
+
+  /** Issue 6: the per-try timeout fired before the response head: count it, drop the try, maybe retry. */
+  private onPerTryTimeout(): void {
+    this.tryTimer = undefined;
+    const cluster = this.cluster;
+    if (!cluster || this.state === St.Closed || this.responseStarted || this.res !== undefined) return;
+    statScopeOf(cluster).counter('upstream_rq_per_try_timeout').inc();
+    if (this.host) this.host.stats.rq_timeout++;
+    this.abortUpstream();
+    this.reportOutcome({ kind: 'timeout' });
+    this.onAttemptFailed({ kind: 'timeout' });
   }
 
   /** Hook (issue 6): the outlier detector sees every attempt's outcome. */
@@ -606,7 +689,7 @@ export class DownstreamConnection implements UpstreamOwner {
     this.localReply(status, body, flag);
   }
 
-  private localReply(status: number, body: string, flag: string, buf?: Buffer, bodyStart?: number): void {
+  private localReply(status: number, body: string, flag: string, buf?: Buffer, bodyStart?: number, extraHeaders = ''): void {
     this.flags = addFlag(this.flags, flag);
     this.status = status;
     // A request body we will not read makes the connection unusable.
@@ -618,7 +701,7 @@ export class DownstreamConnection implements UpstreamOwner {
     }
     if (this.rt.draining) this.closeAfterResponse = true;
     const bodyBuf = Buffer.from(body);
-    const head = `HTTP/1.1 ${status} ${reasonPhrase(status)}\r\ncontent-length: ${bodyBuf.length}\r\ncontent-type: text/plain\r\nserver: envoy\r\n${this.closeAfterResponse ? 'connection: close\r\n' : ''}\r\n`;
+    const head = `HTTP/1.1 ${status} ${reasonPhrase(status)}\r\ncontent-length: ${bodyBuf.length}\r\ncontent-type: text/plain\r\nserver: envoy\r\n${extraHeaders}${this.closeAfterResponse ? 'connection: close\r\n' : ''}\r\n`;
     this.responseStarted = true;
     if (!this.socket.destroyed) {
       this.socket.write(head, 'latin1');
@@ -642,6 +725,9 @@ export class DownstreamConnection implements UpstreamOwner {
 
   private finishRequest(): void {
     if (this.timer) { clearTimeout(this.timer); this.timer = undefined; }
+    if (this.tryTimer) { clearTimeout(this.tryTimer); this.tryTimer = undefined; }
+    if (this.retryTimer) { clearTimeout(this.retryTimer); this.retryTimer = undefined; }
+    if (this.retry) { this.retry.finish(); this.retry = undefined; }
     const rt = this.rt;
     const status = this.status;
     rt.http.downstream_rq_active.dec();

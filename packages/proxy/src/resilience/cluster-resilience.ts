@@ -21,6 +21,17 @@ export function clusterStatScope(cluster: Cluster): ClusterStatScope {
   };
 }
 
+const scopes = new WeakMap<Cluster, ClusterStatScope>();
+/** clusterStatScope, made once per cluster (the request path asks for it). */
+export function statScopeOf(cluster: Cluster): ClusterStatScope {
+  let s = scopes.get(cluster);
+  if (!s) {
+    s = clusterStatScope(cluster);
+    scopes.set(cluster, s);
+  }
+  return s;
+}
+
 /** CircuitBreakers behind the data plane's slot (the data plane counts request and connection overflows itself). */
 export class ClusterCircuitBreakers implements CircuitBreakersSlot {
   private readonly requestReleases: Release[] = [];

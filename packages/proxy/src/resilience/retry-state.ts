@@ -97,3 +97,8 @@ export class RequestRetryState {
     }
   }
 }
+
+/** The upstream request head with `x-envoy-attempt-count: N` added (the head ends with an empty line). */
+export function withAttemptCountHeader(head: string, attempt: number): string {
+  return `${head.slice(0, -2)}x-envoy-attempt-count: ${attempt}\r\n\r\n`;
+}

@@ -1,0 +1,265 @@
+import http from 'node:http';
+import { PassThrough } from 'node:stream';
+import { execFile } from 'node:child_process';
+import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { createProxy, type MeshProxy } from '../src/proxy';
+import { deadPort, startUpstream, waitFor, type Upstream } from './resilience-upstreams';
+
+// End to end through the real proxy: real upstreams on loopback, requests in absolute form
+// (as `curl -x`), the access log captured from the proxy, /clusters and /stats read from its admin port.
+const ups: Upstream[] = [];
+const proxies: MeshProxy[] = [];
+afterEach(async () => {
+  await Promise.all(proxies.splice(0).map((p) => p.close()));
+});
+afterAll(async () => { await Promise.all(ups.map((u) => u.close())); });
+
+async function upstream(name: string, behavior: Upstream['behavior'] = 'ok') {
+  const u = await startUpstream(name, behavior);
+  ups.push(u);
+  return u;
+}
+
+interface Started { proxy: MeshProxy; port: number; admin: number; log: string[] }
+
+async function startProxy(clusters: object[], route: object, extra: object = {}): Promise<Started> {
+  const log: string[] = [];
+  const stream = new PassThrough();
+  stream.setEncoding('utf8');
+  stream.on('data', (chunk: string) => { for (const line of chunk.split('\n')) if (line) log.push(line); });
+  const proxy = createProxy({
+    version: 'resilience-e2e',
+    admin: { address: '127.0.0.1', port: 0 },
+    listener: { name: 'virtual', address: '127.0.0.1', port: 0 },
+    accessLog: { format: 'text', path: '/dev/null' },
+    clusters,
+    routes: { virtualHosts: [{ name: 'order', domains: ['order'], routes: [{ match: { prefix: '/' }, route }] }] },
+    ...extra,
+  }, { accessLogStream: stream });
+  proxies.push(proxy);
+  const addrs = await proxy.start();
+  return { proxy, port: addrs.listener.port, admin: addrs.admin!.port, log };
+}
+
+function endpointsOf(...u: Upstream[]) {
+  return u.map((x) => ({ address: x.address, port: x.port }));
+}
+
+interface Answer { status: number; body: string; headers: http.IncomingHttpHeaders }
+function viaProxy(port: number, opts: { method?: string; path?: string; agent?: http.Agent } = {}): Promise<Answer> {
+  return new Promise((resolve, reject) => {
+    const req = http.request({ host: '127.0.0.1', port, method: opts.method ?? 'GET', path: `http://order${opts.path ?? '/'}`, agent: opts.agent ?? false }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (c: string) => { body += c; });
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body, headers: res.headers }));
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+function admin(port: number, path: string, method = 'GET'): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const req = http.request({ host: '127.0.0.1', port, path, method, agent: false }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (c: string) => { body += c; });
+      res.on('end', () => resolve(body));
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+/** Polls an async reading until `done` accepts it (readiness by polling, never a fixed sleep). */
+async function pollUntil<T>(what: string, read: () => Promise<T>, done: (v: T) => boolean, timeoutMs = 15_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await read();
+    if (done(v)) return v;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for: ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+function stat(text: string, name: string): number | undefined {
+  const line = text.split('\n').find((l) => l.startsWith(`${name}: `));
+  return line === undefined ? undefined : Number(line.slice(name.length + 2));
+}
+
+/** The response-flags field of Envoy's default text access log line. */
+function flagsOf(line: string): string {
+  return /" (\d{3}) (\S+) /.exec(line)?.[2] ?? '?';
+}
+
+const CLUSTER = 'out#80#order';
+
+describe('resilience through the proxy', () => {
+  it('a burst beyond max_requests gets 503 UO at once; counted in /stats and the access log', async () => {
+    const hang = await upstream('e2e-hang', 'hang');
+    const p = await startProxy([{ name: CLUSTER, endpoints: endpointsOf(hang), circuitBreakers: { maxRequests: 2 } }], { cluster: CLUSTER, timeoutMs: 0 });
+    const burst = Array.from({ length: 6 }, () => viaProxy(p.port).catch(() => ({ status: 0, body: '', headers: {} })));
+    await waitFor('two requests upstream, four refused', () => hang.hits === 2 && p.log.length >= 4);
+    const stats = await admin(p.admin, '/stats');
+    expect(stat(stats, `cluster.${CLUSTER}.upstream_rq_pending_overflow`)).toBe(4);
+    expect(p.log.slice(0, 4).map(flagsOf)).toEqual(['UO', 'UO', 'UO', 'UO']);
+    const clusters = await admin(p.admin, '/clusters');
+    expect(clusters).toContain(`${CLUSTER}::default_priority::max_requests::2`);
+    await hang.close();
+    const answers = await Promise.all(burst);
+    expect(answers.filter((a) => a.status === 503 && a.body.includes('overflow'))).toHaveLength(4);
+  });
+
+  it('a 503 is retried on the healthy host: every client sees 200; x-envoy-attempt-count reaches the upstream', async () => {
+    const bad = await upstream('e2e-503', '503');
+    const good = await upstream('e2e-good');
+    const p = await startProxy([{ name: CLUSTER, endpoints: endpointsOf(bad, good) }], { cluster: CLUSTER, retryPolicy: { retryOn: '5xx', numRetries: 2 } });
+    const statuses = [];
+    for (let i = 0; i < 10; i++) statuses.push((await viaProxy(p.port)).status);
+    expect(statuses).toEqual(Array(10).fill(200));
+    expect(bad.hits).toBeGreaterThan(0);
+    expect(bad.attemptHeaders.every((h) => h === '1')).toBe(true);
+    expect(good.attemptHeaders).toContain('2');
+    const stats = await admin(p.admin, '/stats');
+    expect(stat(stats, `cluster.${CLUSTER}.upstream_rq_retry`)).toBe(bad.hits);
+    expect(stat(stats, `cluster.${CLUSTER}.upstream_rq_retry_success`)).toBe(bad.hits);
+  });
+
+  it('retries exhausted: the last 503 is forwarded with URX in the access log', async () => {
+    const a = await upstream('e2e-503a', '503');
+    const b = await upstream('e2e-503b', '503');
+    const p = await startProxy([{ name: CLUSTER, endpoints: endpointsOf(a, b) }], { cluster: CLUSTER, retryPolicy: { retryOn: '5xx', numRetries: 1 } });
+    const r = await viaProxy(p.port);
+    expect(r.status).toBe(503);
+    expect(a.hits + b.hits).toBe(2);
+    await waitFor('access log line', () => p.log.length === 1);
+    expect(flagsOf(p.log[0]!)).toBe('URX');
+    expect(stat(await admin(p.admin, '/stats'), `cluster.${CLUSTER}.upstream_rq_retry_limit_exceeded`)).toBe(1);
+  });
+
+  it('a POST is not retried', async () => {
+    const bad = await upstream('e2e-post-503', '503');
+    const good = await upstream('e2e-post-good');
+    const p = await startProxy([{ name: CLUSTER, endpoints: endpointsOf(bad, good), lbPolicy: 'round_robin' }], { cluster: CLUSTER, retryPolicy: { retryOn: '5xx', numRetries: 2 } });
+    const results = [];
+    for (let i = 0; i < 4; i++) results.push((await viaProxy(p.port, { method: 'POST' })).status);
+    expect(results.filter((s) => s === 503)).toHaveLength(bad.hits);
+    expect(bad.hits + good.hits).toBe(4);
+  });
+
+  it('an upstream that dies mid-test: connect failures are retried on the survivor (UF never reaches a client)', async () => {
+    const dies = await upstream('e2e-dies');
+    const lives = await upstream('e2e-lives');
+    const p = await startProxy([{ name: CLUSTER, endpoints: endpointsOf(dies, lives) }], { cluster: CLUSTER, retryPolicy: { retryOn: 'connect-failure,reset', numRetries: 1 } });
+    for (let i = 0; i < 4; i++) expect((await viaProxy(p.port)).status).toBe(200);
+    await dies.kill();
+    const statuses = [];
+    for (let i = 0; i < 8; i++) statuses.push((await viaProxy(p.port)).status);
+    expect(statuses).toEqual(Array(8).fill(200));
+    expect(stat(await admin(p.admin, '/stats'), `cluster.${CLUSTER}.upstream_cx_connect_fail`)).toBeGreaterThan(0);
+  });
+
+  it('without retries: a dead upstream is 503 UF, a resetting one 503 UC, an empty cluster 503 UH', async () => {
+    const resetter = await upstream('e2e-reset', 'reset');
+    const dead = await deadPort();
+    const p = await startProxy([
+      { name: CLUSTER, endpoints: [{ address: '127.0.0.1', port: dead }] },
+      { name: 'out#80#reset', endpoints: endpointsOf(resetter) },
+      { name: 'out#80#empty', endpoints: [] },
+    ], { cluster: CLUSTER }, {
+      routes: { virtualHosts: [{ name: 'order', domains: ['order'], routes: [
+        { match: { prefix: '/reset' }, route: { cluster: 'out#80#reset' } },
+        { match: { prefix: '/empty' }, route: { cluster: 'out#80#empty' } },
+        { match: { prefix: '/' }, route: { cluster: CLUSTER } },
+      ] }] },
+    });
+    expect((await viaProxy(p.port)).status).toBe(503);
+    expect((await viaProxy(p.port, { path: '/reset' })).status).toBe(503);
+    expect((await viaProxy(p.port, { path: '/empty' })).status).toBe(503);
+    await waitFor('three log lines', () => p.log.length === 3);
+    expect(p.log.map(flagsOf)).toEqual(['UF', 'UC', 'UH']);
+  });
+
+  it('a hanging upstream: per-try timeout retries on the healthy host; the route timeout gives 504 UT', async () => {
+    const hang = await upstream('e2e-hang2', 'hang');
+    const good = await upstream('e2e-good2');
+    const p = await startProxy([
+      { name: CLUSTER, endpoints: endpointsOf(hang, good) },
+      { name: 'out#80#hang', endpoints: endpointsOf(hang) },
+    ], { cluster: CLUSTER }, {
+      routes: { virtualHosts: [{ name: 'order', domains: ['order'], routes: [
+        { match: { prefix: '/only-hang' }, route: { cluster: 'out#80#hang', timeoutMs: 300 } },
+        { match: { prefix: '/' }, route: { cluster: CLUSTER, retryPolicy: { retryOn: '5xx', numRetries: 1, perTryTimeoutMs: 300 } } },
+      ] }] },
+    });
+    for (let i = 0; i < 2; i++) expect((await viaProxy(p.port)).status).toBe(200);
+    const stats = await admin(p.admin, '/stats');
+    expect(stat(stats, `cluster.${CLUSTER}.upstream_rq_per_try_timeout`)).toBe(1);
+    const r = await viaProxy(p.port, { path: '/only-hang' });
+    expect(r.status).toBe(504);
+    expect(r.body).toContain('upstream request timeout');
+    await waitFor('three log lines', () => p.log.length === 3);
+    expect(flagsOf(p.log[2]!)).toBe('UT');
+    expect(await admin(p.admin, '/clusters')).toMatch(new RegExp(`out#80#hang::127\\.0\\.0\\.1:${hang.port}::rq_timeout::1`));
+  });
+
+  it('outlier detection ejects the upstream returning 503s: failed_outlier_check in /clusters, counters in /stats', async () => {
+    const bad = await upstream('e2e-od-bad', '503');
+    const g1 = await upstream('e2e-od-g1');
+    const g2 = await upstream('e2e-od-g2');
+    const p = await startProxy([{ name: CLUSTER, endpoints: endpointsOf(bad, g1, g2), outlierDetection: { consecutive5xx: 3, maxEjectionPercent: 50, baseEjectionTimeMs: 60_000 } }], { cluster: CLUSTER });
+    for (let i = 0; i < 12; i++) await viaProxy(p.port);
+    expect(bad.hits).toBe(3);
+    const clusters = await admin(p.admin, '/clusters');
+    expect(clusters).toContain(`${CLUSTER}::127.0.0.1:${bad.port}::health_flags::/failed_outlier_check`);
+    expect(clusters).toContain(`${CLUSTER}::127.0.0.1:${g1.port}::health_flags::healthy`);
+    expect(clusters).toContain(`${CLUSTER}::outlier::success_rate_average::-1`);
+    expect(clusters).toContain(`${CLUSTER}::outlier::success_rate_ejection_threshold::-1`);
+    const stats = await admin(p.admin, '/stats');
+    expect(stat(stats, `cluster.${CLUSTER}.outlier_detection.ejections_enforced_total`)).toBe(1);
+    expect(stat(stats, `cluster.${CLUSTER}.outlier_detection.ejections_enforced_consecutive_5xx`)).toBe(1);
+    expect(stat(stats, `cluster.${CLUSTER}.outlier_detection.ejections_active`)).toBe(1);
+    const prom = await admin(p.admin, '/stats/prometheus');
+    expect(prom).toMatch(/envoy_cluster_outlier_detection_ejections_enforced_total\{envoy_cluster_name="out#80#order"\} 1/);
+  });
+
+  it('active health checking: the upstream failing its health check is failed_active_hc in /clusters and gets no traffic', async () => {
+    const sick = await upstream('e2e-hc-sick');
+    sick.healthStatus = 500;
+    const well = await upstream('e2e-hc-well');
+    const p = await startProxy([{ name: CLUSTER, endpoints: endpointsOf(sick, well), healthCheck: { path: '/health', intervalMs: 100, timeoutMs: 500, unhealthyThreshold: 1, healthyThreshold: 1 } }], { cluster: CLUSTER });
+    const clusters = await pollUntil('health flags in /clusters', () => admin(p.admin, '/clusters'),
+      (t) => t.includes(`127.0.0.1:${well.port}::health_flags::healthy`) && sick.healthHits >= 1);
+    expect(clusters).toContain(`${CLUSTER}::127.0.0.1:${sick.port}::health_flags::/failed_active_hc`);
+    expect(clusters).toContain(`${CLUSTER}::127.0.0.1:${well.port}::health_flags::healthy`);
+    for (let i = 0; i < 6; i++) expect((await viaProxy(p.port)).status).toBe(200);
+    expect(sick.hits).toBe(0);
+    const stats = await admin(p.admin, '/stats');
+    expect(stat(stats, `cluster.${CLUSTER}.health_check.failure`)).toBeGreaterThanOrEqual(1);
+    expect(stat(stats, `cluster.${CLUSTER}.health_check.healthy`)).toBe(1);
+  });
+
+  it('/healthcheck/fail: the inbound health-check path answers 503 with x-envoy-immediate-health-check-fail until /healthcheck/ok', async () => {
+    const app = await upstream('e2e-local-app');
+    const inbound = 'in#8089#order';
+    const p = await startProxy([{ name: inbound, endpoints: endpointsOf(app), healthCheck: { path: '/health', intervalMs: 60_000 } }], { cluster: inbound });
+    expect((await viaProxy(p.port, { path: '/health' })).status).toBe(200);
+    expect(await admin(p.admin, '/healthcheck/fail', 'POST')).toBeDefined();
+    const failed = await viaProxy(p.port, { path: '/health' });
+    expect(failed.status).toBe(503);
+    expect(failed.headers['x-envoy-immediate-health-check-fail']).toBe('true');
+    // other paths still reach the service
+    expect((await viaProxy(p.port, { path: '/orders' })).status).toBe(200);
+    await admin(p.admin, '/healthcheck/ok', 'POST');
+    expect((await viaProxy(p.port, { path: '/health' })).status).toBe(200);
+  });
+
+  it('curl through the proxy sees the UH answer body', async () => {
+    const p = await startProxy([{ name: CLUSTER, endpoints: [] }], { cluster: CLUSTER });
+    const out = await new Promise<string>((resolve, reject) => {
+      execFile('curl', ['-s', '-o', '-', '-w', ' %{http_code}', '-x', `127.0.0.1:${p.port}`, 'http://order/'], (err, stdout) => (err ? reject(err) : resolve(stdout)));
+    });
+    expect(out).toBe('no healthy upstream\n 503');
+  });
+});
