@@ -1,0 +1,130 @@
+#!/usr/bin/env node
+// Proxy benchmark: wrk -t1 -c50 against (1) mesh-proxy and (2) nginx as a reverse proxy, both in
+// front of the same tiny upstream (nginx `return 200`), in the same run. Each proxy is pinned to
+// core 0 with taskset where it works; wrk and the upstream share the other core. Prints req/s,
+// p99, the ratio to nginx and mesh-proxy's peak RSS. Bounded: BENCH_SECONDS (default 10) per run.
+// Measures only; never fails on a speed.
+import { spawn, spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+
+const here = path.dirname(new URL(import.meta.url).pathname);
+const root = path.resolve(here, '../..');
+const seconds = Number(process.env.BENCH_SECONDS ?? 10);
+const connections = Number(process.env.BENCH_CONNECTIONS ?? 50);
+const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bench-proxy-'));
+const children = [];
+
+function have(cmd) { return spawnSync('sh', ['-c', `command -v ${cmd}`]).status === 0; }
+const canPin = have('taskset') && spawnSync('taskset', ['-c', '0', 'true']).status === 0 && os.cpus().length > 1;
+const pin = (core, cmd, args) => (canPin ? ['taskset', ['-c', String(core), cmd, ...args]] : [cmd, args]);
+
+async function freePort() {
+  return new Promise((resolve) => { const s = net.createServer(); s.listen(0, '127.0.0.1', () => { const p = s.address().port; s.close(() => resolve(p)); }); });
+}
+
+function start(cmd, args, name) {
+  const child = spawn(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+  let err = '';
+  child.stderr.on('data', (d) => { err += d; });
+  child.on('exit', (code) => { if (code && code !== 0 && !child.killedByUs) console.error(`${name} exited ${code}: ${err}`); });
+  children.push(child);
+  return child;
+}
+
+async function waitPort(port, deadlineMs = 15000) {
+  const end = Date.now() + deadlineMs;
+  while (Date.now() < end) {
+    const ok = await new Promise((resolve) => { const s = net.connect(port, '127.0.0.1'); s.on('connect', () => { s.destroy(); resolve(true); }); s.on('error', () => resolve(false)); });
+    if (ok) return;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`port ${port} did not open`);
+}
+
+function nginxConf(name, port, body) {
+  const p = path.join(dir, name);
+  fs.mkdirSync(p, { recursive: true });
+  fs.writeFileSync(path.join(p, 'nginx.conf'), `worker_processes 1;
+pid ${p}/nginx.pid;
+error_log ${p}/error.log;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path ${p}; proxy_temp_path ${p}; fastcgi_temp_path ${p}; uwsgi_temp_path ${p}; scgi_temp_path ${p};
+  keepalive_requests 1000000;
+  ${body.replace('PORT', String(port))}
+}
+`);
+  return path.join(p, 'nginx.conf');
+}
+
+function wrk(port, host) {
+  const [cmd, args] = pin(1, 'wrk', ['-t1', `-c${connections}`, `-d${seconds}s`, '--latency', '-H', `Host: ${host}`, `http://127.0.0.1:${port}/`]);
+  const res = spawnSync(cmd, args, { encoding: 'utf8', timeout: (seconds + 30) * 1000 });
+  const out = res.stdout ?? '';
+  const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1] ?? NaN);
+  const p99raw = /99%\s+([\d.]+)(us|ms|s)/.exec(out);
+  const p99 = p99raw ? Number(p99raw[1]) * (p99raw[2] === 'us' ? 0.001 : p99raw[2] === 's' ? 1000 : 1) : NaN;
+  const errors = /Non-2xx or 3xx responses:\s+(\d+)/.exec(out)?.[1] ?? '0';
+  const sockErr = /Socket errors:[^\n]*/.exec(out)?.[0] ?? '';
+  return { rps, p99, errors: Number(errors), sockErr };
+}
+
+function peakRssMiB(pid) {
+  try {
+    const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
+    return Number(/VmHWM:\s+(\d+)/.exec(status)[1]) / 1024;
+  } catch { return NaN; }
+}
+
+async function main() {
+  for (const cmd of ['wrk', 'nginx']) if (!have(cmd)) { console.log(`bench/proxy: ${cmd} not installed; skipped (scripts/install-test-deps.sh installs it)`); return; }
+  const upstreamPort = await freePort();
+  const ngProxyPort = await freePort();
+  const meshPort = await freePort();
+  const adminPort = await freePort();
+
+  const [ucmd, uargs] = pin(1, 'nginx', ['-c', nginxConf('upstream', upstreamPort, `server { listen 127.0.0.1:PORT; location / { return 200 "ok\\n"; } }`), '-g', 'daemon off;']);
+  start(ucmd, uargs, 'upstream nginx');
+  const [ncmd, nargs] = pin(0, 'nginx', ['-c', nginxConf('proxy', ngProxyPort, `upstream up { server 127.0.0.1:${upstreamPort}; keepalive 128; }
+  server { listen 127.0.0.1:PORT; location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; } }`), '-g', 'daemon off;']);
+  start(ncmd, nargs, 'nginx reverse proxy');
+
+  const cfg = path.join(dir, 'mesh-proxy.json');
+  fs.writeFileSync(cfg, JSON.stringify({
+    admin: { address: '127.0.0.1', port: adminPort },
+    listener: { name: 'virtual', address: '127.0.0.1', port: meshPort },
+    clusters: [{ name: 'out#80#bench', endpoints: [{ address: '127.0.0.1', port: upstreamPort }] }],
+    routes: { virtualHosts: [{ name: 'bench', domains: ['bench', '*'], routes: [{ match: { prefix: '/' }, route: { cluster: 'out#80#bench' } }] }] },
+  }));
+  const [mcmd, margs] = pin(0, process.execPath, [path.join(root, 'packages/proxy/bin/mesh-proxy.js'), '--config', cfg]);
+  const mesh = start(mcmd, margs, 'mesh-proxy');
+
+  await Promise.all([waitPort(upstreamPort), waitPort(ngProxyPort), waitPort(meshPort)]);
+  console.log(`wrk -t1 -c${connections} -d${seconds}s, tiny responses, keep-alive; proxies pinned to core 0: ${canPin ? 'yes' : 'no (taskset unavailable)'}; load average ${os.loadavg().map((l) => l.toFixed(1)).join(' ')}`);
+  // Warm-up (JIT, pools), short and bounded.
+  spawnSync('wrk', ['-t1', '-c10', '-d2s', '-H', 'Host: bench', `http://127.0.0.1:${meshPort}/`], { timeout: 20000 });
+  spawnSync('wrk', ['-t1', '-c10', '-d2s', `http://127.0.0.1:${ngProxyPort}/`], { timeout: 20000 });
+
+  const direct = wrk(upstreamPort, 'bench');
+  const ng = wrk(ngProxyPort, 'bench');
+  const ours = wrk(meshPort, 'bench');
+  const rss = peakRssMiB(mesh.pid);
+  const row = (name, r) => `${name.padEnd(24)} ${r.rps.toFixed(0).padStart(9)} req/s   p99 ${r.p99.toFixed(2).padStart(7)} ms   non-2xx ${r.errors} ${r.sockErr}`;
+  console.log(row('upstream (direct)', direct));
+  console.log(row('nginx reverse proxy', ng));
+  console.log(row('mesh-proxy', ours));
+  console.log(`ratio mesh-proxy / nginx: ${(ours.rps / ng.rps).toFixed(2)}   (target: >= 22000 req/s per core, p99 < 3 ms, RSS < 100 MiB)`);
+  console.log(`mesh-proxy peak RSS: ${rss.toFixed(1)} MiB`);
+}
+
+function cleanup() {
+  for (const c of children) { c.killedByUs = true; try { c.kill('SIGTERM'); } catch { /* gone */ } }
+  try { fs.rmSync(dir, { recursive: true, force: true }); } catch { /* ignore */ }
+}
+
+const guard = setTimeout(() => { console.error('bench/proxy: time bound reached'); cleanup(); process.exit(1); }, (seconds * 4 + 90) * 1000);
+main().catch((err) => { console.error(err); process.exitCode = 1; }).finally(() => { clearTimeout(guard); cleanup(); });
