@@ -63,6 +63,9 @@ describe('agentConfigSchema', () => {
 
   it('checks DNS upstreams and etcd endpoints', () => {
     expect(parseConfig(agentConfigSchema, { dns: { upstreams: ['127.0.0.1', '127.0.0.1:5353', '::1', '[::1]:53'] } }).dns.upstreams).toHaveLength(4);
+    expect(paths(() => parseConfig(agentConfigSchema, { registry: { etcd: { endpoints: ['localhost:2379', 'http://127.0.0.1:2379'] } } }))).toEqual([
+      'registry.etcd.endpoints[0]: expected an http(s) URL such as http://127.0.0.1:2379',
+    ]);
     expect(paths(() => parseConfig(agentConfigSchema, { dns: { upstreams: ['dns.google', '1.1.1.1:0'] }, registry: { etcd: { endpoints: [] } } }))).toEqual([
       'dns.upstreams[0]: expected "IP", "IP:PORT" or "[IPv6]:PORT", e.g. 127.0.0.1:5353',
       'dns.upstreams[1]: expected "IP", "IP:PORT" or "[IPv6]:PORT", e.g. 127.0.0.1:5353',

@@ -67,7 +67,7 @@ export const registrySettingsSchema = z.strictObject({
   etcd: z
     .strictObject({
       endpoints: z
-        .array(z.url({ error: 'expected a URL such as http://127.0.0.1:2379' }))
+        .array(z.url({ protocol: /^https?$/, error: 'expected an http(s) URL such as http://127.0.0.1:2379' }))
         .min(1, { error: 'give at least one etcd endpoint' })
         .default(['http://127.0.0.1:2379'])
         .describe('etcd client URLs'),
