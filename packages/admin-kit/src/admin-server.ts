@@ -197,7 +197,9 @@ export function createAdminServer(opts: AdminServerOptions): AdminServer {
 
   function methodNotAllowed(method: string, path: string, allowed: string[], mutating: boolean): RenderedResponse {
     const list = allowed.join(', ');
-    let text = `method ${method} not allowed on ${path}; allowed: ${list}\n`;
+    // envoy style keeps Envoy's own sentence, which scripts written against Envoy may look for
+    let text =
+      opts.helpStyle === 'envoy' ? `Method ${method} not allowed, ${allowed.join(' or ')} required.\n` : `method ${method} not allowed on ${path}; allowed: ${list}\n`;
     if (method === 'GET' && mutating) {
       text += `this endpoint changes state: use ${allowed.join(' or ')}, e.g. curl -X ${allowed[0]} http://HOST:PORT${path}\n`;
     }

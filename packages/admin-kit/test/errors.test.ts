@@ -206,3 +206,24 @@ describe('/latest_error before any error', () => {
     }
   });
 });
+
+describe('405 in the envoy style', () => {
+  it("uses Envoy's sentence, the Allow header and the hint", async () => {
+    const server = createAdminServer({ component: 'envoy', helpStyle: 'envoy' })
+      .add({ method: 'POST', path: '/quitquitquit', help: 'exit the server', mutatesState: true, handler: () => 'OK\n' })
+      .add({ method: 'GET', path: '/clusters', help: 'upstream cluster status', handler: () => '' });
+    try {
+      const { port } = await server.listen();
+      const quit = await request(port, 'GET', '/quitquitquit');
+      expect(quit.status).toBe(405);
+      expect(quit.headers.allow).toBe('POST');
+      expect(quit.body).toBe('Method GET not allowed, POST required.\nthis endpoint changes state: use POST, e.g. curl -X POST http://HOST:PORT/quitquitquit\n');
+      const clusters = await request(port, 'DELETE', '/clusters');
+      expect(clusters.status).toBe(405);
+      expect(clusters.body).toBe('Method DELETE not allowed, GET required.\n');
+      expect((await request(port, 'GET', '/nope')).body).toBe(`invalid path. ${server.helpText()}`);
+    } finally {
+      await server.close();
+    }
+  });
+});
