@@ -23,6 +23,8 @@ function here(): string {
  */
 export function loadOriginalDstAddon(): NativeAddon | null {
   if (addon !== undefined) return addon;
+  // Operators (and tests) can force the fallback path.
+  if (process.env.MESH_PROXY_NO_ORIGINAL_DST === '1') { loadError = 'disabled by MESH_PROXY_NO_ORIGINAL_DST=1'; addon = null; return addon; }
   const req = createRequire(import.meta.url ?? __filename);
   const base = here();
   const candidates = [
