@@ -56,9 +56,15 @@ export function commandFailure(what: string, command: string, result: ExecResult
     const line = opts.input.split('\n')[Number(lineMatch[1]) - 1];
     if (line) offending = `\n  restore input line ${lineMatch[1]}: ${line}`;
   }
-  return new MeshError('MESH_IPT_RESTORE_FAILED', `${what}: ${command} exited with status ${result.code}: ${stderr || '(no message)'}${offending}`, {
+  const busy = /(?:CHAIN_DEL|CHAIN_USER_DEL|DELETE_CHAIN)[^\n]*(?:busy|Too many links)[^\n]*?chain\s+(\S+)/i.exec(stderr) ?? (/busy/i.test(stderr) ? /-X (\S+)/.exec(offending) : null);
+  const hint = busy
+    ? `nothing was changed (each restore is one transaction): a rule that is not ours still jumps to ${busy[1]} (find it with: iptables-save -t nat | grep -- '-j ${busy[1]}'); remove it and run again`
+    : /No chain|does not exist|Couldn't load|unknown option|Extension .* not found|No such file/i.test(stderr)
+      ? 'nothing was changed (each restore is one transaction); the kernel may lack the nat table or a match (modprobe iptable_nat / nft_nat, xt_owner); the failing input line is shown above'
+      : 'nothing was changed (each restore is one transaction); the failing input line is shown above';
+  return new MeshError('MESH_IPT_RESTORE_FAILED', `${what}: ${command} exited with status ${result.code}: ${stderr.replace(/\s*\n\s*/g, ' ') || '(no message)'}${offending}`, {
     exitCode: EXIT_CODES.failure,
-    hint: 'nothing was changed (restore is one transaction); check that the kernel has the nat table and the owner/tcp/udp matches (modprobe iptable_nat or nft_nat)',
+    hint,
   });
 }
 

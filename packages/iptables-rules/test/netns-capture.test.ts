@@ -225,6 +225,7 @@ describe.skipIf(!prereqs.ok)('capture rules in a fresh network namespace', () =>
     const r = cli(['apply', '--netns', pair.a, '--state-file', stateFile, '--local-ip', pair.addrA, '--outbound-cidrs', VIP]);
     expect(r.code).toBe(1);
     expect(r.stderr).toContain('MESH_IPT_RESTORE_FAILED');
+    expect(r.stderr).toContain('a rule that is not ours still jumps to ISTIO_REDIRECT');
     expect(saveAll(pair.a)).toBe(applied);
     nsExec(pair.a, ['iptables', '-t', 'nat', '-F', 'FOREIGN_REF']);
     nsExec(pair.a, ['iptables', '-t', 'nat', '-X', 'FOREIGN_REF']);

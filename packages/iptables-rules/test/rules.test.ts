@@ -20,6 +20,9 @@ import {
   renderRestore,
   resolveCaptureConfig,
   appliedFamilyOf,
+  cleanRules,
+  renderSave,
+  writeState,
 } from '../src/index';
 
 /* Building and rendering: pure functions, checked against golden files and the source document. */
@@ -237,6 +240,24 @@ describe('executors', () => {
     expect(restores[0].input).toBe(renderRestore(buildRuleSets(docConfig())[0]));
     expect(printed.join('')).toContain("iptables-restore --noflush <<'EOF'");
     expect(() => readFileSync(stateFile)).toThrow();
+  });
+
+  it('a dry-run clean prints the one restore transaction and keeps the record', async () => {
+    // the reader answers iptables-save with a fixed table (a stand-in at unit level; the namespace tests run it for real)
+    const [set] = buildRuleSets(docConfig());
+    const savedText = renderSave(set).replace(':OUTPUT ACCEPT [0:0]', ':OUTPUT ACCEPT [0:0]\n-A OUTPUT -p udp -m udp --dport 5353 -j RETURN');
+    const reader = { dryRun: false, description: 'fixed table', run: async (req: { args: string[] }) => ({ code: 0, stdout: req.args.includes('-V') ? 'iptables v1.8.9 (nf_tables)\n' : savedText, stderr: '' }) };
+    const stateFile = join(tmp, 'dry-clean.json');
+    writeState(stateFile, { version: 1, appliedAt: 'x', backend: 'nf_tables', families: [appliedFamilyOf(set)] });
+    const dry = new DryRunExecutor({ reader });
+    const result = await cleanRules({ executor: dry, stateFile });
+    expect(result.removed).toEqual([{ family: 4, chains: ['DNS_OUTPUT', 'ISTIO_INBOUND', 'ISTIO_OUTPUT', 'ISTIO_REDIRECT'] }]);
+    const restores = dry.commands.filter((c) => c.command === 'iptables-restore');
+    expect(restores).toHaveLength(1);
+    expect(restores[0].input).toContain('-D PREROUTING -p tcp -j ISTIO_INBOUND');
+    expect(restores[0].input).toContain('-X DNS_OUTPUT');
+    expect(restores[0].input).not.toContain('5353');
+    expect(readFileSync(stateFile, 'utf8')).toContain('ISTIO_OUTPUT');
   });
 
   it('a missing iptables binary is an error saying what to install (exit 3)', async () => {
