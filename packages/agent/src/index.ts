@@ -1,1 +1,24 @@
+// mesh-agent's public API: embed the sidecar agent, or use its parts.
 export const PACKAGE_NAME = 'mesh-agent';
+export { MeshAgent, AGENT_LOG_SCOPES } from './agent';
+export type { MeshAgentOptions, UpdateResult } from './agent';
+export { AGENT_HELP, healthReport } from './admin-routes';
+export { StatusMachine, AGENT_STATUSES } from './status';
+export type { AgentStatus, StatusTransition } from './status';
+export { ChildSupervisor, describeExit } from './supervisor';
+export type { ChildSupervisorOptions, ComponentName, ComponentState } from './supervisor';
+export { bindTcp, bindUdp } from './sockets';
+export type { OwnedSocket, HandleName } from './sockets';
+export { buildProxyBootstrap, buildDnsConfig, inboundClusterName, outboundClusterName, serviceDomains, policyFor } from './bootstrap';
+export { detectNodeIp } from './mesh-model';
+export type { MeshModel, BoundPorts } from './mesh-model';
+export { captureRulesConfig, CaptureController } from './capture';
+export type { CaptureState, CaptureMode } from './capture';
+export { AppHealthChecker, probeOnce } from './app-health';
+export { createRegistry, FileRegistry, EtcdRegistry, instanceKey, mergeInstances } from './registry/index';
+export type { RegistryBackend, LocalRegistration } from './registry/index';
+export { parseUpdateBody, UPDATE_HELP } from './update';
+export { waitUntilReady } from './wait';
+export { runDemo, demoInstructions, DEMO_DEFAULT_PORTS } from './demo/demo';
+export type { RunningDemo, DemoOptions } from './demo/demo';
+export { runCli, main, USAGE } from './cli';

@@ -1,0 +1,450 @@
+// The sidecar's life cycle: load config -> <CONFIG_READY>; start mesh-dns and the proxy on
+// agent-owned sockets, take over traffic -> <FLOW_TAKEOVER>; register the local instance once its
+// health check passes -> <SERVICE_REGISTERED>. And the reverse on shutdown.
+import fs from 'node:fs';
+import path from 'node:path';
+import { createLogger, type AdminServer, type MeshLogger } from '@mesh-agent/admin-kit';
+import {
+  EXIT_CODES,
+  globalMeshConfigSchema,
+  isMeshError,
+  loadConfigFile,
+  MeshError,
+  parseConfig,
+  proxyBootstrapSchema,
+  servicesSpecSchema,
+  specFilePath,
+  type AgentConfig,
+  type DnsConfig,
+  type GlobalMeshConfig,
+  type ProxyBootstrap,
+  type RegistrySnapshot,
+  type ServicesSpec,
+} from '@mesh-agent/shared-config';
+import { AppHealthChecker } from './app-health';
+import { buildDnsConfig, buildProxyBootstrap } from './bootstrap';
+import { CaptureController, captureRulesConfig, type CaptureState } from './capture';
+import { meshDnsBin, proxyBin } from './children';
+import { createAgentAdmin } from './admin-routes';
+import { detectNodeIp, localServiceName, nodeIdOf, type BoundPorts, type MeshModel } from './mesh-model';
+import { createRegistry, mergeInstances, type LocalRegistration, type RegistryBackend } from './registry/index';
+import { bindTcp, bindUdp, type OwnedSocket } from './sockets';
+import { StatusMachine } from './status';
+import { ChildSupervisor, type ComponentName } from './supervisor';
+
+export const AGENT_LOG_SCOPES = ['healthz', 'admin', 'ads', 'default', 'model'];
+
+export interface MeshAgentOptions {
+  config: AgentConfig;
+  /** The agent config file, shown in /config/agent. */
+  configFile?: string;
+  /** spec.yaml content; read from `app.configDir`/`app.specFile` when absent. */
+  spec?: ServicesSpec;
+  /** Traffic capture deliberately off (the demo): the takeover step counts as done once the children are ready. */
+  captureDisabledReason?: string;
+  /** Drop the children to proxy.uid/gid when root (default true; the demo keeps them). */
+  dropPrivileges?: boolean;
+  logger?: MeshLogger;
+  childStdio?: 'inherit' | 'ignore' | 'stderr';
+  /** Child executables (default: the bins of @mesh-agent/proxy and @mesh-agent/mesh-dns). */
+  childBins?: { proxy?: string; meshDns?: string };
+  /** Back-off of crash restarts. */
+  restartBackoff?: { initialMs: number; maxMs: number };
+  /** Called once the agent stopped on its own (the proxy's /quitquitquit). */
+  onSelfStop?: () => void;
+}
+
+/** What PUT /update changed. */
+export interface UpdateResult {
+  version: string;
+  services?: number;
+  global?: boolean;
+}
+
+export class MeshAgent {
+  readonly status = new StatusMachine();
+  readonly logger: MeshLogger;
+  readonly config: AgentConfig;
+  readonly configFile: string | undefined;
+  spec!: ServicesSpec;
+  specFile!: string;
+  global!: GlobalMeshConfig;
+  globalFile: string | undefined;
+  admin!: AdminServer;
+  registry!: RegistryBackend;
+  readonly supervisors = new Map<ComponentName, ChildSupervisor>();
+  readonly appHealth: AppHealthChecker[] = [];
+  readonly capture: CaptureController;
+  private sockets: OwnedSocket[] = [];
+  ports!: BoundPorts;
+  nodeIp!: string;
+  /** Services put in force with PUT /update, on top of the registry's. */
+  private updateOverlay: RegistrySnapshot['services'] | undefined;
+  private configVersion = 0;
+  private proxyConfig!: ProxyBootstrap;
+  private dnsConfig!: DnsConfig;
+  private registered = new Map<string, LocalRegistration>();
+  private pushTimer: NodeJS.Timeout | undefined;
+  private pushChain: Promise<unknown> = Promise.resolve();
+  private stopping: Promise<void> | undefined;
+  private started = false;
+
+  constructor(private readonly opts: MeshAgentOptions) {
+    this.config = opts.config;
+    this.configFile = opts.configFile;
+    this.logger =
+      opts.logger ??
+      createLogger({ component: 'pilot-agent', scopes: AGENT_LOG_SCOPES, level: opts.config.log.level === 'none' ? 'none' : opts.config.log.level });
+    for (const [scope, level] of Object.entries(opts.config.log.scopes)) {
+      if (AGENT_LOG_SCOPES.includes(scope)) this.logger.setLevel(scope, level);
+    }
+    this.capture = new CaptureController({
+      stateFile: opts.config.iptables.stateFile,
+      log: (line) => this.logger.scope('default').info({ iptables: true }, line),
+    });
+  }
+
+  private get log() {
+    return this.logger.scope('default');
+  }
+
+  get captureDisabledReason(): string | undefined {
+    if (this.opts.captureDisabledReason) return this.opts.captureDisabledReason;
+    if (!this.config.iptables.enabled) return 'iptables.enabled is false in the agent config';
+    return undefined;
+  }
+
+  /** Records an error for /latest_error and the log. */
+  recordError(err: unknown, where?: string): void {
+    this.admin?.recordError(err, where);
+    this.log.error({ err: isMeshError(err) ? { code: err.code, message: err.message } : String(err) }, (err as Error).message ?? String(err));
+  }
+
+  /** Runs the whole start sequence; resolves once the children serve (registration follows the health check). */
+  async start(): Promise<void> {
+    if (this.started) throw new MeshError('MESH_AGENT_ALREADY_STARTED', 'the agent is already started');
+    this.started = true;
+    const { config } = this;
+    this.admin = createAgentAdmin(this);
+    const adminAddress = await this.admin.listen();
+    this.log.info({ address: adminAddress.address, port: adminAddress.port }, `admin listening on http://${adminAddress.address}:${adminAddress.port}`);
+
+    try {
+      this.loadSpecAndGlobal();
+      this.nodeIp = detectNodeIp(config.node.ip);
+      this.registry = createRegistry(config.registry, (err) => this.recordError(err, 'registry'));
+      await this.registry.start();
+      this.registry.onChange(() => this.schedulePush());
+      await this.bindSockets(adminAddress.port);
+      if (!this.captureDisabledReason && !this.capture.precondition()) {
+        // a crashed agent's rules would capture traffic into a proxy that is not there yet
+        const stale = await this.capture.removeStale();
+        if (stale.length > 0) this.log.warn({ chains: stale }, `removed stale iptables rules of a previous run: ${stale.join(', ')}`);
+      }
+      this.rebuildConfigs();
+      this.writeGeneratedFiles();
+      this.status.set('<CONFIG_READY>');
+
+      await this.startChildren();
+      await this.takeOverTraffic();
+      this.startHealthChecks();
+    } catch (err) {
+      this.recordError(err, 'start');
+      await this.stop().catch(() => undefined);
+      throw err;
+    }
+  }
+
+  private loadSpecAndGlobal(): void {
+    const { config } = this;
+    this.specFile = path.resolve(specFilePath(config));
+    this.spec = this.opts.spec ?? loadConfigFile(servicesSpecSchema, this.specFile, { env: {} });
+    const serviceName = localServiceName(config, this.spec);
+    if (!this.spec.spec.services.some((s) => s.name === serviceName)) {
+      throw new MeshError('MESH_CONFIG_INVALID', `node.serviceName "${serviceName}" is not a service of ${this.specFile}`, {
+        exitCode: EXIT_CODES.usage,
+        hint: `declare it in spec.yaml or set node.serviceName to one of ${this.spec.spec.services.map((s) => s.name).join(', ')}`,
+      });
+    }
+    this.globalFile = config.mesh.globalConfigFile ? path.resolve(config.mesh.globalConfigFile) : undefined;
+    this.global = this.globalFile ? loadConfigFile(globalMeshConfigSchema, this.globalFile, { env: {} }) : parseConfig(globalMeshConfigSchema, {});
+  }
+
+  private async bindSockets(agentAdminPort: number): Promise<void> {
+    const { ports, adminAddress } = this.config;
+    const listener = bindTcp('listener', '0.0.0.0', ports.proxyListener);
+    this.sockets.push(listener);
+    const proxyAdmin = bindTcp('admin', adminAddress, ports.proxyAdmin);
+    this.sockets.push(proxyAdmin);
+    const dnsAdmin = bindTcp('admin', adminAddress, ports.dnsAdmin);
+    this.sockets.push(dnsAdmin);
+    const dnsTcp = bindTcp('dns-tcp', '127.0.0.1', ports.dns);
+    this.sockets.push(dnsTcp);
+    // with port 0 the UDP socket takes the port the TCP one got, so both serve one "DNS port"
+    const dnsUdp = await bindUdp('dns-udp', '127.0.0.1', dnsTcp.port);
+    this.sockets.push(dnsUdp);
+    this.ports = { agentAdmin: agentAdminPort, proxyAdmin: proxyAdmin.port, proxyListener: listener.port, dnsAdmin: dnsAdmin.port, dns: dnsTcp.port };
+    this.log.info({ ports: this.ports }, 'listening sockets bound');
+  }
+
+  model(): MeshModel {
+    return {
+      agent: this.config,
+      spec: this.spec,
+      global: this.global,
+      registry: this.effectiveRegistry(),
+      ports: this.ports,
+      nodeIp: this.nodeIp,
+      nodeId: nodeIdOf(this.config, this.spec, this.nodeIp),
+      appHost: '127.0.0.1',
+    };
+  }
+
+  /** The registry's view with the PUT /update services on top (same name: the update's wins). */
+  effectiveRegistry(): RegistrySnapshot {
+    const base = this.registry.snapshot();
+    if (!this.updateOverlay) return base;
+    const key = (s: { name: string; namespace: string }) => `${s.namespace}/${s.name}`;
+    const replaced = new Set(this.updateOverlay.map(key));
+    const services = [...base.services.filter((s) => !replaced.has(key(s))), ...this.updateOverlay];
+    return mergeInstances({ ...base, services }, []);
+  }
+
+  private rebuildConfigs(): void {
+    this.configVersion += 1;
+    const model = this.model();
+    this.proxyConfig = parseConfig(proxyBootstrapSchema, buildProxyBootstrap(model, String(this.configVersion)), { source: 'generated proxy bootstrap' });
+    this.dnsConfig = buildDnsConfig(model);
+  }
+
+  get currentProxyConfig(): ProxyBootstrap {
+    return this.proxyConfig;
+  }
+
+  get currentDnsConfig(): DnsConfig {
+    return this.dnsConfig;
+  }
+
+  private writeGeneratedFiles(): void {
+    const { paths } = this.config;
+    writeAtomic(paths.proxyBootstrap, JSON.stringify(this.proxyConfig, null, 2) + '\n');
+    writeAtomic(paths.dnsConfig, JSON.stringify(this.dnsConfig, null, 2) + '\n');
+  }
+
+  private async startChildren(): Promise<void> {
+    const drop = this.opts.dropPrivileges !== false;
+    const byName = (...names: string[]) => this.sockets.filter((s) => names.includes(s.name));
+    const common = {
+      logger: this.logger.scope('default'),
+      onError: (err: MeshError) => this.recordError(err, 'supervisor'),
+      stdio: this.opts.childStdio ?? 'inherit',
+      backoff: this.opts.restartBackoff,
+      drainTimeMs: () => this.config.proxy.drainTimeMs,
+    } as const;
+    const [listener, proxyAdmin, dnsAdmin] = [this.sockets[0], this.sockets[1], this.sockets[2]];
+    const envoy = new ChildSupervisor({
+      ...common,
+      component: 'envoy',
+      modulePath: this.opts.childBins?.proxy ?? proxyBin(),
+      sockets: [listener, proxyAdmin],
+      config: () => this.proxyConfig,
+      ...(drop ? { uid: this.config.proxy.uid, gid: this.config.proxy.gid } : {}),
+    });
+    const meshDns = new ChildSupervisor({
+      ...common,
+      component: 'mesh-dns',
+      modulePath: this.opts.childBins?.meshDns ?? meshDnsBin(),
+      sockets: [dnsAdmin, ...byName('dns-udp', 'dns-tcp')],
+      config: () => this.dnsConfig,
+      ...(drop ? { uid: this.config.meshDns.uid, gid: this.config.meshDns.gid } : {}),
+    });
+    envoy.on('quit', () => {
+      this.log.info({}, 'the proxy was told to quit (/quitquitquit): shutting the sidecar down');
+      void this.stop().then(() => this.opts.onSelfStop?.());
+    });
+    this.supervisors.set('envoy', envoy);
+    this.supervisors.set('mesh-dns', meshDns);
+    await Promise.all([envoy.start(), meshDns.start()]);
+  }
+
+  private async takeOverTraffic(): Promise<void> {
+    const disabled = this.captureDisabledReason;
+    if (disabled) {
+      this.capture.state = { mode: 'disabled', detail: `traffic capture is off: ${disabled}`, hint: `send traffic to the proxy explicitly, e.g. curl -x 127.0.0.1:${this.ports.proxyListener} http://SERVICE/` };
+      this.status.set('<FLOW_TAKEOVER>');
+      return;
+    }
+    const state = await this.capture.apply(captureRulesConfig(this.model()));
+    if (state.mode === 'applied') {
+      this.status.set('<FLOW_TAKEOVER>');
+      this.log.info({}, state.detail);
+    } else {
+      this.recordError(new MeshError(state.code ?? 'MESH_AGENT_CAPTURE_FAILED', state.detail, { hint: state.hint }), 'iptables');
+    }
+  }
+
+  /** Whether registration may move the status to <SERVICE_REGISTERED>. */
+  private get trafficReady(): boolean {
+    return this.status.atLeast('<FLOW_TAKEOVER>');
+  }
+
+  private startHealthChecks(): void {
+    const hc = this.global.healthCheck;
+    for (const service of this.spec.spec.services) {
+      for (const { targetPort } of service.ports) {
+        const checker = new AppHealthChecker({
+          service: service.name,
+          host: '127.0.0.1',
+          port: targetPort,
+          path: service.healthCheck?.path,
+          intervalMs: hc.intervalMs,
+          timeoutMs: hc.timeoutMs,
+          healthyThreshold: hc.healthyThreshold,
+          unhealthyThreshold: hc.unhealthyThreshold,
+        });
+        checker.on('change', (state: { healthy: boolean | null; detail: string }) => {
+          this.logger.scope('healthz').info({ service: service.name, port: targetPort, healthy: state.healthy }, state.detail);
+          void this.onAppHealth(service.name, targetPort, state.healthy === true);
+        });
+        this.appHealth.push(checker);
+        checker.start();
+      }
+    }
+  }
+
+  private instanceFor(service: string, port: number, healthy: boolean): LocalRegistration {
+    const spec = this.spec.spec.services.find((s) => s.name === service);
+    const base = service === localServiceName(this.config, this.spec) && this.config.node.id ? this.config.node.id : `${service}~${this.nodeIp}`;
+    const id = spec && spec.ports.length > 1 ? `${base}:${port}` : base;
+    return {
+      service,
+      namespace: this.config.node.namespace,
+      instance: { id, address: this.nodeIp, port, healthy, weight: 1, metadata: { node: nodeIdOf(this.config, this.spec, this.nodeIp) } },
+    };
+  }
+
+  private async onAppHealth(service: string, port: number, healthy: boolean): Promise<void> {
+    if (this.stopping) return;
+    const key = `${service}:${port}`;
+    // the first registration waits for a passing check; afterwards the entry follows the health
+    if (!healthy && !this.registered.has(key)) return;
+    const registration = this.instanceFor(service, port, healthy);
+    try {
+      await this.registry.register(registration);
+      this.registered.set(key, registration);
+      this.logger.scope('ads').info({ service, id: registration.instance.id, healthy }, `registered ${service} instance ${registration.instance.id} as ${healthy ? 'healthy' : 'unhealthy'}`);
+    } catch (err) {
+      this.recordError(err, 'registry');
+      return;
+    }
+    const expected = this.spec.spec.services.reduce((n, s) => n + s.ports.length, 0);
+    if (this.registered.size === expected && this.trafficReady && !this.stopping) this.status.set('<SERVICE_REGISTERED>');
+  }
+
+  registrations(): LocalRegistration[] {
+    return [...this.registered.values()];
+  }
+
+  private schedulePush(): void {
+    if (this.pushTimer || this.stopping) return;
+    // coalesce bursts of registry events into one push
+    this.pushTimer = setTimeout(() => {
+      this.pushTimer = undefined;
+      this.pushChain = this.pushChain.then(() => this.pushConfigs()).catch((err) => this.recordError(err, 'push'));
+    }, 20);
+  }
+
+  private async pushConfigs(): Promise<string> {
+    if (this.stopping) return String(this.configVersion);
+    const before = { proxy: this.proxyConfig, dns: this.dnsConfig };
+    this.rebuildConfigs();
+    try {
+      await Promise.all([this.supervisors.get('envoy')?.pushConfig(this.proxyConfig), this.supervisors.get('mesh-dns')?.pushConfig(this.dnsConfig)]);
+    } catch (err) {
+      // put the previous configs back everywhere, so no child keeps a half-applied change
+      this.proxyConfig = before.proxy;
+      this.dnsConfig = before.dns;
+      await Promise.allSettled([this.supervisors.get('envoy')?.pushConfig(before.proxy), this.supervisors.get('mesh-dns')?.pushConfig(before.dns)]);
+      throw err;
+    }
+    this.writeGeneratedFiles();
+    this.logger.scope('model').info({ version: this.configVersion }, `config version ${this.configVersion} pushed to envoy and mesh-dns`);
+    return String(this.configVersion);
+  }
+
+  /**
+   * PUT /update: `services` (a registry snapshot's services: replaces the previous update's set;
+   * a service of the same name in the registry is replaced) and/or `global` (a whole new global
+   * mesh config). Validated whole before anything changes.
+   */
+  async update(parsed: { services?: RegistrySnapshot['services']; global?: GlobalMeshConfig }): Promise<UpdateResult> {
+    const previous = { overlay: this.updateOverlay, global: this.global };
+    if (parsed.services) this.updateOverlay = parsed.services;
+    if (parsed.global) this.global = parsed.global;
+    try {
+      // validates the generated bootstrap too (e.g. a ring_hash service without hashHeader)
+      this.rebuildConfigs();
+    } catch (err) {
+      this.updateOverlay = previous.overlay;
+      this.global = previous.global;
+      this.rebuildConfigs();
+      throw err;
+    }
+    // pushes are serialised with registry-driven pushes
+    const run = this.pushChain.then(() => this.pushConfigs());
+    this.pushChain = run.catch(() => undefined);
+    try {
+      const version = await run;
+      return { version, ...(parsed.services ? { services: parsed.services.length } : {}), ...(parsed.global ? { global: true } : {}) };
+    } catch (err) {
+      this.updateOverlay = previous.overlay;
+      this.global = previous.global;
+      this.rebuildConfigs();
+      throw err;
+    }
+  }
+
+  async hotRestart(component: ComponentName) {
+    const supervisor = this.supervisors.get(component);
+    if (!supervisor) throw new MeshError('MESH_AGENT_NOT_RUNNING', `${component} is not running`, { exitCode: EXIT_CODES.unavailable });
+    return supervisor.hotRestart();
+  }
+
+  captureState(): CaptureState {
+    return this.capture.state;
+  }
+
+  /** Deregister, remove the rules, drain the proxy, stop the children; idempotent. */
+  stop(): Promise<void> {
+    if (!this.stopping) this.stopping = this.doStop();
+    return this.stopping;
+  }
+
+  private async doStop(): Promise<void> {
+    if (this.pushTimer) clearTimeout(this.pushTimer);
+    for (const checker of this.appHealth) checker.stop();
+    // 1. peers stop sending to us
+    for (const reg of this.registered.values()) {
+      await this.registry.deregister({ service: reg.service, namespace: reg.namespace, id: reg.instance.id }).catch((err) => this.recordError(err, 'deregister'));
+    }
+    this.registered.clear();
+    await this.registry?.close().catch(() => undefined);
+    // 2. the application's traffic goes direct again
+    await this.capture.remove().catch((err) => this.recordError(err, 'iptables'));
+    if (this.status.atLeast('<FLOW_TAKEOVER>')) this.status.set('<CONFIG_READY>');
+    // 3. drain and stop the children
+    await Promise.all([...this.supervisors.values()].map((s) => s.stop()));
+    for (const socket of this.sockets) socket.close();
+    this.sockets = [];
+    await this.admin?.close().catch(() => undefined);
+    this.log.info({}, 'mesh-agent stopped');
+    this.logger.flush();
+  }
+}
+
+function writeAtomic(file: string, text: string): void {
+  fs.mkdirSync(path.dirname(file), { recursive: true });
+  const tmp = `${file}.${process.pid}.tmp`;
+  fs.writeFileSync(tmp, text, { mode: 0o644 });
+  fs.renameSync(tmp, file);
+}

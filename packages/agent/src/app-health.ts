@@ -1,0 +1,93 @@
+// Probes the local application's health-check path (spec.yaml `healthCheck.path`) periodically.
+// The result decides whether the local instance is registered healthy or unhealthy.
+import http from 'node:http';
+import { EventEmitter } from 'node:events';
+
+export interface AppHealthOptions {
+  service: string;
+  host: string;
+  port: number;
+  /** No path: the service declares no health check; a TCP connect is the check then. */
+  path?: string;
+  intervalMs: number;
+  timeoutMs: number;
+  healthyThreshold: number;
+  unhealthyThreshold: number;
+}
+
+export interface AppHealthState {
+  service: string;
+  target: string;
+  healthy: boolean | null;
+  detail: string;
+  lastCheck: string | null;
+}
+
+/** One probe: resolves to null when healthy, otherwise to the reason it is not. */
+export function probeOnce(opts: Pick<AppHealthOptions, 'host' | 'port' | 'path' | 'timeoutMs'>): Promise<string | null> {
+  return new Promise((resolve) => {
+    const req = http.get({ host: opts.host, port: opts.port, path: opts.path ?? '/', timeout: opts.timeoutMs, agent: false }, (res) => {
+      res.resume();
+      const status = res.statusCode ?? 0;
+      if (!opts.path) resolve(null); // a TCP-level check: any HTTP answer means the app is up
+      else resolve(status >= 200 && status < 400 ? null : `HTTP ${status}`);
+    });
+    req.on('timeout', () => req.destroy(new Error(`no answer within ${opts.timeoutMs} ms`)));
+    req.on('error', (err: NodeJS.ErrnoException) => resolve(err.code ? `${err.code} ${err.message.replace(/^\S+ /, '')}` : err.message));
+  });
+}
+
+export class AppHealthChecker extends EventEmitter {
+  private timer: NodeJS.Timeout | undefined;
+  private healthy: boolean | null = null;
+  private streak = 0;
+  private detail = 'not checked yet';
+  private lastCheck: string | null = null;
+  private stopped = false;
+
+  constructor(private readonly opts: AppHealthOptions) {
+    super();
+  }
+
+  get target(): string {
+    return `http://${this.opts.host}:${this.opts.port}${this.opts.path ?? '/'}`;
+  }
+
+  start(): void {
+    this.stopped = false;
+    void this.tick();
+  }
+
+  stop(): void {
+    this.stopped = true;
+    if (this.timer) clearTimeout(this.timer);
+  }
+
+  state(): AppHealthState {
+    return { service: this.opts.service, target: this.target, healthy: this.healthy, detail: this.detail, lastCheck: this.lastCheck };
+  }
+
+  private async tick(): Promise<void> {
+    const failure = await probeOnce(this.opts);
+    if (this.stopped) return;
+    this.lastCheck = new Date().toISOString();
+    const ok = failure === null;
+    this.detail = ok ? `GET ${this.target} answered` : `GET ${this.target} failed: ${failure}`;
+    const previous = this.healthy;
+    // a streak counts consecutive results that disagree with the current state
+    if (this.healthy === null) {
+      this.healthy = ok;
+    } else if (ok !== this.healthy) {
+      this.streak += 1;
+      if (this.streak >= (ok ? this.opts.healthyThreshold : this.opts.unhealthyThreshold)) {
+        this.healthy = ok;
+        this.streak = 0;
+      }
+    } else {
+      this.streak = 0;
+    }
+    if (previous !== this.healthy) this.emit('change', this.state());
+    this.timer = setTimeout(() => void this.tick(), this.opts.intervalMs);
+    this.timer.unref();
+  }
+}

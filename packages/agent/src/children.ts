@@ -1,0 +1,52 @@
+// Where the child components' executables are: each package's bin (it calls the package's
+// dist/cli.js runCli), resolved from this package's dependencies so a published install works.
+import fs from 'node:fs';
+import path from 'node:path';
+import { createRequire } from 'node:module';
+import { EXIT_CODES, MeshError } from '@mesh-agent/shared-config';
+
+const require = createRequire(import.meta.url);
+
+export function resolveBin(packageName: string, binName: string): string {
+  let manifestPath: string;
+  try {
+    manifestPath = require.resolve(`${packageName}/package.json`);
+  } catch (err) {
+    throw new MeshError('MESH_AGENT_CHILD_MISSING', `cannot find the package ${packageName}: ${(err as Error).message}`, {
+      exitCode: EXIT_CODES.permission,
+      hint: `install it next to mesh-agent (npm i ${packageName})`,
+    });
+  }
+  const manifest = JSON.parse(fs.readFileSync(manifestPath, 'utf8')) as { bin?: Record<string, string> | string };
+  const rel = typeof manifest.bin === 'string' ? manifest.bin : manifest.bin?.[binName];
+  if (!rel) throw new MeshError('MESH_AGENT_CHILD_MISSING', `${packageName} declares no bin ${binName}`);
+  const bin = path.resolve(path.dirname(manifestPath), rel);
+  const dist = path.resolve(path.dirname(manifestPath), 'dist/cli.js');
+  if (!fs.existsSync(dist)) {
+    throw new MeshError('MESH_AGENT_CHILD_MISSING', `${packageName} is not built: ${dist} is missing`, {
+      exitCode: EXIT_CODES.permission,
+      hint: `build it first: pnpm --filter ${packageName} build`,
+    });
+  }
+  return bin;
+}
+
+export function proxyBin(): string {
+  return resolveBin('@mesh-agent/proxy', 'mesh-proxy');
+}
+
+export function meshDnsBin(): string {
+  return resolveBin('@mesh-agent/mesh-dns', 'mesh-dns');
+}
+
+export function agentVersion(): string {
+  for (const candidate of ['../package.json', '../../package.json']) {
+    try {
+      const manifest = require(candidate) as { name?: string; version?: string };
+      if (manifest.name === 'mesh-agent' && manifest.version) return manifest.version;
+    } catch {
+      // try the next location (src/ in tests, dist/ when built)
+    }
+  }
+  return '0.0.0';
+}

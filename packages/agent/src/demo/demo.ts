@@ -1,0 +1,133 @@
+// `mesh-agent demo`: the whole sidecar on one machine with no configuration, no iptables and no
+// root: a local service `user` (a demo app on 8089), a peer `order` with two demo instances in a
+// file registry, mesh-dns and the proxy on their usual ports. Traffic capture is deliberately off:
+// calls go to the proxy explicitly (curl -x). /status still walks the whole sequence: the takeover
+// step counts as done once the proxy and mesh-dns serve, so it ends at <SERVICE_REGISTERED>, and
+// /health says `capture: disabled`.
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import type { Writable } from 'node:stream';
+import { stringify } from 'yaml';
+import { agentConfigSchema, DEFAULT_PORTS, EXIT_CODES, MeshError, parseConfig } from '@mesh-agent/shared-config';
+import { MeshAgent } from '../agent';
+import { startDemoApp, type DemoApp } from './demo-apps';
+
+export const DEMO_DEFAULT_PORTS = { ...DEFAULT_PORTS, app: 8089 } as const;
+
+export interface DemoOptions {
+  ports?: Partial<Record<keyof typeof DEMO_DEFAULT_PORTS, number | undefined>>;
+  out?: Writable;
+  /** Where the proxy's and mesh-dns' output goes (default: their stderr only). */
+  childStdio?: 'inherit' | 'ignore' | 'stderr';
+}
+
+export interface RunningDemo {
+  agent: MeshAgent;
+  dir: string;
+  ports: { agentAdmin: number; proxyAdmin: number; proxyListener: number; dns: number; dnsAdmin: number; app: number };
+  /** Resolves when the demo stopped on its own (the proxy's /quitquitquit). */
+  stoppedBySelf: Promise<'quitquitquit'>;
+  stop(): Promise<void>;
+}
+
+export function demoInstructions(ports: RunningDemo['ports']): string {
+  return [
+    '',
+    'mesh-agent demo is running (iptables untouched: call the proxy explicitly).',
+    `  local service "user" on 127.0.0.1:${ports.app}; peer "order" with two instances in the file registry`,
+    '',
+    'Try:',
+    `  curl -x 127.0.0.1:${ports.proxyListener} http://order/          # answers alternate between order-1 and order-2`,
+    `  dig @127.0.0.1 -p ${ports.dns} order                    # mesh-dns answers the mesh VIP`,
+    `  curl 127.0.0.1:${ports.agentAdmin}/status                       # <SERVICE_REGISTERED>`,
+    `  curl -s 127.0.0.1:${ports.proxyAdmin}/clusters | grep "in#"     # the local service's instance and health`,
+    `  curl 127.0.0.1:${ports.agentAdmin}/help                         # every admin command`,
+    '',
+    'Press Ctrl-C to stop everything.',
+    '',
+  ].join('\n');
+}
+
+export async function runDemo(opts: DemoOptions = {}): Promise<RunningDemo> {
+  const want = { ...DEMO_DEFAULT_PORTS, ...Object.fromEntries(Object.entries(opts.ports ?? {}).filter(([, v]) => v !== undefined)) };
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mesh-agent-demo-'));
+  fs.chmodSync(dir, 0o755);
+  const apps: DemoApp[] = [];
+  let agent: MeshAgent | undefined;
+  const cleanup = async () => {
+    await agent?.stop().catch(() => undefined);
+    await Promise.all(apps.map((a) => a.close()));
+    fs.rmSync(dir, { recursive: true, force: true });
+  };
+  try {
+    try {
+      apps.push(await startDemoApp('user', '127.0.0.1', want.app, 'hello from user'));
+    } catch (err) {
+      throw new MeshError('MESH_AGENT_DEMO_PORT_BUSY', `the demo app "user" cannot listen on 127.0.0.1:${want.app}: ${(err as Error).message}`, {
+        exitCode: EXIT_CODES.unavailable,
+        hint: 'stop what listens there, or pick another port with --app-port',
+      });
+    }
+    const order1 = await startDemoApp('order-1', '127.0.0.1', 0, 'hello from order-1');
+    apps.push(order1);
+    const order2 = await startDemoApp('order-2', '127.0.0.1', 0, 'hello from order-2');
+    apps.push(order2);
+
+    const write = (name: string, value: unknown) => {
+      const file = path.join(dir, name);
+      fs.writeFileSync(file, stringify(value), { mode: 0o644 });
+      return file;
+    };
+    const specFile = write('spec.yaml', {
+      apiVersion: 'v1',
+      kind: 'Application',
+      spec: { services: [{ name: 'user', ports: [{ targetPort: apps[0].port, protocol: 'http' }], healthCheck: { path: '/health' } }] },
+    });
+    const registryFile = write('registry.yaml', {
+      services: [
+        {
+          name: 'order',
+          instances: [
+            { id: 'order-1', address: '127.0.0.1', port: order1.port },
+            { id: 'order-2', address: '127.0.0.1', port: order2.port },
+          ],
+        },
+      ],
+    });
+    const globalFile = write('global.yaml', { healthCheck: { intervalMs: 1000, timeoutMs: 1000 }, outlierDetection: { enabled: false } });
+    const config = parseConfig(agentConfigSchema, {
+      node: { ip: '127.0.0.1', serviceName: 'user' },
+      app: { configDir: dir, specFile },
+      ports: { agentAdmin: want.agentAdmin, proxyAdmin: want.proxyAdmin, proxyListener: want.proxyListener, dns: want.dns, dnsAdmin: want.dnsAdmin },
+      mesh: { globalConfigFile: globalFile },
+      registry: { backend: 'file', file: { path: registryFile } },
+      iptables: { enabled: false, stateFile: path.join(dir, 'iptables-state.json') },
+      log: { level: 'warn' },
+      paths: { runDir: dir, proxyBootstrap: path.join(dir, 'proxy-bootstrap.json'), dnsConfig: path.join(dir, 'mesh-dns.json') },
+    });
+    let selfStopped!: (v: 'quitquitquit') => void;
+    const stoppedBySelf = new Promise<'quitquitquit'>((resolve) => (selfStopped = resolve));
+    agent = new MeshAgent({
+      config,
+      configFile: '(demo: built in)',
+      captureDisabledReason: 'the demo never touches iptables',
+      dropPrivileges: false,
+      childStdio: opts.childStdio ?? 'stderr',
+      onSelfStop: () => selfStopped('quitquitquit'),
+    });
+    await agent.start();
+    const ports = { ...agent.ports, app: apps[0].port };
+    opts.out?.write(demoInstructions(ports));
+    return {
+      agent,
+      dir,
+      ports,
+      stoppedBySelf,
+      stop: cleanup,
+    };
+  } catch (err) {
+    await cleanup();
+    throw err;
+  }
+}

@@ -1,0 +1,42 @@
+// Everything the generated configs are built from, resolved once per change.
+import os from 'node:os';
+import type { AgentConfig, GlobalMeshConfig, RegistrySnapshot, ServicesSpec } from '@mesh-agent/shared-config';
+
+/** The ports actually in use (a configured 0 becomes the ephemeral port the agent bound). */
+export interface BoundPorts {
+  agentAdmin: number;
+  dnsAdmin: number;
+  proxyAdmin: number;
+  proxyListener: number;
+  dns: number;
+}
+
+export interface MeshModel {
+  agent: AgentConfig;
+  spec: ServicesSpec;
+  global: GlobalMeshConfig;
+  registry: RegistrySnapshot;
+  ports: BoundPorts;
+  nodeIp: string;
+  nodeId: string;
+  /** Where the proxy and the health check reach the local application. */
+  appHost: string;
+}
+
+/** The node's IP: configured, else the first non-internal IPv4 address, else loopback. */
+export function detectNodeIp(configured: string | undefined): string {
+  if (configured) return configured;
+  for (const addresses of Object.values(os.networkInterfaces())) {
+    for (const a of addresses ?? []) if (a.family === 'IPv4' && !a.internal) return a.address;
+  }
+  return '127.0.0.1';
+}
+
+/** The local service name: configured, else the first service of spec.yaml. */
+export function localServiceName(agent: AgentConfig, spec: ServicesSpec): string {
+  return agent.node.serviceName ?? spec.spec.services[0].name;
+}
+
+export function nodeIdOf(agent: AgentConfig, spec: ServicesSpec, nodeIp: string): string {
+  return agent.node.id ?? `${localServiceName(agent, spec)}~${nodeIp}`;
+}

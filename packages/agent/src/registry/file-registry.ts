@@ -1,0 +1,116 @@
+// Backend `file`: a YAML or JSON RegistrySnapshot, re-read whenever it changes.
+// The local instance is overlaid in memory (never written to the file): the file is the
+// static view of the peers, shared read-only between agents.
+import fs from 'node:fs';
+import path from 'node:path';
+import { ConfigError, loadConfigFile, registrySnapshotSchema, type RegistrySnapshot } from '@mesh-agent/shared-config';
+import { mergeInstances, type LocalRegistration, type RegistryBackend } from './types';
+
+export interface FileRegistryOptions {
+  file: string;
+  /** Reports a file that became invalid (the last valid content stays in force). */
+  onError?: (err: Error) => void;
+  pollIntervalMs?: number;
+}
+
+export class FileRegistry implements RegistryBackend {
+  readonly kind = 'file' as const;
+  private base: RegistrySnapshot = { services: [] };
+  private local = new Map<string, LocalRegistration>();
+  private listeners: Array<(s: RegistrySnapshot) => void> = [];
+  private watcher: fs.FSWatcher | undefined;
+  private poll: NodeJS.Timeout | undefined;
+  private lastText = '';
+  private revision = 0;
+  private lastError: string | undefined;
+
+  constructor(private readonly opts: FileRegistryOptions) {}
+
+  async start(): Promise<void> {
+    this.load(true);
+    const dir = path.dirname(this.opts.file);
+    try {
+      // watch the directory: editors and atomic writers replace the file
+      this.watcher = fs.watch(dir, { persistent: false }, (_event, name) => {
+        if (!name || name === path.basename(this.opts.file)) this.reload();
+      });
+      this.watcher.on('error', () => undefined);
+    } catch {
+      // no inotify: the poll below still picks changes up
+    }
+    this.poll = setInterval(() => this.reload(), this.opts.pollIntervalMs ?? 1000);
+    this.poll.unref();
+  }
+
+  private reload(): void {
+    try {
+      this.load(false);
+      this.lastError = undefined;
+    } catch (err) {
+      const message = (err as Error).message;
+      if (message !== this.lastError) {
+        this.lastError = message;
+        this.opts.onError?.(err as Error);
+      }
+    }
+  }
+
+  /** Reads the file; the first load must succeed, later failures keep the last good content. */
+  private load(first: boolean): void {
+    let text: string;
+    try {
+      text = fs.readFileSync(this.opts.file, 'utf8');
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT' && first) {
+        throw new ConfigError([{ file: this.opts.file, path: '', message: 'the registry file does not exist' }], {
+          hint: 'create it (services: [] is a valid empty registry) or set registry.file.path in the agent config',
+        });
+      }
+      throw err;
+    }
+    if (!first && text === this.lastText) return;
+    const snapshot = loadConfigFile(registrySnapshotSchema, this.opts.file);
+    this.lastText = text;
+    this.base = snapshot;
+    if (!first) this.emit();
+  }
+
+  snapshot(): RegistrySnapshot {
+    return { ...mergeInstances(this.base, [...this.local.values()]), revision: this.revision };
+  }
+
+  onChange(listener: (s: RegistrySnapshot) => void): void {
+    this.listeners.push(listener);
+  }
+
+  private emit(): void {
+    this.revision += 1;
+    const snapshot = this.snapshot();
+    for (const l of this.listeners) l(snapshot);
+  }
+
+  async register(registration: LocalRegistration): Promise<void> {
+    const key = `${registration.namespace}/${registration.service}/${registration.instance.id}`;
+    const before = JSON.stringify(this.local.get(key));
+    this.local.set(key, registration);
+    if (before !== JSON.stringify(registration)) this.emit();
+  }
+
+  async deregister(reg: { service: string; namespace: string; id: string }): Promise<void> {
+    if (this.local.delete(`${reg.namespace}/${reg.service}/${reg.id}`)) this.emit();
+  }
+
+  reachable(): { ok: boolean; detail: string } {
+    return this.lastError ? { ok: false, detail: `${this.opts.file}: ${this.lastError}` } : { ok: true, detail: `file ${this.opts.file}` };
+  }
+
+  describe(): Record<string, unknown> {
+    return { backend: 'file', file: this.opts.file, lastError: this.lastError ?? null };
+  }
+
+  async close(): Promise<void> {
+    this.watcher?.close();
+    if (this.poll) clearInterval(this.poll);
+    this.listeners = [];
+  }
+}
