@@ -4,7 +4,7 @@ import { ADMIN_HOST, EXIT_CODES, MeshError } from '@mesh-agent/shared-config';
 import { renderHelp, renderNotFound } from './help-text';
 import { browserRefusal } from './browser-guard';
 import { isLoopbackHost } from './loopback';
-import { AdminHttpError, renderResult, textResponse, type RenderedResponse } from './response';
+import { AdminHttpError, isAdminHttpError, renderResult, textResponse, type RenderedResponse } from './response';
 import { BadPathEncodingError, compareSpecificity, compilePattern, type RoutePattern } from './route-pattern';
 import { HTTP_METHODS, type AdminAddress, type AdminRequest, type AdminRoute, type AdminServer, type AdminServerOptions, type LatestError } from './types';
 
@@ -207,7 +207,7 @@ export function createAdminServer(opts: AdminServerOptions): AdminServer {
   }
 
   function errorAnswer(err: unknown, method: string, path: string, routeName: string | undefined): RenderedResponse {
-    if (err instanceof AdminHttpError) {
+    if (isAdminHttpError(err)) {
       if (err.status >= 500) recordAndLog(err, routeName, path);
       return textResponse(err.status, withNewline(err.message), err.headers);
     }

@@ -18,6 +18,8 @@ export function isAdminResponse(value: unknown): value is AdminResponse {
   return typeof value === 'object' && value !== null && (value as Record<symbol, unknown>)[EXPLICIT] === true;
 }
 
+const HTTP_ERROR = Symbol.for('@mesh-agent/admin-kit/http-error');
+
 /** Throw from a handler to answer with this status and message (text), e.g. 404 for an unknown component. */
 export class AdminHttpError extends MeshError {
   readonly status: number;
@@ -32,7 +34,16 @@ export class AdminHttpError extends MeshError {
     this.name = 'AdminHttpError';
     this.status = status;
     this.headers = opts.headers ?? {};
+    Object.defineProperty(this, HTTP_ERROR, { value: true, enumerable: false });
   }
+}
+
+/**
+ * True for an AdminHttpError, also one made by another copy of this package (the ESM and the CJS
+ * build loaded side by side), where `instanceof` would say no.
+ */
+export function isAdminHttpError(err: unknown): err is AdminHttpError {
+  return typeof err === 'object' && err !== null && (err as Record<symbol, unknown>)[HTTP_ERROR] === true;
 }
 
 /** What goes on the wire. */

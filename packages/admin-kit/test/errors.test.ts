@@ -1,6 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AdminHttpError, adminResponse, createAdminServer, createLogger, routes, type AdminServer } from '../src/index';
+import { createRequire } from 'node:module';
 import { request } from './support/http';
+import { requireBuild } from './support/child';
 import { Writable } from 'node:stream';
 
 /** Every error answer, observed over real HTTP on an ephemeral loopback port. */
@@ -222,6 +224,30 @@ describe('405 in the envoy style', () => {
       expect(clusters.status).toBe(405);
       expect(clusters.body).toBe('Method DELETE not allowed, GET required.\n');
       expect((await request(port, 'GET', '/nope')).body).toBe(`invalid path. ${server.helpText()}`);
+    } finally {
+      await server.close();
+    }
+  });
+});
+
+describe('two copies of admin-kit in one process (ESM and CJS builds)', () => {
+  it('an AdminHttpError of the other copy still gives its status', async () => {
+    requireBuild();
+    const cjs = createRequire(import.meta.url)('../dist/index.cjs') as typeof import('../src/index');
+    const server = createAdminServer({ component: 'x', helpStyle: 'istio' }).add({
+      method: 'GET',
+      path: '/thing/{id}',
+      help: 'a thing',
+      handler: (req) => {
+        throw new cjs.AdminHttpError(404, `no thing ${req.params.id}`);
+      },
+    });
+    try {
+      const { port } = await server.listen();
+      const answer = await request(port, 'GET', '/thing/7');
+      expect(answer.status).toBe(404);
+      expect(answer.body).toBe('no thing 7\n');
+      expect(server.latestError).toBeUndefined();
     } finally {
       await server.close();
     }
