@@ -17,13 +17,14 @@ export function waitForLine<T = unknown>(child: ChildProcess, key: string): Prom
     let stderr = '';
     child.stderr?.on('data', (c: Buffer) => (stderr += c.toString()));
     const rl = createInterface({ input: child.stdout! });
+    // 'close', not 'exit': 'exit' may come before the last stdout lines are read
     const onExit = (code: number | null, signal: string | null) => reject(new Error(`child exited (${code ?? signal}) before "${key}": ${stderr}`));
-    child.once('exit', onExit);
+    child.once('close', onExit);
     rl.on('line', (line) => {
       try {
         const parsed = JSON.parse(line);
         if (parsed && key in parsed) {
-          child.off('exit', onExit);
+          child.off('close', onExit);
           resolve(parsed[key] as T);
         }
       } catch {
