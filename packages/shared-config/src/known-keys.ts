@@ -55,7 +55,8 @@ export function closestKey(key: string, known: readonly string[]): string | unde
       bestDistance = distance;
     }
   }
-  return best !== undefined && bestDistance <= Math.max(2, Math.floor(key.length / 3)) ? best : undefined;
+  // one edit per three letters (at least one): "levl" -> level, "endpiont" -> endpoints, but "x" suggests nothing
+  return best !== undefined && bestDistance <= Math.max(1, Math.floor(key.length / 3)) ? best : undefined;
 }
 
 /** Optimal-string-alignment distance: edits plus swaps of neighbours, the commonest typos. */
