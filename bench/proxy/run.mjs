@@ -85,6 +85,7 @@ async function main() {
   const upstreamPort = await freePort();
   const ngProxyPort = await freePort();
   const meshPort = await freePort();
+  const hp3Port = await freePort();
   const adminPort = await freePort();
 
   const [ucmd, uargs] = pin(1, 'nginx', ['-c', nginxConf('upstream', upstreamPort, `server { listen 127.0.0.1:PORT; location / { return 200 "ok\\n"; } }`), '-g', 'daemon off;']);
@@ -103,21 +104,32 @@ async function main() {
   const [mcmd, margs] = pin(0, process.execPath, [path.join(root, 'packages/proxy/bin/mesh-proxy.js'), '--config', cfg]);
   const mesh = start(mcmd, margs, 'mesh-proxy');
 
-  await Promise.all([waitPort(upstreamPort), waitPort(ngProxyPort), waitPort(meshPort)]);
+  // http-proxy-3 on node:http with a keep-alive agent: the user's named dependency, for the design note.
+  const hp3Script = `const http=require('node:http');const {createProxyServer}=require(${JSON.stringify(path.join(root, 'packages/proxy/node_modules/http-proxy-3'))});
+const agent=new http.Agent({keepAlive:true,maxSockets:128});const proxy=createProxyServer({target:'http://127.0.0.1:${upstreamPort}',agent});
+proxy.on('error',(e,q,s)=>{try{s.writeHead(502);s.end();}catch{}});http.createServer((q,s)=>proxy.web(q,s)).listen(${hp3Port},'127.0.0.1');`;
+  const [hcmd, hargs] = pin(0, process.execPath, ['-e', hp3Script]);
+  start(hcmd, hargs, 'http-proxy-3');
+
+  await Promise.all([waitPort(upstreamPort), waitPort(ngProxyPort), waitPort(meshPort), waitPort(hp3Port)]);
   console.log(`wrk -t1 -c${connections} -d${seconds}s, tiny responses, keep-alive; proxies pinned to core 0: ${canPin ? 'yes' : 'no (taskset unavailable)'}; load average ${os.loadavg().map((l) => l.toFixed(1)).join(' ')}`);
   // Warm-up (JIT, pools), short and bounded.
   spawnSync('wrk', ['-t1', '-c10', '-d2s', '-H', 'Host: bench', `http://127.0.0.1:${meshPort}/`], { timeout: 20000 });
   spawnSync('wrk', ['-t1', '-c10', '-d2s', `http://127.0.0.1:${ngProxyPort}/`], { timeout: 20000 });
+  spawnSync('wrk', ['-t1', '-c10', '-d2s', `http://127.0.0.1:${hp3Port}/`], { timeout: 20000 });
 
   const direct = wrk(upstreamPort, 'bench');
   const ng = wrk(ngProxyPort, 'bench');
   const ours = wrk(meshPort, 'bench');
   const rss = peakRssMiB(mesh.pid);
+  const hp3 = wrk(hp3Port, 'bench');
   const row = (name, r) => `${name.padEnd(24)} ${r.rps.toFixed(0).padStart(9)} req/s   p99 ${r.p99.toFixed(2).padStart(7)} ms   non-2xx ${r.errors} ${r.sockErr}`;
   console.log(row('upstream (direct)', direct));
   console.log(row('nginx reverse proxy', ng));
   console.log(row('mesh-proxy', ours));
+  console.log(row('http-proxy-3 (node:http)', hp3));
   console.log(`ratio mesh-proxy / nginx: ${(ours.rps / ng.rps).toFixed(2)}   (target: >= 22000 req/s per core, p99 < 3 ms, RSS < 100 MiB)`);
+  console.log(`ratio mesh-proxy / http-proxy-3: ${(ours.rps / hp3.rps).toFixed(2)}`);
   console.log(`mesh-proxy peak RSS: ${rss.toFixed(1)} MiB`);
 }
 
