@@ -3,6 +3,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { buildRuleSets, renderCheckCommands, resolveCaptureConfig } from '../src/index';
 import { checkPrereqs, createPair, deleteNs, digA, nsExec, saveAll, startServers, stopServer, tcpHello, type Pair } from './support/netns';
 
 /*
@@ -160,6 +161,19 @@ describe.skipIf(!prereqs.ok)('capture rules in a fresh network namespace', () =>
     expect(once.split('\n').filter((l) => l === '-A OUTPUT -j ISTIO_OUTPUT')).toHaveLength(1);
     expect(once.split('\n').filter((l) => l === '-A PREROUTING -p tcp -j ISTIO_INBOUND')).toHaveLength(1);
     expect(cli(['verify', ...ruleArgs]).code).toBe(0);
+  });
+
+  it('every rendered `iptables -C` check passes against the applied rules', () => {
+    const sets = buildRuleSets(resolveCaptureConfig({ localIp: pair.addrA, inboundPorts: '8089', outboundCidrs: VIP, proxyUid: PROXY_UID }));
+    const checks = renderCheckCommands(sets[0]);
+    expect(checks).toHaveLength(10);
+    for (const check of checks) {
+      const r = nsExec(pair.a, [check.command, ...check.args], { allowFail: true });
+      expect(r.code, `${check.args.join(' ')}: ${r.stderr}`).toBe(0);
+    }
+    // and a check of a rule that is not there fails
+    const absent = nsExec(pair.a, ['iptables', '-t', 'nat', '-C', 'ISTIO_INBOUND', '-d', `${pair.addrA}/32`, '-p', 'tcp', '-m', 'tcp', '--dport', '9', '-j', 'ISTIO_REDIRECT'], { allowFail: true });
+    expect(absent.code).not.toBe(0);
   });
 
   it('applying a changed config replaces the old rules in one step, and traffic follows it', () => {

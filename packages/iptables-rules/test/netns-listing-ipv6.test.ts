@@ -86,6 +86,14 @@ describe.skipIf(!prereqs.ok)('listing and IPv6 in fresh network namespaces', () 
       const real = protocolNames(nsExec(bare, ['iptables', '-t', 'nat', '-L', '-n']).stdout);
       const ours = cli(['print', ...args]).stdout;
       expect(ours).toBe(real);
+
+      // the rendered reverse list, run command by command, leaves an empty nat table
+      const cleanup = cli(['print', ...args, '--format', 'cleanup']).stdout.trim().split('\n');
+      expect(cleanup.length).toBeGreaterThan(0);
+      for (const line of cleanup) nsExec(bare, line.split(' '));
+      expect(saveAll(bare, 'iptables-save', 'nat')).toBe(
+        ['*nat', ':PREROUTING ACCEPT [0:0]', ':INPUT ACCEPT [0:0]', ':OUTPUT ACCEPT [0:0]', ':POSTROUTING ACCEPT [0:0]', 'COMMIT', ''].join('\n'),
+      );
     } finally {
       deleteNs(bare);
     }

@@ -181,7 +181,7 @@ export function tcpHello(ns: string, host: string, port: number, uid?: number): 
 
 /** A real `dig` A query from inside `ns` (as `uid`); returns the answer address (or dig's complaint). */
 export function digA(ns: string, server: string, opts: { uid?: number; tcp?: boolean; port?: number } = {}): string {
-  const args = ['dig', '+short', '+noedns', '+tries=1', '+time=5', `@${server}`, '-p', String(opts.port ?? 53), 'order.mesh.test', 'A'];
+  const args = ['dig', '+short', '+noedns', '+tries=2', '+time=5', `@${server}`, '-p', String(opts.port ?? 53), 'order.mesh.test', 'A'];
   if (opts.tcp) args.splice(1, 0, '+tcp');
   const r = nsExec(ns, args, { uid: opts.uid, allowFail: true });
   return (r.stdout.trim() || r.stderr.trim() || `dig exited ${r.code}`).split('\n').pop()!;
