@@ -48,7 +48,8 @@ export function loadConfigFile<T>(schema: ZodType<T>, file: string, opts: LoadCo
 /** Parses YAML or JSON text (JSON is YAML), then validates it as `parseConfig` does. An empty text is `{}`. */
 export function parseConfigText<T>(schema: ZodType<T>, text: string, opts: Omit<ParseConfigOptions, 'text'> = {}): T {
   const lineCounter = new LineCounter();
-  const doc = parseDocument(text, { lineCounter, prettyErrors: true, uniqueKeys: true });
+  // logLevel 'error': odd keys become issues of their own instead of process warnings
+  const doc = parseDocument(text, { lineCounter, prettyErrors: true, uniqueKeys: true, logLevel: 'error' });
   if (doc.errors.length > 0) {
     throw new ConfigError(
       doc.errors.map((error) => ({
@@ -60,7 +61,17 @@ export function parseConfigText<T>(schema: ZodType<T>, text: string, opts: Omit<
       { code: 'MESH_CONFIG_SYNTAX', source: opts.source, hint: 'the file must be valid YAML or JSON' },
     );
   }
-  const value = doc.toJS({ maxAliasCount: 100 }) ?? {};
+  let value: unknown;
+  try {
+    // maxAliasCount bounds "billion laughs" documents
+    value = doc.toJS({ maxAliasCount: 100 }) ?? {};
+  } catch (err) {
+    throw new ConfigError([{ file: opts.source, path: '', message: `cannot resolve the document: ${(err as Error).message}` }], {
+      code: 'MESH_CONFIG_SYNTAX',
+      source: opts.source,
+      hint: 'the file must be valid YAML or JSON; check its anchors (&name) and aliases (*name)',
+    });
+  }
   return validate(schema, value, opts, createLineLocator(doc, lineCounter));
 }
 

@@ -293,3 +293,22 @@ describe('did-you-mean suggestions', () => {
     ]);
   });
 });
+
+describe('hostile or odd YAML', () => {
+  it('an alias bomb is refused as a syntax error, not expanded', () => {
+    const bomb = ['a: &a [x,x,x,x,x,x,x,x,x]', 'b: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]', 'c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]', 'd: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]', 'e: [*d,*d,*d,*d,*d,*d,*d,*d,*d]', ''].join('\n');
+    const error = expectConfigError(() => parseConfigText(agentConfigSchema, bomb, { source: 'bomb.yaml' }));
+    expect(error.code).toBe('MESH_CONFIG_SYNTAX');
+    expect(error.message).toContain('bomb.yaml: (document): cannot resolve the document: Excessive alias count');
+  });
+
+  it('an alias to a missing anchor is a syntax error', () => {
+    const error = expectConfigError(() => parseConfigText(agentConfigSchema, 'ports: *nope\n'));
+    expect(error.code).toBe('MESH_CONFIG_SYNTAX');
+  });
+
+  it('anchors and aliases that resolve are fine', () => {
+    const config = parseConfigText(agentConfigSchema, 'proxy: &ids { uid: 1337, gid: 1337 }\nmeshDns: *ids\n');
+    expect(config.meshDns).toEqual({ uid: 1337, gid: 1337 });
+  });
+});
