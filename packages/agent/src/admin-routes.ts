@@ -193,8 +193,10 @@ export function createAgentAdmin(agent: MeshAgent): AdminServer {
     help: AGENT_HELP.epoch,
     handler: (req) => {
       const component = childComponent(req.params.component);
-      const epoch = agent.supervisors.get(component)?.epoch;
-      if (epoch === null || epoch === undefined) throw new AdminHttpError(503, `${component} has no serving epoch right now`, { code: 'MESH_AGENT_NOT_RUNNING' });
+      const supervisor = agent.supervisors.get(component);
+      const epoch = supervisor?.epoch;
+      // answered, not thrown: polling during a restart must not replace /latest_error (the crash's cause)
+      if (epoch === null || epoch === undefined) return adminResponse(503, `${component} has no serving epoch right now (${supervisor?.state().state ?? 'not started'})\n`);
       return `${epoch}\n`;
     },
   });
