@@ -4,7 +4,7 @@ import { MeshError, parseConfig, proxyBootstrapSchema, type RegistrySnapshot } f
 import { Cluster } from './cluster/cluster';
 import type { Host } from './cluster/host';
 import type { ClusterConfig, ProxyBootstrap } from './config/types';
-import { DownstreamConnection } from './http/downstream-connection';
+import { DownstreamConnection, DRAIN_IDLE_GRACE_MS } from './http/downstream-connection';
 import type { RequestHead } from './http/head-parser';
 import { registerAdminRoutes } from './admin/register';
 import { AccessLogger } from './observability/access-log';
@@ -280,7 +280,9 @@ export class MeshProxy {
     this.state = 'DRAINING';
     this.runtime.draining = true;
     this.server?.close();
-    for (const c of this.connections) if (c.idle) c.socket.end();
+    // Idle connections go once idle for DRAIN_IDLE_GRACE_MS (the sweep), busy ones after their next response.
+    const now = Date.now();
+    for (const c of this.connections) if (c.idle && now - c.lastActivity >= DRAIN_IDLE_GRACE_MS) c.socket.end();
     const deadline = Date.now() + drainTimeMs;
     while (this.connections.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
   }

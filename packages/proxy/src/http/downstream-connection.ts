@@ -18,6 +18,12 @@ import { RequestRetryState, routeRetryPolicy, withAttemptCountHeader } from '../
 const CRLFCRLF = Buffer.from('\r\n\r\n');
 const CONTINUE_100 = 'HTTP/1.1 100 Continue\r\n\r\n';
 const DEFAULT_ROUTE_TIMEOUT_MS = 15_000;
+/**
+ * Draining closes a keep-alive connection after its next response (`connection: close`), or once
+ * it has been idle this long: closing one that just went idle races with the client's next request
+ * on it (the client would see a reset), so a busy client is told to go instead (issue 6).
+ */
+export const DRAIN_IDLE_GRACE_MS = 1000;
 /** Transparent re-sends of a body-less request whose pooled connection turned out stale. */
 const MAX_STALE_RESENDS = 3;
 
@@ -129,7 +135,7 @@ export class DownstreamConnection implements UpstreamOwner {
         this.rt.http.downstream_rq_timeout.inc();
         this.localReplyAndClose(408, 'request headers timeout\n', ResponseFlag.StreamIdleTimeout);
       }
-    } else if (now - this.lastActivity > this.rt.limits.idleTimeoutMs || this.rt.draining) {
+    } else if (now - this.lastActivity > this.rt.limits.idleTimeoutMs || (this.rt.draining && now - this.lastActivity >= DRAIN_IDLE_GRACE_MS)) {
       this.socket.end();
     }
   }
