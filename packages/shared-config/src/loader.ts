@@ -16,6 +16,8 @@ export interface ParseConfigOptions {
   env?: NodeJS.ProcessEnv;
   /** The variables to honour; default those registered for the schema (AGENT_ENV_BINDINGS for agentConfigSchema). */
   envBindings?: readonly EnvBinding[];
+  /** Where `value` sits inside the document of `text` (e.g. ['global']): issue paths and lines include it. */
+  basePath?: readonly (string | number)[];
 }
 
 export interface LoadConfigOptions {
@@ -91,24 +93,27 @@ function validate<T>(schema: ZodType<T>, input: unknown, opts: ParseConfigOption
   const { value, applied } = opts.env ? applyEnvOverrides(input, bindings, opts.env) : { value: input, applied: [] };
   const result = schema.safeParse(value, { reportInput: true });
   if (result.success) return result.data;
-  const issues = result.error.issues.flatMap((issue) => toConfigIssues(schema, issue, opts.source, locator, applied));
+  const issues = result.error.issues.flatMap((issue) => toConfigIssues(schema, issue, { file: opts.source, basePath: opts.basePath ?? [], locator, applied }));
   throw new ConfigError(dedupe(issues).sort(byLine), { source: opts.source });
 }
 
-function toConfigIssues(
-  schema: ZodType,
-  issue: core.$ZodIssue,
-  file: string | undefined,
-  locator: LineLocator | undefined,
-  applied: AppliedEnvOverride[],
-): ConfigIssue[] {
+interface IssueContext {
+  file: string | undefined;
+  /** where the validated value sits in the document */
+  basePath: readonly PropertyKey[];
+  locator: LineLocator | undefined;
+  applied: AppliedEnvOverride[];
+}
+
+function toConfigIssues(schema: ZodType, issue: core.$ZodIssue, { file, basePath, locator, applied }: IssueContext): ConfigIssue[] {
   const at = (path: PropertyKey[], describe: (fromEnv: boolean) => string): ConfigIssue => {
+    const fullPath = [...basePath, ...path];
     const fromEnv = applied.find((o) => o.binding.path.length <= path.length && o.binding.path.every((key, i) => key === path[i]));
     if (fromEnv) {
       const source = `(from environment variable ${fromEnv.binding.name}=${JSON.stringify(fromEnv.raw)})`;
-      return { file, path: formatConfigPath(path), message: `${describe(true)} ${source}` };
+      return { file, path: formatConfigPath(fullPath), message: `${describe(true)} ${source}` };
     }
-    return { file, line: locator?.lineOf(path), path: formatConfigPath(path), message: describe(false) };
+    return { file, line: locator?.lineOf(fullPath), path: formatConfigPath(fullPath), message: describe(false) };
   };
   if (issue.code === 'unrecognized_keys') {
     const known = knownKeysAt(schema, issue.path);

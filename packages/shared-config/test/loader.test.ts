@@ -312,3 +312,16 @@ describe('hostile or odd YAML', () => {
     expect(config.meshDns).toEqual({ uid: 1337, gid: 1337 });
   });
 });
+
+describe('basePath: validating part of a document', () => {
+  it('issue paths and lines include where the part sits', () => {
+    const text = 'services: []\nglobal:\n  timeouts:\n    connectMs: -1\n  retrys: {}\n';
+    const error = expectConfigError(() =>
+      parseConfig(globalMeshConfigSchema, { timeouts: { connectMs: -1 }, retrys: {} }, { text, source: 'PUT /update', basePath: ['global'] }),
+    );
+    expect(error.issues).toEqual([
+      { file: 'PUT /update', line: 4, path: 'global.timeouts.connectMs', message: 'must be at least 1' },
+      { file: 'PUT /update', line: 5, path: 'global.retrys', message: 'unknown field (did you mean "retries"?)' },
+    ]);
+  });
+});
