@@ -265,8 +265,14 @@ export async function mainCli(argv: string[], io: CliIo = { stdout: (t) => proce
   const log = (line: string) => io.stderr(`${NAME}: ${line}\n`);
   const real = new SpawnExecutor({ prefix: cli.netns ? ['ip', 'netns', 'exec', cli.netns] : [] });
   // a dry run still reads the tables when it may, so the printed plan matches the host
+  // (not root: only `iptables -V` runs, and the tables are assumed empty)
   const canRead = process.getuid?.() === 0;
-  const executor: Executor = cli.dryRun ? new DryRunExecutor({ reader: canRead ? real : undefined, write: io.stdout }) : real;
+  const versionOnly: Executor = {
+    dryRun: false,
+    description: `${real.description}, tables assumed empty (not root)`,
+    run: (req) => (req.args.includes('-V') ? real.run(req) : Promise.resolve({ code: 0, stdout: '', stderr: '' })),
+  };
+  const executor: Executor = cli.dryRun ? new DryRunExecutor({ reader: canRead ? real : versionOnly, write: io.stdout }) : real;
   const runtime = { executor, stateFile: cli.stateFile, backend: cli.backend, log };
 
   switch (cli.command) {

@@ -148,6 +148,12 @@ describe.skipIf(!prereqs.ok)('listing and IPv6 in fresh network namespaces', () 
     expect(r.stderr).toContain('MESH_IPT_PERMISSION');
     expect(r.stderr).toContain('run as root');
     expect(saveAll(pair.a)).toBe(before4);
+    // a dry run needs no root: it prints what it would run
+    const dry = nsExec(pair.a, ['setpriv', '--reuid=2000', '--regid=2000', '--clear-groups', process.execPath, BIN, 'apply', '--dry-run', '--local-ip', pair.addrA,
+      '--state-file', join(tmpdir(), `mesh-ipt-nonroot-${process.pid}`, 'state.json')], { allowFail: true });
+    expect(dry.code, dry.stderr).toBe(0);
+    expect(dry.stderr).toContain('backend: nf_tables');
+    expect(dry.stdout).toContain(`-A ISTIO_OUTPUT -d 240.240.0.1/32 -p tcp -j DNAT --to-destination ${pair.addrA}:15001`);
   });
 });
 
