@@ -70,7 +70,33 @@ function wrk(port, host) {
   const p99 = p99raw ? Number(p99raw[1]) * (p99raw[2] === 'us' ? 0.001 : p99raw[2] === 's' ? 1000 : 1) : NaN;
   const errors = /Non-2xx or 3xx responses:\s+(\d+)/.exec(out)?.[1] ?? '0';
   const sockErr = /Socket errors:[^\n]*/.exec(out)?.[0] ?? '';
-  return { rps, p99, errors: Number(errors), sockErr };
+  const requests = Number(/(\d+) requests in/.exec(out)?.[1] ?? 0);
+  return { rps, p99, errors: Number(errors), sockErr, requests };
+}
+
+/** CPU seconds (user + system) of a process and its direct children (nginx's worker). */
+function cpuSeconds(pid) {
+  const tick = 100; // USER_HZ on Linux
+  const one = (p) => {
+    try {
+      const f = fs.readFileSync(`/proc/${p}/stat`, 'utf8');
+      const fields = f.slice(f.lastIndexOf(')') + 2).split(' ');
+      return (Number(fields[11]) + Number(fields[12])) / tick;
+    } catch { return 0; }
+  };
+  let kids = [];
+  try { kids = fs.readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean); } catch { /* none */ }
+  return one(pid) + kids.reduce((a, k) => a + one(k), 0);
+}
+
+/** Runs wrk and measures the proxy's CPU time per request: req/s per fully available core = 1 / that. */
+function measured(port, host, pid) {
+  const before = cpuSeconds(pid);
+  const r = wrk(port, host);
+  const cpu = cpuSeconds(pid) - before;
+  r.cpuUsPerRq = r.requests > 0 ? (cpu * 1e6) / r.requests : NaN;
+  r.perCore = 1e6 / r.cpuUsPerRq;
+  return r;
 }
 
 function peakRssMiB(pid) {
@@ -92,7 +118,7 @@ async function main() {
   start(ucmd, uargs, 'upstream nginx');
   const [ncmd, nargs] = pin(0, 'nginx', ['-c', nginxConf('proxy', ngProxyPort, `upstream up { server 127.0.0.1:${upstreamPort}; keepalive 128; }
   server { listen 127.0.0.1:PORT; location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; } }`), '-g', 'daemon off;']);
-  start(ncmd, nargs, 'nginx reverse proxy');
+  const ngx = start(ncmd, nargs, 'nginx reverse proxy');
 
   const cfg = path.join(dir, 'mesh-proxy.json');
   fs.writeFileSync(cfg, JSON.stringify({
@@ -109,7 +135,7 @@ async function main() {
 const agent=new http.Agent({keepAlive:true,maxSockets:128});const proxy=createProxyServer({target:'http://127.0.0.1:${upstreamPort}',agent});
 proxy.on('error',(e,q,s)=>{try{s.writeHead(502);s.end();}catch{}});http.createServer((q,s)=>proxy.web(q,s)).listen(${hp3Port},'127.0.0.1');`;
   const [hcmd, hargs] = pin(0, process.execPath, ['-e', hp3Script]);
-  start(hcmd, hargs, 'http-proxy-3');
+  const hp3Child = start(hcmd, hargs, 'http-proxy-3');
 
   await Promise.all([waitPort(upstreamPort), waitPort(ngProxyPort), waitPort(meshPort), waitPort(hp3Port)]);
   console.log(`wrk -t1 -c${connections} -d${seconds}s, tiny responses, keep-alive; proxies pinned to core 0: ${canPin ? 'yes' : 'no (taskset unavailable)'}; load average ${os.loadavg().map((l) => l.toFixed(1)).join(' ')}`);
@@ -119,16 +145,17 @@ proxy.on('error',(e,q,s)=>{try{s.writeHead(502);s.end();}catch{}});http.createSe
   spawnSync('wrk', ['-t1', '-c10', '-d2s', `http://127.0.0.1:${hp3Port}/`], { timeout: 20000 });
 
   const direct = wrk(upstreamPort, 'bench');
-  const ng = wrk(ngProxyPort, 'bench');
-  const ours = wrk(meshPort, 'bench');
+  const ng = measured(ngProxyPort, 'bench', ngx.pid);
+  const ours = measured(meshPort, 'bench', mesh.pid);
   const rss = peakRssMiB(mesh.pid);
-  const hp3 = wrk(hp3Port, 'bench');
-  const row = (name, r) => `${name.padEnd(24)} ${r.rps.toFixed(0).padStart(9)} req/s   p99 ${r.p99.toFixed(2).padStart(7)} ms   non-2xx ${r.errors} ${r.sockErr}`;
+  const hp3 = measured(hp3Port, 'bench', hp3Child.pid);
+  const row = (name, r) => `${name.padEnd(24)} ${r.rps.toFixed(0).padStart(9)} req/s   p99 ${r.p99.toFixed(2).padStart(7)} ms` +
+    (r.cpuUsPerRq ? `   CPU ${r.cpuUsPerRq.toFixed(1).padStart(6)} us/req => ${r.perCore.toFixed(0).padStart(6)} req/s per core` : '') + `   non-2xx ${r.errors} ${r.sockErr}`;
   console.log(row('upstream (direct)', direct));
   console.log(row('nginx reverse proxy', ng));
   console.log(row('mesh-proxy', ours));
   console.log(row('http-proxy-3 (node:http)', hp3));
-  console.log(`ratio mesh-proxy / nginx: ${(ours.rps / ng.rps).toFixed(2)}   (target: >= 22000 req/s per core, p99 < 3 ms, RSS < 100 MiB)`);
+  console.log(`ratio mesh-proxy / nginx: ${(ours.rps / ng.rps).toFixed(2)} by req/s in this run, ${(ours.perCore / ng.perCore).toFixed(2)} by CPU per request   (target: >= 22000 req/s per core, p99 < 3 ms, RSS < 100 MiB)`);
   console.log(`ratio mesh-proxy / http-proxy-3: ${(ours.rps / hp3.rps).toFixed(2)}`);
   console.log(`mesh-proxy peak RSS: ${rss.toFixed(1)} MiB`);
 }

@@ -76,3 +76,30 @@ describe('routing', () => {
     expect(last.headers['proxy-connection']).toBeUndefined(); // hop-by-hop removed
   });
 });
+
+describe('access log', () => {
+  it('writes one JSON object per request with Envoy\'s fields when format is json', async () => {
+    const up = await startUpstream('J');
+    const p = await startProxy({
+      accessLog: { format: 'json', path: '/dev/null' },
+      clusters: [cluster('out#80#j', [up])],
+      routes: { virtualHosts: [vhost('j', ['j'], [{ match: { prefix: '/' }, route: { cluster: 'out#80#j' } }])] },
+    });
+    try {
+      await curl(['-H', 'Host: j', '-H', 'x-request-id: rid-7', '-A', 'agent/1', `http://127.0.0.1:${p.port}/json?q=1`]);
+      await curl(['-H', 'Host: other', `http://127.0.0.1:${p.port}/none`]);
+      await new Promise((r) => setTimeout(r, 50));
+      const lines = p.log.map((l) => JSON.parse(l));
+      expect(lines[0]).toMatchObject({
+        method: 'GET', path: '/json?q=1', protocol: 'HTTP/1.1', response_code: 200, response_flags: '-',
+        user_agent: 'agent/1', request_id: 'rid-7', authority: 'j', upstream_host: `127.0.0.1:${up.port}`, upstream_cluster: 'out#80#j',
+      });
+      expect(lines[0].start_time).toMatch(/^\d{4}-\d\d-\d\dT/);
+      expect(lines[0].bytes_sent).toBeGreaterThan(0);
+      expect(lines[1]).toMatchObject({ response_code: 404, response_flags: 'NR', authority: 'other', upstream_host: null });
+    } finally {
+      await p.proxy.close();
+      await up.close();
+    }
+  });
+});
