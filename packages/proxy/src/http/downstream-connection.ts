@@ -350,7 +350,7 @@ export class DownstreamConnection implements UpstreamOwner {
     pick.host.stats.rq_total++;
     this.upstreamStartMs = performance.now();
     const retry = this.retry;
-    conn.socket.write(retry ? withAttemptCountHeader(this.upstreamHead, retry.attempt) : this.upstreamHead, 'latin1');
+    conn.socket.write(Buffer.from(retry ? withAttemptCountHeader(this.upstreamHead, retry.attempt) : this.upstreamHead, 'latin1'));
     if (retry && retry.perTryTimeoutMs > 0) {
       if (this.tryTimer) clearTimeout(this.tryTimer);
       this.tryTimer = setTimeout(() => this.onPerTryTimeout(), retry.perTryTimeoutMs);
