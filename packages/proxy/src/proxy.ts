@@ -164,11 +164,12 @@ export class MeshProxy {
   update(config: unknown): void {
     const valid = MeshProxy.validate(config);
     const oldLog = this.runtime.accessLog;
+    const oldLogConfig = JSON.stringify(this.config.accessLog ?? null);
     this.config = valid;
     this.runtime.snapshot = this.buildSnapshot(valid);
     this.configVersion = valid.version ?? '1';
     this.lastUpdated = new Date();
-    if (JSON.stringify(valid.accessLog) !== JSON.stringify(oldLog ? this.config.accessLog : undefined)) {
+    if (JSON.stringify(valid.accessLog ?? null) !== oldLogConfig) {
       this.runtime.accessLog = this.makeAccessLog(valid);
       void oldLog?.close();
     }

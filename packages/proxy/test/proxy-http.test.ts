@@ -213,6 +213,23 @@ describe('HTTP/1.1 data plane', () => {
     expect(p.log.some((l) => l.includes('"GET /x HTTP/1.1" 503 UC'))).toBe(true);
   });
 
+  it('an upstream that answers before the whole body arrived: the client gets that answer and a close, never a 400', async () => {
+    const early = net.createServer((s) => {
+      s.once('data', () => s.write('HTTP/1.1 413 Payload Too Large\r\ncontent-length: 4\r\n\r\nbig!'));
+      s.on('error', () => {});
+    });
+    await new Promise<void>((r) => early.listen(0, '127.0.0.1', r));
+    const ep = (early.address() as net.AddressInfo).port;
+    p.proxy.update({ ...p.proxy.config, clusters: [...(p.proxy.config.clusters ?? []), { name: 'out#80#early', endpoints: [{ address: '127.0.0.1', port: ep }] }],
+      routes: { virtualHosts: [...(p.proxy.config.routes?.virtualHosts ?? []), vhost('early', ['early'], [{ match: { prefix: '/' }, route: { cluster: 'out#80#early' } }])] } });
+    const r = await rawExchange(p.port, `POST /up HTTP/1.1\r\nHost: early\r\nContent-Length: 100000\r\n\r\n${'z'.repeat(1000)}`);
+    early.close();
+    expect(r.text).toMatch(/^HTTP\/1.1 413 /);
+    expect(r.text).toMatch(/connection: close/i);
+    expect(r.text.endsWith('big!')).toBe(true);
+    expect(r.closed).toBe(true);
+  });
+
   it('never crashes on random garbage', async () => {
     for (let i = 0; i < 30; i++) {
       const junk = Buffer.from(Array.from({ length: 200 + i * 37 }, (_, k) => (k * 7919 + i * 31) % 256));

@@ -477,7 +477,7 @@ export class DownstreamConnection implements UpstreamOwner {
     this.reportOutcome({ kind: 'response', status: res.status });
     const req = this.req!;
     this.resFramer.reset(res.bodyKind, res.contentLength);
-    if (req.minor === 0 || res.bodyKind === 'close' || this.rt.draining) this.closeAfterResponse = true;
+    if (req.minor === 0 || res.bodyKind === 'close' || this.rt.draining || !this.reqFramer.done) this.closeAfterResponse = true;
     this.dechunk = req.minor === 0 && res.bodyKind === 'chunked';
 
     let out = `HTTP/1.1 ${res.status} ${res.reason}\r\n`;
@@ -677,6 +677,9 @@ export class DownstreamConnection implements UpstreamOwner {
 
   /** The response went out completely: recycle the upstream connection and go on with the next request. */
   private finishExchange(): void {
+    // The upstream answered before the request body was all here: the rest of it cannot be
+    // told apart from a next request, so this connection ends after the response.
+    if (!this.reqFramer.done) this.closeAfterResponse = true;
     const up = this.upstream;
     this.upstream = undefined;
     if (up) {
