@@ -25,7 +25,8 @@ export interface HttpOptions {
 export function httpRequest(url: string, opts: HttpOptions = {}): Promise<HttpAnswer> {
   const started = performance.now();
   const target = new URL(url);
-  const timeoutMs = opts.timeoutMs ?? 3_000;
+  // Generous: the admin ports answer in milliseconds, but a loaded machine can stall a process for a while.
+  const timeoutMs = opts.timeoutMs ?? 5_000;
   return new Promise((resolve) => {
     let settled = false;
     const finish = (answer: Omit<HttpAnswer, 'url' | 'ms'>) => {

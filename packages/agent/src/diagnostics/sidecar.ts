@@ -44,7 +44,7 @@ export function portsFromAgentConfig(config: any, agentAdminPort: number): Sidec
 
 /** The application's services (TSF spec.yaml shape), wherever /config/services nests them. */
 export function localServicesFrom(services: any): LocalService[] {
-  const list: any[] = pick(services?.spec?.services, services?.services, Array.isArray(services) ? services : undefined) ?? [];
+  const list: any[] = pick(services?.local?.spec?.services, services?.spec?.spec?.services, services?.spec?.services, services?.services, Array.isArray(services) ? services : undefined) ?? [];
   const out: LocalService[] = [];
   for (const svc of list) {
     const port = Number(svc?.ports?.[0]?.targetPort ?? svc?.port);

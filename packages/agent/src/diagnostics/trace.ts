@@ -13,19 +13,22 @@ export interface TraceHop { hop: TraceHopName; ok: boolean; detail: string; ms?:
 export interface TraceReport { url: string; via: 'capture' | 'proxy'; ok: boolean; failedHop?: TraceHopName; hops: TraceHop[]; status?: number; totalMs: number; fix?: string }
 
 export async function traceRequest(url: string, agentAdminUrl: string, opts: { via?: 'capture' | 'proxy'; resolvConf?: string; snapshot?: SidecarSnapshot } = {}): Promise<TraceReport> {
-  const started = performance.now();
   const via = opts.via ?? 'capture';
   const target = new URL(url);
   const port = Number(target.port || 80);
   const snap = opts.snapshot ?? await gatherSnapshot(agentAdminUrl);
   const hops: TraceHop[] = [];
-  const report = (failedHop?: TraceHopName, fix?: string, answer?: HttpAnswer): TraceReport => ({
-    url, via, ok: !failedHop, failedHop, hops, status: answer?.status || undefined, totalMs: round(performance.now() - started), fix,
-  });
   const adminHost = snap.adminHost;
+  // Total time is the request's own path (DNS answer + HTTP exchange), not the admin calls around it.
+  const report = (failedHop?: TraceHopName, fix?: string, answer?: HttpAnswer): TraceReport => ({
+    url, via, ok: !failedHop, failedHop, hops, status: answer?.status || undefined, totalMs: round(hops.reduce((sum, h) => sum + (h.ms ?? 0), 0)), fix,
+  });
   const clustersUrl = `http://${adminHost}:${snap.ports.proxyAdmin}/clusters`;
   const natBefore = await readNatRules();
-  const clustersBefore = await httpRequest(clustersUrl);
+  // A proxy admin that already did not answer is not asked again (each try costs a timeout).
+  const proxyAdminUp = snap.proxy.clusters.status !== 0;
+  const noAnswer: HttpAnswer = { url: clustersUrl, status: 0, headers: {}, body: '', error: 'not asked: the proxy admin did not answer', ms: 0 };
+  const clustersBefore = proxyAdminUp ? await httpRequest(clustersUrl) : noAnswer;
 
   // 1. DNS: the name as the application's resolver asks for it, to resolv.conf's server on port 53.
   let address = target.hostname;
@@ -35,7 +38,10 @@ export async function traceRequest(url: string, agentAdminUrl: string, opts: { v
     const addr = answer.addresses[0];
     if (!addr) {
       hops.push({ hop: 'dns', ok: false, detail: `${target.hostname}: ${answer.error ?? `${answer.rcodeName}, no address`} (asked ${answer.server})`, ms: answer.ms });
-      return report('dns', `mesh-dns did not answer ${target.hostname}: run mesh-agent doctor (mesh-dns and dns-capture lines); dig @127.0.0.1 -p ${snap.ports.dns} ${target.hostname}`);
+      const fix = answer.error
+        ? `nothing answered on port 53: is mesh-dns up (curl -s ${adminHost}:${snap.ports.agentAdmin}/epoch/mesh-dns)? mesh-agent doctor names the hop`
+        : `the answer did not come from mesh-dns, or mesh-dns does not know ${target.hostname}: iptables -t nat -S DNS_OUTPUT; curl -s ${adminHost}:${snap.ports.dnsAdmin}/config_dump; dig @127.0.0.1 -p ${snap.ports.dns} ${target.hostname}`;
+      return report('dns', fix);
     }
     address = addr;
     hops.push({ hop: 'dns', ok: true, detail: `${target.hostname} -> ${answer.addresses.join(', ')} (${answer.rcodeName} via ${answer.server})`, ms: answer.ms });
@@ -45,9 +51,9 @@ export async function traceRequest(url: string, agentAdminUrl: string, opts: { v
 
   // 2..6: the request itself.
   const connectTo = via === 'proxy' ? { host: '127.0.0.1', port: snap.ports.proxyListener } : { host: address, port };
-  const answer = await httpRequest(url, { connectTo, timeoutMs: 20_000, headers: { 'user-agent': 'mesh-agent-trace', 'x-request-id': `trace-${Date.now()}` } });
+  const answer = await httpRequest(url, { connectTo, timeoutMs: 10_000, headers: { 'user-agent': 'mesh-agent-trace', 'x-request-id': `trace-${Date.now()}` } });
   const natAfter = await readNatRules();
-  const clustersAfter = await httpRequest(clustersUrl);
+  const clustersAfter = proxyAdminUp ? await httpRequest(clustersUrl) : noAnswer;
 
   const matched = via === 'capture' ? risenRules(natBefore.rules, natAfter.rules, 'ISTIO_OUTPUT') : [];
   if (via === 'capture') {
@@ -60,7 +66,8 @@ export async function traceRequest(url: string, agentAdminUrl: string, opts: { v
   }
   const listener = snap.listeners.find((l) => l.address.endsWith(`:${snap.ports.proxyListener}`));
   if (answer.status === 0) {
-    hops.push({ hop: 'listener', ok: false, detail: `${answer.error}${listener ? '' : `; no listener on ${snap.ports.proxyListener} in the proxy's /listeners`}`, ms: answer.ms });
+    const why = !proxyAdminUp ? `; the proxy's admin does not answer either (${snap.proxy.clusters.error})` : listener ? '' : `; no listener on ${snap.ports.proxyListener} in the proxy's /listeners`;
+    hops.push({ hop: 'listener', ok: false, detail: `${answer.error}${why}`, ms: answer.ms });
     return report('listener', `the proxy does not accept on port ${snap.ports.proxyListener}: curl -s ${adminHost}:${snap.ports.agentAdmin}/epoch/envoy; curl -X POST ${adminHost}:${snap.ports.agentAdmin}/hot_restart/envoy`, answer);
   }
   hops.push({ hop: 'listener', ok: true, detail: listener ? `${listener.name}::${listener.address}` : `port ${snap.ports.proxyListener}` });
@@ -87,14 +94,16 @@ export async function traceRequest(url: string, agentAdminUrl: string, opts: { v
     }
   }
   const upstreamFlags = flags ?? (answer.status === 503 && healthyLeft === 0 ? 'UH' : '-');
-  if (!picked.length && answer.status >= 500) {
-    hops.push({ hop: 'endpoint', ok: false, detail: `no endpoint picked in ${vh.clusters.join(', ')}: ${healthyLeft} healthy (HTTP ${answer.status}, flags ${upstreamFlags})` });
+  // No healthy endpoint is the endpoint hop's failure even when panic routing still tried an unhealthy one.
+  if (answer.status >= 500 && (!picked.length || healthyLeft === 0)) {
+    const tried = picked.length ? `; panic routing tried ${picked.join(', ')}` : '';
+    hops.push({ hop: 'endpoint', ok: false, detail: `no healthy endpoint in ${vh.clusters.join(', ')}: ${healthyLeft} healthy (HTTP ${answer.status}, flags ${upstreamFlags})${tried}`, ms: answer.ms });
     return report('endpoint', `no healthy endpoint for ${vh.name}: curl -s ${adminHost}:${snap.ports.proxyAdmin}/clusters | grep ${vh.name}; check the instances' applications and sidecars`, answer);
   }
   hops.push({ hop: 'endpoint', ok: true, detail: picked.join(', ') || 'not identified (counters unchanged)' });
   const upstreamOk = answer.status > 0 && answer.status < 500;
   const serviceTime = answer.headers['x-envoy-upstream-service-time'];
-  hops.push({ hop: 'upstream', ok: upstreamOk, detail: `HTTP ${answer.status}, flags ${upstreamFlags}${serviceTime ? `, upstream ${serviceTime} ms` : ''}`, ms: answer.ms });
+  hops.push({ hop: 'upstream', ok: upstreamOk, detail: `HTTP ${answer.status}, flags ${upstreamFlags}${serviceTime ? `, x-envoy-upstream-service-time ${serviceTime}` : ''}`, ms: answer.ms });
   if (!upstreamOk) return report('upstream', `the upstream answered ${answer.status}: check the application on ${picked.join(', ') || 'the endpoint'} and its sidecar`, answer);
   return report(undefined, undefined, answer);
 }
