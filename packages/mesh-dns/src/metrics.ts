@@ -36,7 +36,17 @@ class FastHistogram {
  */
 export class DnsMetrics {
   readonly registry = new Registry();
-  private readonly queries = new Map<string, number>();
+  /** per result, counts by query type: integer-keyed maps, no string built per query */
+  private readonly queries: Record<QueryResult, Map<number, number>> = {
+    local: new Map(),
+    local_nodata: new Map(),
+    forwarded: new Map(),
+    cache_hit: new Map(),
+    servfail: new Map(),
+    formerr: new Map(),
+    notimp: new Map(),
+    refused: new Map(),
+  };
   private readonly latency = new Map<AnswerSource, FastHistogram>(SOURCES.map((s) => [s, new FastHistogram()]));
   private readonly upstreamFailureCounts = new Map<string, number>();
   answeredLocally = 0;
@@ -56,9 +66,8 @@ export class DnsMetrics {
       registers: [this.registry],
       collect() {
         this.reset();
-        for (const [key, value] of queries) {
-          const [type, result] = key.split('|');
-          this.inc({ type, result }, value);
+        for (const [result, byType] of Object.entries(queries)) {
+          for (const [qtype, value] of byType) this.inc({ type: typeName(qtype), result }, value);
         }
       },
     });
@@ -103,8 +112,8 @@ export class DnsMetrics {
   }
 
   query(qtype: number, result: QueryResult): void {
-    const key = `${typeName(qtype)}|${result}`;
-    this.queries.set(key, (this.queries.get(key) ?? 0) + 1);
+    const byType = this.queries[result];
+    byType.set(qtype, (byType.get(qtype) ?? 0) + 1);
   }
 
   observe(source: AnswerSource, seconds: number): void {
@@ -118,13 +127,25 @@ export class DnsMetrics {
   /** Plain totals for /config_dump and /status. */
   snapshot(): { queries: Record<string, number>; answeredLocally: number; forwarded: number; cacheHits: number; droppedPackets: number; upstreamFailures: Record<string, number> } {
     return {
-      queries: Object.fromEntries(this.queries),
+      queries: this.queryTotals(),
       answeredLocally: this.answeredLocally,
       forwarded: this.forwarded,
       cacheHits: this.cacheHits,
       droppedPackets: this.droppedPackets,
       upstreamFailures: Object.fromEntries(this.upstreamFailureCounts),
     };
+  }
+
+  /** `TYPE|result` -> count, types by name (several unnamed types add up under OTHER). */
+  private queryTotals(): Record<string, number> {
+    const out: Record<string, number> = {};
+    for (const [result, byType] of Object.entries(this.queries)) {
+      for (const [qtype, value] of byType) {
+        const key = `${typeName(qtype)}|${result}`;
+        out[key] = (out[key] ?? 0) + value;
+      }
+    }
+    return out;
   }
 
   text(): Promise<string> {

@@ -1,6 +1,6 @@
 import { isIPv4 } from 'node:net';
 import { MeshError, EXIT_CODES } from '@mesh-agent/shared-config';
-import { buildARecord } from './wire';
+import { buildARecord, hashWireName, nameEquals, toWireName, type ParsedQuery } from './wire';
 
 /** A service the registry knows: it gets answers for its alias forms. */
 export interface MeshService {
@@ -28,9 +28,45 @@ export interface NameEntry {
 
 /** An immutable name table: built whole, then swapped in by replacing one reference. */
 export interface NameTable {
+  /** every hosted name (lower case, no trailing dot) and its entry */
   readonly names: ReadonlyMap<string, NameEntry>;
   readonly services: readonly Required<MeshService>[];
   readonly options: NameTableOptions;
+  /** the hot-path lookup: straight from the query's bytes, no string made */
+  lookup(buf: Buffer, q: ParsedQuery): NameEntry | undefined;
+}
+
+/**
+ * Open addressing over the names' wire forms, keyed by the hash parseQuery already computed, so a
+ * lookup is a few integer compares and one byte compare.
+ */
+function buildWireIndex(names: ReadonlyMap<string, NameEntry>): (buf: Buffer, q: ParsedQuery) => NameEntry | undefined {
+  let size = 16;
+  while (size < names.size * 2) size *= 2;
+  const mask = size - 1;
+  const slots = new Int32Array(size).fill(-1);
+  const hashes: number[] = [];
+  const wires: Buffer[] = [];
+  const entries: NameEntry[] = [];
+  for (const [name, entry] of names) {
+    const wire = toWireName(name);
+    const hash = hashWireName(wire);
+    let idx = hash & mask;
+    while (slots[idx] !== -1) idx = (idx + 1) & mask;
+    slots[idx] = entries.length;
+    hashes.push(hash);
+    wires.push(wire);
+    entries.push(entry);
+  }
+  return (buf, q) => {
+    let idx = q.hash & mask;
+    for (;;) {
+      const e = slots[idx];
+      if (e === -1) return undefined;
+      if (hashes[e] === q.hash && nameEquals(buf, q, wires[e])) return entries[e];
+      idx = (idx + 1) & mask;
+    }
+  };
 }
 
 const LABEL = /^[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?$/;
@@ -100,5 +136,5 @@ export function buildNameTable(services: readonly MeshService[], options: NameTa
       if (!suffix.startsWith('svc.')) add(`${name}.${namespace}.svc.${suffix}`, false);
     }
   });
-  return { names, services: normalised, options: { ...options, suffixes } };
+  return { names, services: normalised, options: { ...options, suffixes }, lookup: buildWireIndex(names) };
 }

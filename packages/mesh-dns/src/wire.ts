@@ -18,11 +18,13 @@ const HEADER_LEN = 12;
 const MAX_NAME_WIRE_LEN = 255;
 const MAX_LABEL_LEN = 63;
 
-/** What the hot path needs from a query; `key` is the lower-cased name without the trailing dot. */
+/** What the hot path needs from a query. The name stays in the buffer: `queryKey()` makes a string only off the hot path. */
 export interface ParsedQuery {
   id: number;
-  /** the name, lower-cased, labels joined by '.', no trailing dot ('' for the root) */
-  key: string;
+  /** FNV-1a over the lower-cased wire form of the name (length bytes included), for the name table */
+  hash: number;
+  /** offset just past the name's final zero byte */
+  nameEnd: number;
   /** false when a label holds a '.' or a byte outside printable ASCII: never a mesh name */
   plainName: boolean;
   qtype: number;
@@ -40,11 +42,27 @@ export interface ParsedQuery {
 /** Why a packet is not a query the server can answer. `drop` means: send nothing back. */
 export type QueryProblem = 'drop' | 'formerr' | 'notimp';
 
+const FNV_OFFSET = 0x811c9dc5;
+const FNV_PRIME = 0x01000193;
+
+/** The hash parseQuery computes, for a lower-cased wire-format name held in `wire`. */
+export function hashWireName(wire: Buffer): number {
+  let hash = FNV_OFFSET;
+  for (let i = 0; i < wire.length; i++) hash = Math.imul(hash ^ wire[i], FNV_PRIME);
+  return hash >>> 0;
+}
+
+/** A presentation name ('a.b', no trailing dot) in lower-cased wire form, without the final zero byte. */
+export function toWireName(name: string): Buffer {
+  const parts = name.toLowerCase().split('.').filter((label) => label.length > 0);
+  return Buffer.concat(parts.map((label) => Buffer.concat([Buffer.from([label.length]), Buffer.from(label, 'latin1')])));
+}
+
 /**
- * Parses a query's header and single question. Returns a problem instead of throwing: bad input is
- * ordinary here. Responses (QR set) and packets shorter than a header are dropped; QDCOUNT other
- * than 1, answers in a query, compression in the question, oversized labels or names and truncated
- * questions give FORMERR; opcodes other than QUERY give NOTIMP.
+ * Parses a query's header and single question without allocating strings. Returns a problem
+ * instead of throwing: bad input is ordinary here. Responses (QR set) and packets shorter than a
+ * header are dropped; QDCOUNT other than 1, answers in a query, compression in the question,
+ * oversized labels or names and truncated questions give FORMERR; opcodes other than QUERY give NOTIMP.
  */
 export function parseQuery(buf: Buffer): ParsedQuery | QueryProblem {
   const len = buf.length;
@@ -56,31 +74,29 @@ export function parseQuery(buf: Buffer): ParsedQuery | QueryProblem {
   if (buf[6] !== 0 || buf[7] !== 0 || buf[8] !== 0 || buf[9] !== 0) return 'formerr';
 
   let pos = HEADER_LEN;
-  let key = '';
+  let hash = FNV_OFFSET;
   let plain = true;
   for (;;) {
     if (pos >= len) return 'formerr';
     const labelLen = buf[pos];
-    if (labelLen === 0) {
-      pos += 1;
-      break;
-    }
+    if (labelLen === 0) break;
     if (labelLen > MAX_LABEL_LEN) return 'formerr'; // also rejects compression pointers (0xC0) in a question
     const end = pos + 1 + labelLen;
     if (end > len || end - HEADER_LEN > MAX_NAME_WIRE_LEN - 1) return 'formerr';
-    if (key.length > 0) key += '.';
+    hash = Math.imul(hash ^ labelLen, FNV_PRIME);
     for (let i = pos + 1; i < end; i++) {
       let c = buf[i];
       if (c >= 0x41 && c <= 0x5a) c += 0x20;
       else if (c === 0x2e || c < 0x21 || c > 0x7e) plain = false;
-      key += String.fromCharCode(c);
+      hash = Math.imul(hash ^ c, FNV_PRIME);
     }
     pos = end;
   }
-  if (pos + 4 > len) return 'formerr';
-  const qtype = (buf[pos] << 8) | buf[pos + 1];
-  const qclass = (buf[pos + 2] << 8) | buf[pos + 3];
-  const questionEnd = pos + 4;
+  const nameEnd = pos + 1;
+  if (nameEnd + 4 > len) return 'formerr';
+  const qtype = (buf[nameEnd] << 8) | buf[nameEnd + 1];
+  const qclass = (buf[nameEnd + 2] << 8) | buf[nameEnd + 3];
+  const questionEnd = nameEnd + 4;
 
   let edns = false;
   let udpSize = 512;
@@ -91,7 +107,30 @@ export function parseQuery(buf: Buffer): ParsedQuery | QueryProblem {
     udpSize = Math.max(512, (buf[questionEnd + 3] << 8) | buf[questionEnd + 4]);
     dnssecOk = (buf[questionEnd + 7] & 0x80) !== 0;
   }
-  return { id: (buf[0] << 8) | buf[1], key, plainName: plain, qtype, qclass, questionEnd, edns, udpSize, dnssecOk };
+  return { id: (buf[0] << 8) | buf[1], hash: hash >>> 0, nameEnd, plainName: plain, qtype, qclass, questionEnd, edns, udpSize, dnssecOk };
+}
+
+/** True when the query's name equals `wire` (lower-cased wire form without the zero byte), ignoring case. */
+export function nameEquals(buf: Buffer, q: ParsedQuery, wire: Buffer): boolean {
+  if (q.nameEnd - 1 - HEADER_LEN !== wire.length) return false;
+  for (let i = 0; i < wire.length; i++) {
+    let c = buf[HEADER_LEN + i];
+    if (c >= 0x41 && c <= 0x5a) c += 0x20;
+    if (c !== wire[i]) return false;
+  }
+  return true;
+}
+
+/** The query's name lower-cased, labels joined by '.', no trailing dot ('' for the root). Slow path only. */
+export function queryKey(buf: Buffer, q: ParsedQuery): string {
+  const labels: string[] = [];
+  let pos = HEADER_LEN;
+  while (pos < q.nameEnd - 1) {
+    const labelLen = buf[pos];
+    labels.push(buf.toString('latin1', pos + 1, pos + 1 + labelLen).toLowerCase());
+    pos += 1 + labelLen;
+  }
+  return labels.join('.');
 }
 
 /** The OPT record a local answer carries when the query had one: UDP size 1232, no options. */
@@ -230,7 +269,3 @@ export function layoutAnswer(buf: Buffer): AnswerLayout | undefined {
   return { rcode, truncated, ttlOffsets, cacheTtl };
 }
 
-/** The name of a query's question in presentation form, for logs and dumps (slow path). */
-export function questionName(q: ParsedQuery): string {
-  return q.key === '' ? '.' : `${q.key}.`;
-}

@@ -6,7 +6,8 @@ import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { AdminServer } from '@mesh-agent/admin-kit';
 import { createMeshDns, startMeshDnsAdmin, type MeshDns } from '../src/index';
-import { dig, freePort, quietLogger, startDnsmasq, tempDir, type Dnsmasq } from './helpers';
+import dnsPacket from 'dns-packet';
+import { dig, freePort, quietLogger, rawUdp, startDnsmasq, tempDir, type Dnsmasq } from './helpers';
 
 const execFileAsync = promisify(execFile);
 
@@ -126,6 +127,11 @@ describe('mesh-dns admin', () => {
 
   it('exposes Prometheus metrics on the hidden /metrics, valid for promtool', async () => {
     await dig(dnsPort, 'order', 'AAAA');
+    // local answers are timed 1 in 16: ask enough of them that some are
+    for (let i = 0; i < 32; i++) {
+      const answer = await rawUdp(dnsPort, dnsPacket.encode({ type: 'query', id: i, questions: [{ type: 'A', name: 'order' }] }));
+      expect(answer).toBeDefined();
+    }
     const res = await fetch(`${base}/metrics`);
     expect(res.status).toBe(200);
     const text = await res.text();

@@ -1,0 +1,146 @@
+#!/usr/bin/env node
+// mesh-dns vs dnsmasq answering the same mesh names, side by side in one run, measured with dnsperf.
+// Each server is pinned to one core (taskset) and dnsperf to another when the machine has two.
+// Prints queries/s (many in flight), p50/p99 latency (one query in flight), RSS, and the ratios.
+// Bounded: each dnsperf run has a time limit and the whole script a deadline. It measures; it never fails on a figure.
+import { spawn, spawnSync } from 'node:child_process';
+import dgram from 'node:dgram';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+
+const here = path.dirname(new URL(import.meta.url).pathname);
+const bin = path.resolve(here, '../../packages/mesh-dns/bin/mesh-dns.js');
+const SECONDS = Number(process.env.BENCH_SECONDS ?? 8);
+const LATENCY_SECONDS = Number(process.env.BENCH_LATENCY_SECONDS ?? 3);
+const SERVICES = 50;
+const DEADLINE = Date.now() + 5 * 60_000;
+setTimeout(() => {
+  console.error('bench/dns: deadline reached, stopping');
+  cleanup();
+  process.exit(1);
+}, DEADLINE - Date.now()).unref();
+
+for (const tool of ['dnsperf', 'dnsmasq']) {
+  if (spawnSync('sh', ['-c', `command -v ${tool}`]).status !== 0) {
+    console.error(`bench/dns: ${tool} is not installed (apt-get install -y ${tool}); skipping`);
+    process.exit(0);
+  }
+}
+if (!fs.existsSync(path.resolve(here, '../../packages/mesh-dns/dist/cli.js'))) {
+  console.error('bench/dns: build mesh-dns first (pnpm --filter @mesh-agent/mesh-dns build)');
+  process.exit(1);
+}
+
+const cpus = os.cpus().length;
+const hasTaskset = spawnSync('sh', ['-c', 'command -v taskset']).status === 0;
+const serverCore = cpus > 1 ? 1 : 0;
+const clientCore = 0;
+const pinned = (core, cmd, args) => (hasTaskset ? ['taskset', ['-c', String(core), cmd, ...args]] : [cmd, args]);
+
+const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bench-dns-'));
+fs.chmodSync(dir, 0o755);
+const names = Array.from({ length: SERVICES }, (_, i) => `svc-${i}.default.svc.cluster.local`);
+const queryFile = path.join(dir, 'queries.txt');
+fs.writeFileSync(queryFile, names.map((n) => `${n} A`).join('\n') + '\n', { mode: 0o644 });
+
+const children = [];
+function cleanup() {
+  for (const child of children) if (child.exitCode === null) child.kill('SIGKILL');
+  fs.rmSync(dir, { recursive: true, force: true });
+}
+process.on('exit', cleanup);
+
+async function freePort() {
+  const s = dgram.createSocket('udp4');
+  await new Promise((r) => s.bind(0, '127.0.0.1', r));
+  const port = s.address().port;
+  s.close();
+  return port;
+}
+
+async function waitAnswer(port) {
+  for (let i = 0; i < 200; i++) {
+    const r = spawnSync('dig', [`@127.0.0.1`, '-p', String(port), names[0], '+short', '+tries=1', '+timeout=1']);
+    if (r.stdout?.toString().trim() === '240.240.0.1') return;
+    await new Promise((res) => setTimeout(res, 100));
+  }
+  throw new Error(`no answer on port ${port}`);
+}
+
+function rssMiB(pid) {
+  const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
+  const kb = (key) => Number(new RegExp(`${key}:\\s+(\\d+)`).exec(status)?.[1] ?? 0);
+  return { rss: kb('VmRSS') / 1024, peak: kb('VmHWM') / 1024 };
+}
+
+function dnsperf(port, extra) {
+  const [cmd, args] = pinned(clientCore, 'dnsperf', ['-s', '127.0.0.1', '-p', String(port), '-d', queryFile, ...extra]);
+  const r = spawnSync(cmd, args, { maxBuffer: 512 * 1024 * 1024, timeout: (SECONDS + 30) * 1000 });
+  return r.stdout.toString();
+}
+
+function throughput(port) {
+  const out = dnsperf(port, ['-l', String(SECONDS), '-c', '4', '-q', '200']);
+  const qps = Number(/Queries per second:\s+([\d.]+)/.exec(out)?.[1] ?? NaN);
+  const lost = /Queries lost:\s+(\d+)/.exec(out)?.[1];
+  const completed = /Queries completed:\s+(\d+)/.exec(out)?.[1];
+  return { qps, lost: Number(lost), completed: Number(completed) };
+}
+
+/** One query in flight; dnsperf -v prints every answer with its latency in seconds. */
+function latency(port) {
+  const out = dnsperf(port, ['-l', String(LATENCY_SECONDS), '-c', '1', '-q', '1', '-v']);
+  const samples = [];
+  for (const line of out.split('\n')) {
+    const m = /^> \S+ .* ([\d.]+)$/.exec(line);
+    if (m) samples.push(Number(m[1]) * 1e6);
+  }
+  samples.sort((a, b) => a - b);
+  const at = (p) => samples[Math.min(samples.length - 1, Math.floor((p / 100) * samples.length))];
+  return { n: samples.length, p50: at(50), p99: at(99) };
+}
+
+async function measure(label, start) {
+  const port = await freePort();
+  const child = start(port);
+  children.push(child);
+  await waitAnswer(port);
+  // warm up (JIT, caches), then measure
+  dnsperf(port, ['-l', '2', '-c', '4', '-q', '200']);
+  const t = throughput(port);
+  const l = latency(port);
+  const mem = rssMiB(child.pid);
+  child.kill('SIGTERM');
+  await new Promise((r) => child.once('exit', r));
+  console.log(
+    `${label.padEnd(9)} ${t.qps.toFixed(0).padStart(8)} q/s  (lost ${t.lost} of ${t.completed + t.lost})   ` +
+      `p50 ${l.p50?.toFixed(0)} µs  p99 ${l.p99?.toFixed(0)} µs (n=${l.n}, 1 in flight)   RSS ${mem.rss.toFixed(1)} MiB (peak ${mem.peak.toFixed(1)})`,
+  );
+  return { ...t, ...l, ...mem };
+}
+
+console.log(`bench/dns: ${SERVICES} mesh names, dnsperf ${SECONDS}s per run; server on core ${serverCore}, dnsperf on core ${clientCore}${hasTaskset ? '' : ' (taskset missing: not pinned)'}`);
+
+const dnsmasq = await measure('dnsmasq', (port) => {
+  const [cmd, args] = pinned(serverCore, 'dnsmasq', [
+    '--no-daemon', `--port=${port}`, '--listen-address=127.0.0.1', '--bind-interfaces', '--no-resolv', '--no-hosts',
+    '--conf-file=/dev/null', `--pid-file=${path.join(dir, 'dnsmasq.pid')}`, '--user=root', '--local-ttl=30',
+    ...names.map((n) => `--address=/${n}/240.240.0.1`),
+  ]);
+  return spawn(cmd, args, { stdio: 'ignore' });
+});
+
+const meshDns = await measure('mesh-dns', (port) => {
+  const deadUpstream = '127.0.0.1:9';
+  const [cmd, args] = pinned(serverCore, process.execPath, [
+    bin, '--listen', `127.0.0.1:${port}`, '--no-admin', '--log-level', 'warn', '--upstream', deadUpstream,
+    ...Array.from({ length: SERVICES }, (_, i) => ['--service', `svc-${i}`]).flat(),
+  ]);
+  return spawn(cmd, args, { stdio: 'ignore' });
+});
+
+console.log(
+  `ratio     mesh-dns/dnsmasq: throughput ${(meshDns.qps / dnsmasq.qps).toFixed(2)}x, p99 ${(meshDns.p99 / dnsmasq.p99).toFixed(2)}x, RSS ${(meshDns.rss / dnsmasq.rss).toFixed(1)}x`,
+);
+console.log(`target    mesh-dns >= 65000 q/s per core, p99 < 100 µs, RSS < 80 MiB`);
