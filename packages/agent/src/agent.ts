@@ -29,6 +29,7 @@ import { createAgentAdmin } from './admin-routes';
 import { detectNodeIp, localServiceName, nodeIdOf, type BoundPorts, type MeshModel } from './mesh-model';
 import { createRegistry, mergeInstances, type LocalRegistration, type RegistryBackend } from './registry/index';
 import { bindTcp, bindUdp, type OwnedSocket } from './sockets';
+import { endStaleChildren, recordChildren } from './stale-children';
 import { StatusMachine } from './status';
 import { ChildSupervisor, type ComponentName } from './supervisor';
 
@@ -135,6 +136,8 @@ export class MeshAgent {
       this.registry = createRegistry(config.registry, (err) => this.recordError(err, 'registry'));
       await this.registry.start();
       this.registry.onChange(() => this.schedulePush());
+      const leftovers = await endStaleChildren(config.paths.runDir, [this.opts.childBins?.proxy ?? proxyBin(), this.opts.childBins?.meshDns ?? meshDnsBin()]);
+      if (leftovers.length > 0) this.log.warn({ pids: leftovers }, `ended children of a previous run that outlived it: ${leftovers.join(', ')}`);
       await this.bindSockets(adminAddress.port);
       if (!this.captureDisabledReason && !this.capture.precondition()) {
         // a crashed agent's rules would capture traffic into a proxy that is not there yet
@@ -264,6 +267,9 @@ export class MeshAgent {
     });
     this.supervisors.set('envoy', envoy);
     this.supervisors.set('mesh-dns', meshDns);
+    const record = () => recordChildren(this.config.paths.runDir, Object.fromEntries([...this.supervisors].map(([name, s]) => [name, s.pids()])));
+    envoy.on('spawn', record);
+    meshDns.on('spawn', record);
     await Promise.all([envoy.start(), meshDns.start()]);
   }
 
@@ -434,6 +440,7 @@ export class MeshAgent {
     if (this.status.atLeast('<FLOW_TAKEOVER>')) this.status.set('<CONFIG_READY>');
     // 3. drain and stop the children
     await Promise.all([...this.supervisors.values()].map((s) => s.stop()));
+    fs.rmSync(path.join(this.config.paths.runDir, 'children.json'), { force: true });
     for (const socket of this.sockets) socket.close();
     this.sockets = [];
     await this.admin?.close().catch(() => undefined);

@@ -94,6 +94,11 @@ export class ChildSupervisor extends EventEmitter {
     return this.current?.state === 'serving';
   }
 
+  /** Every live process (serving, starting, draining). */
+  pids(): number[] {
+    return [...this.live].map((p) => p.pid);
+  }
+
   state(): ComponentState {
     const state: ComponentState['state'] = this.stopping
       ? 'stopping'
@@ -243,6 +248,7 @@ export class ChildSupervisor extends EventEmitter {
     const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((r) => (resolveExit = r));
     const p: EpochProcess = { epoch, child, pid: child.pid ?? -1, startedAt: Date.now(), state: 'starting', exited, configWaiters: [] };
     this.live.add(p);
+    this.emit('spawn', p.pid);
 
     return new Promise<EpochProcess>((resolve, reject) => {
       let settled = false;

@@ -1,0 +1,158 @@
+// The whole life cycle with real iptables, inside network namespaces this test creates: the status
+// sequence over /status, DNS and outbound capture, inbound capture from a peer, SIGTERM leaving the
+// nat table as it was, a crashed agent's stale rules removed by the next start, and no root.
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { stringify } from 'yaml';
+import { tempDir } from './agent-fixture';
+import { eventually } from './helpers';
+import { createNsPair, inNs, natRules, pidAlive, skipNetnsTests, spawnInNs, type NsPair, type NsProcess } from './netns';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const agentBin = path.resolve(here, '../bin/mesh-agent.js');
+const appScript = path.join(here, 'fixtures', 'http-app.mjs');
+const skip = skipNetnsTests();
+
+describe.skipIf(skip)('traffic takeover with real iptables in a network namespace', { timeout: 240_000 }, () => {
+  let ns: NsPair;
+  let dir: string;
+  let configFile: string;
+  const processes: NsProcess[] = [];
+  let peerApp: NsProcess;
+  let baseline: string;
+
+  const curlIn = async (where: string, args: string[]) => inNs(where, 'curl', ['-s', '--max-time', '10', ...args]);
+  const admin = (p: string) => curlIn(ns.a, [`127.0.0.1:15020${p}`]);
+  const status = async () => (await admin('/status').catch(() => '')).trim();
+
+  function startAgent(opts: { prefix?: string[]; config?: string } = {}): NsProcess {
+    const p = spawnInNs(ns.a, process.execPath, [agentBin, 'start', '--config', opts.config ?? configFile], { prefix: opts.prefix });
+    processes.push(p);
+    return p;
+  }
+
+  beforeAll(async () => {
+    ns = await createNsPair('cap', 77);
+    dir = tempDir('mesh-agent-capture-');
+    const runDir = path.join(dir, 'run');
+    fs.mkdirSync(runDir, { mode: 0o777 });
+    fs.chmodSync(runDir, 0o777);
+    fs.writeFileSync(path.join(dir, 'spec.yaml'), stringify({ apiVersion: 'v1', kind: 'Application', spec: { services: [{ name: 'user', ports: [{ targetPort: 8089 }], healthCheck: { path: '/health' } }] } }));
+    fs.writeFileSync(path.join(dir, 'registry.yaml'), stringify({ services: [{ name: 'order', instances: [{ id: 'order-b', address: ns.ipB, port: 8080 }] }] }));
+    fs.writeFileSync(path.join(dir, 'global.yaml'), stringify({ healthCheck: { intervalMs: 300, timeoutMs: 1000 } }));
+    const config = {
+      node: { ip: ns.ipA, serviceName: 'user' },
+      app: { configDir: dir },
+      mesh: { globalConfigFile: path.join(dir, 'global.yaml') },
+      registry: { backend: 'file', file: { path: path.join(dir, 'registry.yaml') } },
+      dns: { upstreams: [`${ns.ipB}:53`] },
+      iptables: { stateFile: path.join(runDir, 'iptables-state.json') },
+      paths: { runDir, proxyBootstrap: path.join(runDir, 'proxy-bootstrap.json'), dnsConfig: path.join(runDir, 'mesh-dns.json') },
+    };
+    configFile = path.join(dir, 'agent.yaml');
+    fs.writeFileSync(configFile, stringify(config));
+    peerApp = spawnInNs(ns.b, process.execPath, [appScript, 'order-b', '8080']);
+    processes.push(peerApp);
+    await eventually(() => peerApp.output().includes('listening'), 'the peer app');
+    baseline = await natRules(ns.a);
+  });
+
+  afterAll(async () => {
+    for (const p of processes.reverse()) await p.stop('SIGKILL').catch(() => undefined);
+    await ns?.remove();
+    if (dir) fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('walks <INIT> → <CONFIG_READY> → <FLOW_TAKEOVER> → <SERVICE_REGISTERED>, captures traffic, and SIGTERM leaves nothing behind', async () => {
+    const agent = startAgent();
+    const seen: string[] = [];
+    const record = (s: string) => {
+      if (s && seen.at(-1) !== s) seen.push(s);
+    };
+    // the local app is not up yet: the agent must stop at <FLOW_TAKEOVER>
+    await eventually(async () => {
+      const s = await status();
+      record(s);
+      return s === '<FLOW_TAKEOVER>';
+    }, '<FLOW_TAKEOVER>', 60_000, 50);
+
+    const rules = await natRules(ns.a);
+    expect(rules).toMatch(/-A OUTPUT .*-j ISTIO_OUTPUT/);
+    expect(rules).toMatch(/-A DNS_OUTPUT -p udp -m udp --dport 53 -j DNAT --to-destination 127\.0\.0\.1:55354/);
+    expect(rules).toMatch(new RegExp(`-A ISTIO_INBOUND -d ${ns.ipA.replace(/\./g, '\\.')}/32 -p tcp -m tcp --dport 8089 -j ISTIO_REDIRECT`));
+
+    // DNS through the real capture path: port 53 of any server is DNATed to mesh-dns
+    expect((await inNs(ns.a, 'dig', ['+short', '+tries=1', '+time=5', `@${ns.ipB}`, 'order'])).trim()).toBe('240.240.0.1');
+    // outbound: the VIP is DNATed to the proxy, which routes by Host to the peer
+    const out = await curlIn(ns.a, ['--resolve', 'order:80:240.240.0.1', 'http://order/hello']);
+    expect(out).toMatch(/^order-b GET \/hello host=order/);
+
+    // the local app comes up: health check passes, instance registered
+    const app = spawnInNs(ns.a, process.execPath, [appScript, 'user-a', '8089']);
+    processes.push(app);
+    await eventually(async () => {
+      const s = await status();
+      record(s);
+      return s === '<SERVICE_REGISTERED>';
+    }, '<SERVICE_REGISTERED>', 60_000, 50);
+    expect(seen.indexOf('<FLOW_TAKEOVER>')).toBeLessThan(seen.indexOf('<SERVICE_REGISTERED>'));
+    const order = ['<INIT>', '<CONFIG_READY>', '<FLOW_TAKEOVER>', '<SERVICE_REGISTERED>'];
+    expect(seen.map((s) => order.indexOf(s))).toEqual([...seen.map((s) => order.indexOf(s))].sort());
+    const health = JSON.parse(await admin('/health'));
+    expect(health.statusHistory.map((h: { status: string }) => h.status)).toEqual(order);
+    expect(health.capture.mode).toBe('applied');
+
+    // inbound: a peer's call to A's service port is redirected through A's proxy (in# cluster)
+    const inbound = await curlIn(ns.b, [`http://${ns.ipA}:8089/from-b`]);
+    expect(inbound).toMatch(/^user-a GET \/from-b/);
+    const clusters = await curlIn(ns.a, ['127.0.0.1:15000/clusters']);
+    const rqTotal = clusters.split('\n').find((l) => l.startsWith('in#8089#user::') && l.endsWith('::rq_total::1'));
+    expect(rqTotal).toBeDefined();
+
+    const pids = [health.components.envoy.pid, health.components['mesh-dns'].pid];
+    const result = await agent.stop('SIGTERM');
+    expect(result.code).toBe(0);
+    expect(await natRules(ns.a)).toBe(baseline);
+    expect(pids.filter(pidAlive)).toEqual([]);
+    expect(fs.existsSync(path.join(dir, 'run', 'iptables-state.json'))).toBe(false);
+    await app.stop();
+  });
+
+  it('removes the stale rules of a crashed agent on the next start', async () => {
+    const first = startAgent();
+    await eventually(async () => (await status()) === '<FLOW_TAKEOVER>', '<FLOW_TAKEOVER>', 60_000);
+    const health = JSON.parse(await admin('/health'));
+    const children: number[] = [health.components.envoy.pid, health.components['mesh-dns'].pid];
+    await first.stop('SIGKILL');
+    // the crash leaves the rules (fail closed); children lose their parent and exit
+    expect(await natRules(ns.a)).toMatch(/ISTIO_OUTPUT/);
+    const second = startAgent();
+    await eventually(async () => (await status()) === '<FLOW_TAKEOVER>', '<FLOW_TAKEOVER> after the crash', 60_000).catch((err) => {
+      throw new Error(`${err.message}\nagent output:\n${second.output()}`);
+    });
+    expect(second.output()).toContain('removed stale iptables rules');
+    // children that outlived the crash (they would hold the ports) were ended by the next start
+    expect(children.filter(pidAlive)).toEqual([]);
+    const rules = await natRules(ns.a);
+    expect(rules.match(/-A OUTPUT .*-j ISTIO_OUTPUT/g)).toHaveLength(1);
+    expect(JSON.parse(await admin('/health')).capture.mode).toBe('applied');
+    expect((await second.stop('SIGTERM')).code).toBe(0);
+    expect(await natRules(ns.a)).toBe(baseline);
+  });
+
+  it('without root stays at <CONFIG_READY> and says why and how to fix it', async () => {
+    const agent = startAgent({ prefix: ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups'] });
+    await eventually(async () => (await status()) === '<CONFIG_READY>' && JSON.parse(await admin('/health')).capture.mode === 'unavailable', 'capture found unavailable', 60_000);
+    const health = JSON.parse(await admin('/health'));
+    expect(health.healthy).toBe(false);
+    expect(health.capture).toMatchObject({ mode: 'unavailable', code: 'MESH_AGENT_NOT_ROOT' });
+    expect(health.problems.join('\n')).toMatch(/iptables rules need root.*fix: run mesh-agent as root/);
+    const latest = JSON.parse(await admin('/latest_error'));
+    expect(latest.code).toBe('MESH_AGENT_NOT_ROOT');
+    expect(await status()).toBe('<CONFIG_READY>');
+    expect(await natRules(ns.a)).toBe(baseline);
+    expect((await agent.stop('SIGTERM')).code).toBe(0);
+  });
+});

@@ -1,0 +1,124 @@
+// Network namespaces for tests that need real iptables: the test creates them, runs the agent
+// inside, and removes them afterwards. Nothing touches the machine's own namespace.
+import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { promisify } from 'node:util';
+
+const exec = promisify(execFile);
+
+/** Why namespace tests cannot run here, or undefined when they can. Synchronous for describe.skipIf. */
+export function netnsUnavailable(): string | undefined {
+  if (typeof process.getuid !== 'function' || process.getuid() !== 0) return 'needs root (ip netns, iptables)';
+  for (const tool of ['ip', 'iptables', 'iptables-save', 'curl', 'dig']) {
+    try {
+      execFileSync('sh', ['-c', `command -v ${tool}`], { stdio: 'ignore' });
+    } catch {
+      return `needs ${tool} (scripts/install-test-deps.sh installs it)`;
+    }
+  }
+  return undefined;
+}
+
+/** In CI a missing capability is a failure, elsewhere a skip with the reason. */
+export function skipNetnsTests(): boolean {
+  const why = netnsUnavailable();
+  if (!why) return false;
+  if (process.env.CI) throw new Error(`namespace tests cannot run: ${why}`);
+  console.warn(`skipping namespace tests: ${why}`);
+  return true;
+}
+
+export async function run(cmd: string, args: string[]): Promise<string> {
+  const { stdout } = await exec(cmd, args, { maxBuffer: 16 * 1024 * 1024 });
+  return stdout;
+}
+
+export async function inNs(ns: string, cmd: string, args: string[]): Promise<string> {
+  return run('ip', ['netns', 'exec', ns, cmd, ...args]);
+}
+
+export interface NsPair {
+  a: string;
+  b: string;
+  ipA: string;
+  ipB: string;
+  remove(): Promise<void>;
+}
+
+/** Two namespaces joined by a veth pair, lo up, each with a default route through the other. */
+export async function createNsPair(tag: string, subnet: number): Promise<NsPair> {
+  const a = `ma-${tag}-a-${process.pid}`;
+  const b = `ma-${tag}-b-${process.pid}`;
+  const ipA = `198.18.${subnet}.1`;
+  const ipB = `198.18.${subnet}.2`;
+  const remove = async () => {
+    for (const ns of [a, b]) await run('ip', ['netns', 'del', ns]).catch(() => undefined);
+  };
+  await remove();
+  try {
+    await run('ip', ['netns', 'add', a]);
+    await run('ip', ['netns', 'add', b]);
+    const va = `va${subnet}x${process.pid % 10000}`;
+    const vb = `vb${subnet}x${process.pid % 10000}`;
+    await run('ip', ['link', 'add', va, 'netns', a, 'type', 'veth', 'peer', 'name', vb, 'netns', b]);
+    for (const [ns, dev, ip, peer] of [
+      [a, va, ipA, ipB],
+      [b, vb, ipB, ipA],
+    ]) {
+      await inNs(ns, 'ip', ['link', 'set', 'lo', 'up']);
+      await inNs(ns, 'ip', ['addr', 'add', `${ip}/24`, 'dev', dev]);
+      await inNs(ns, 'ip', ['link', 'set', dev, 'up']);
+      await inNs(ns, 'ip', ['route', 'add', 'default', 'via', peer]);
+    }
+  } catch (err) {
+    await remove();
+    throw err;
+  }
+  return { a, b, ipA, ipB, remove };
+}
+
+/** A process inside a namespace; killed (its whole group) by stop(). */
+export interface NsProcess {
+  child: ChildProcess;
+  output(): string;
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  stop(signal?: NodeJS.Signals): Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+}
+
+export function spawnInNs(ns: string, cmd: string, args: string[], opts: { env?: NodeJS.ProcessEnv; prefix?: string[] } = {}): NsProcess {
+  const child = spawn('ip', ['netns', 'exec', ns, ...(opts.prefix ?? []), cmd, ...args], { env: { ...process.env, ...opts.env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  child.stdout?.on('data', (d) => (out += d));
+  child.stderr?.on('data', (d) => (out += d));
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })));
+  return {
+    child,
+    output: () => out,
+    exited,
+    async stop(signal: NodeJS.Signals = 'SIGTERM') {
+      if (child.exitCode === null && child.signalCode === null) child.kill(signal);
+      const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
+      const result = await exited;
+      clearTimeout(timer);
+      return result;
+    },
+  };
+}
+
+/** `iptables-save -t nat` of a namespace without the comment and counter lines that change between runs. */
+export async function natRules(ns: string): Promise<string> {
+  const text = await inNs(ns, 'iptables-save', ['-t', 'nat']);
+  return text
+    .split('\n')
+    .filter((l) => !l.startsWith('#'))
+    .map((l) => l.replace(/\[\d+:\d+\]/, '[0:0]'))
+    .join('\n');
+}
+
+export function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
