@@ -40,7 +40,9 @@ function chart(points) {
   const x = (i) => (i / (n - 1)) * (w - 4) + 2;
   const y = (v) => h - 4 - (v / max) * (h - 10);
   const line = (key) => points.map((p, i) => x(i).toFixed(1) + ',' + y(p[key]).toFixed(1)).join(' ');
-  return '<svg width="' + w + '" height="' + h + '" role="img"><polyline fill="none" stroke="#1f5fbf" stroke-width="2" points="' + line('rps') + '"/>' +
+  const minutes = ((points[n - 1].t - points[0].t) / 60000).toFixed(1);
+  return '<div class="small">blue: requests/s, red: 5xx/s; peak ' + max + ' rq/s over the last ' + minutes + ' min</div>' +
+    '<svg width="' + w + '" height="' + h + '" role="img" aria-label="request and error rate"><polyline fill="none" stroke="#1f5fbf" stroke-width="2" points="' + line('rps') + '"/>' +
     '<polyline fill="none" stroke="#b3261e" stroke-width="2" points="' + line('errorsPerSec') + '"/></svg>';
 }
 function render(s) {
