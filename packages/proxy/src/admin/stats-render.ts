@@ -1,4 +1,4 @@
-import { Counter as PromCounter, Gauge as PromGauge, Registry } from 'prom-client';
+import { createRequire } from 'node:module';
 import type { Histogram, Stat } from '../stats/store';
 
 export interface StatsQuery { filter?: RegExp; usedOnly: boolean }
@@ -72,6 +72,8 @@ function labelText(tags: Readonly<Record<string, string>>, extra?: string): stri
  */
 export async function renderPrometheus(stats: Stat[], q: StatsQuery): Promise<string> {
   const chosen = selected(stats, q);
+  // Loaded on the first scrape: prom-client costs memory a proxy that is never scraped does not need.
+  const { Counter: PromCounter, Gauge: PromGauge, Registry } = createRequire(import.meta.url ?? __filename)('prom-client') as typeof import('prom-client');
   const registry = new Registry();
   const families = new Map<string, { kind: Stat['kind']; stats: Stat[] }>();
   for (const s of chosen) {

@@ -72,8 +72,11 @@ export class DownstreamConnection implements UpstreamOwner {
   private timer: NodeJS.Timeout | undefined;
   /** Retries and per-try timeout of the current request (issue 6). */
   private retry: RequestRetryState | undefined;
-  private tryTimer: NodeJS.Timeout | undefined;
   private retryTimer: NodeJS.Timeout | undefined;
+  /** Per-try timeout: one unref'd Timeout per connection re-armed with refresh() (no allocation per request); deadline 0 = disarmed. */
+  private tryTimer: NodeJS.Timeout | undefined;
+  private tryTimerMs = 0;
+  private tryDeadline = 0;
   private startMs = 0;
   private startEpoch = 0;
   private upstreamStartMs = 0;
@@ -290,6 +293,7 @@ export class DownstreamConnection implements UpstreamOwner {
       this.socket.removeAllListeners('data');
       this.socket.removeAllListeners('end');
       this.socket.removeAllListeners('drain');
+      this.socket.pause(); // nothing may be read (and lost) before http-proxy-3 takes the socket
       rt.http.downstream_cx_upgrades_total.inc();
       rt.http.downstream_rq_active.dec();
       rt.handleUpgrade(head, target, this.socket, buf.subarray(bodyStart), cluster, pick.host);
@@ -352,8 +356,7 @@ export class DownstreamConnection implements UpstreamOwner {
     const retry = this.retry;
     conn.socket.write(Buffer.from(retry ? withAttemptCountHeader(this.upstreamHead, retry.attempt) : this.upstreamHead, 'latin1'));
     if (retry && retry.perTryTimeoutMs > 0) {
-      if (this.tryTimer) clearTimeout(this.tryTimer);
-      this.tryTimer = setTimeout(() => this.onPerTryTimeout(), retry.perTryTimeoutMs);
+      this.armTryTimer(retry.perTryTimeoutMs);
     }
     return true;
   }
@@ -469,7 +472,7 @@ export class DownstreamConnection implements UpstreamOwner {
   }
 
   private startResponse(res: ResponseHead, buf: Buffer, bodyStart: number): void {
-    if (this.tryTimer) { clearTimeout(this.tryTimer); this.tryTimer = undefined; }
+    this.tryDeadline = 0;
     if (this.retry && this.retryResponse(res.status)) return;
     this.res = res;
     this.status = res.status;
@@ -597,6 +600,7 @@ export class DownstreamConnection implements UpstreamOwner {
 
   /** Issue 6: after the back-off, the next try goes to another host where one exists. */
   private scheduleRetry(backoffMs: number): void {
+    this.tryDeadline = 0; // the failed try's timer must not fire during the back-off
     const tried = this.host;
     this.retryTimer = setTimeout(() => {
       this.retryTimer = undefined;
@@ -620,9 +624,24 @@ export class DownstreamConnection implements UpstreamOwner {
     return true;
   }
 
+  private armTryTimer(ms: number): void {
+    this.tryDeadline = Date.now() + ms;
+    if (this.tryTimer && this.tryTimerMs === ms) { this.tryTimer.refresh(); return; }
+    if (this.tryTimer) clearTimeout(this.tryTimer);
+    this.tryTimerMs = ms;
+    this.tryTimer = setTimeout(() => this.onTryTimer(), ms).unref();
+  }
+
+  private onTryTimer(): void {
+    if (this.tryDeadline === 0) return;
+    const left = this.tryDeadline - Date.now();
+    if (left > 0) { this.armTryTimer(left); return; }
+    this.tryDeadline = 0;
+    this.onPerTryTimeout();
+  }
+
   /** Issue 6: the per-try timeout fired before the response head: count it, drop the try, maybe retry. */
   private onPerTryTimeout(): void {
-    this.tryTimer = undefined;
     const cluster = this.cluster;
     if (!cluster || this.state === St.Closed || this.responseStarted || this.res !== undefined) return;
     statScopeOf(cluster).counter('upstream_rq_per_try_timeout').inc();
@@ -734,7 +753,7 @@ export class DownstreamConnection implements UpstreamOwner {
 
   private finishRequest(): void {
     if (this.timer) { clearTimeout(this.timer); this.timer = undefined; }
-    if (this.tryTimer) { clearTimeout(this.tryTimer); this.tryTimer = undefined; }
+    this.tryDeadline = 0;
     if (this.retryTimer) { clearTimeout(this.retryTimer); this.retryTimer = undefined; }
     if (this.retry) { this.retry.finish(); this.retry = undefined; }
     const rt = this.rt;

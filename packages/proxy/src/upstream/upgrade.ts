@@ -1,6 +1,7 @@
 import type { IncomingMessage } from 'node:http';
+import { createRequire } from 'node:module';
 import type net from 'node:net';
-import { createProxyServer } from 'http-proxy-3';
+import type { ProxyServer } from 'http-proxy-3';
 import type { Host } from '../cluster/host';
 import type { RequestHead } from '../http/head-parser';
 
@@ -10,16 +11,22 @@ import type { RequestHead } from '../http/head-parser';
  * the two-way pipe. See docs/proxy-design.md for why the hot path is not on it.
  */
 export class UpgradeForwarder {
-  private readonly proxy = createProxyServer({ ws: true, xfwd: true });
+  private proxyServer: ProxyServer | undefined;
 
-  constructor() {
-    this.proxy.on('error', (_err: Error, _req: unknown, res: unknown) => {
+  /** Loaded on the first upgrade: a proxy that never sees one does not pay its memory (~10 MiB). */
+  private get proxy(): ProxyServer {
+    if (this.proxyServer) return this.proxyServer;
+    const req = createRequire(import.meta.url ?? __filename);
+    const { createProxyServer } = req('http-proxy-3') as typeof import('http-proxy-3');
+    this.proxyServer = createProxyServer({ ws: true, xfwd: true });
+    this.proxyServer.on('error', (_err: Error, _req: unknown, res: unknown) => {
       const socket = res as net.Socket | undefined;
       if (socket && typeof socket.destroy === 'function') {
         if (socket.writable) socket.end('HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n');
         else socket.destroy();
       }
     });
+    return this.proxyServer;
   }
 
   forward(head: RequestHead, path: string, socket: net.Socket, rest: Buffer, host: Host, onClose: () => void): void {
@@ -45,6 +52,6 @@ export class UpgradeForwarder {
   }
 
   close(): void {
-    this.proxy.close();
+    this.proxyServer?.close();
   }
 }
