@@ -7,7 +7,7 @@ import { preflight } from './support/preflight.js';
 import { nsArgv, nsRun, run, waitFor, withLog } from './support/exec.js';
 import { createWorld, hostRules, APP_PORT, type World } from './support/world.js';
 import { APP_USER, OUTSIDE_RECORDS, startApp } from './support/infra.js';
-import { admin, adminJson, appGet, startSidecar, type Role, type Sidecar } from './support/mesh.js';
+import { admin, adminJson, appGet, captureShell, startSidecar, type Role, type Sidecar } from './support/mesh.js';
 import { nsRules, ruleCounter } from './support/rules.js';
 import { parseProgress, parseSummary, writeLoadScript } from './support/load.js';
 import { parseClustersText } from '../../packages/agent/src/diagnostics/envoy-formats.js';
@@ -73,6 +73,15 @@ describe.skipIf(!pre.ok)('e2e: two meshed hosts in network namespaces', () => {
     expect(await stat(b, `cluster.${ORDER_IN}.upstream_rq_2xx`)).toBeGreaterThan(0);
     for (const ns of [a, b]) expect((await admin(ns, AGENT_ADMIN, '/status')).stdout.trim()).toBe('<SERVICE_REGISTERED>');
     expect(vip).toBeTruthy();
+    // The path an operator follows, kept for docs/troubleshooting.md.
+    await captureShell('a-status', a, 'curl -s 127.0.0.1:15020/status');
+    await captureShell('a-dns-config-dump', a, 'curl -s 127.0.0.1:15021/config_dump');
+    await captureShell('a-dig-order', a, 'dig +short order');
+    await captureShell('a-iptables', a, 'iptables -t nat -L -n -v');
+    await captureShell('a-clusters-order', a, 'curl -s 127.0.0.1:15000/clusters | grep "order::198"');
+    await captureShell('a-stats-order', a, 'curl -s 127.0.0.1:15000/stats | grep "cluster.out#8089#order.upstream_rq"');
+    await captureShell('b-clusters-in', b, 'curl -s 127.0.0.1:15000/clusters | grep "in#"');
+    await captureShell('a-curl-order', a, 'curl -s http://order/hello');
   });
 
   it('2. B2 starts: A load-balances across B and B2', async () => {

@@ -110,3 +110,12 @@ export async function appGet(ns: string, url: string): Promise<{ code: number; b
 export function mesh(world: World, role: Role, args: string[]): Promise<RunResult> {
   return nsRun(world.host(role).ns, process.execPath, [AGENT_BIN, ...args], { allowFail: true, timeoutMs: 60_000 });
 }
+
+/** With E2E_CAPTURE_DIR set, keeps a command's real output (docs/troubleshooting.md quotes it). */
+export async function captureShell(name: string, ns: string, command: string): Promise<void> {
+  const dir = process.env.E2E_CAPTURE_DIR;
+  if (!dir) return;
+  mkdirSync(dir, { recursive: true });
+  const res = await nsRun(ns, 'sh', ['-c', command], { allowFail: true });
+  writeFileSync(join(dir, `${name}.txt`), `$ ${command}\n${res.stdout}${res.stderr}`);
+}
