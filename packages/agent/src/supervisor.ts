@@ -260,12 +260,12 @@ export class ChildSupervisor extends EventEmitter {
         // forget it at once, so the failed epoch's number is reused by the next attempt
         this.live.delete(p);
         this.opts.onError(err);
-        this.opts.logger.error({ component, epoch, code: err.code }, err.message);
         if (p.state !== 'exited') child.kill('SIGKILL');
         reject(err);
       };
+      const keeps = this.current ? `; epoch ${this.current.epoch} keeps serving` : '';
       const timer = setTimeout(
-        () => fail(new MeshError('MESH_AGENT_CHILD_NOT_READY', `${component} epoch ${epoch} (pid ${p.pid}) did not report ready within ${readyTimeoutMs} ms; the previous epoch keeps serving`, { exitCode: EXIT_CODES.unavailable })),
+        () => fail(new MeshError('MESH_AGENT_CHILD_NOT_READY', `${component} epoch ${epoch} (pid ${p.pid}) did not report ready within ${readyTimeoutMs} ms${keeps}`, { exitCode: EXIT_CODES.unavailable })),
         readyTimeoutMs,
       );
 
@@ -298,7 +298,7 @@ export class ChildSupervisor extends EventEmitter {
         resolveExit({ code, signal });
         for (const w of p.configWaiters.splice(0)) w.reject(new MeshError('MESH_AGENT_CHILD_GONE', `${component} epoch ${epoch} exited`));
         if (!settled) {
-          fail(new MeshError('MESH_AGENT_CHILD_EXITED', `${component} epoch ${epoch} (pid ${p.pid}) exited before it was ready (${describeExit(code, signal)}); the previous epoch keeps serving`));
+          fail(new MeshError('MESH_AGENT_CHILD_EXITED', `${component} epoch ${epoch} (pid ${p.pid}) exited before it was ready (${describeExit(code, signal)})${keeps}`, { hint: `run ${modulePath} --help to check the component starts at all; its own error is above` }));
           return;
         }
         if (wasServing && this.current === p) this.onCrash(p, code, signal);
@@ -333,7 +333,6 @@ export class ChildSupervisor extends EventEmitter {
     this.failures = lived >= (this.opts.stableAfterMs ?? 10_000) ? 0 : this.failures + 1;
     const err = new MeshError('MESH_AGENT_CHILD_DIED', `${component} epoch ${p.epoch} (pid ${p.pid}) died (${describeExit(code, signal)}); restarting it as epoch ${p.epoch + 1}`);
     this.opts.onError(err);
-    this.opts.logger.error({ component, epoch: p.epoch, code, signal }, err.message);
     this.scheduleRestart();
   }
 

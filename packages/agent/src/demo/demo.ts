@@ -117,6 +117,9 @@ export async function runDemo(opts: DemoOptions = {}): Promise<RunningDemo> {
       onSelfStop: () => selfStopped('quitquitquit'),
     });
     await agent.start();
+    // the health check of `user` passes within a second or two: print once /status says so
+    const deadline = Date.now() + 15_000;
+    while (agent.status.status !== '<SERVICE_REGISTERED>' && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
     const ports = { ...agent.ports, app: apps[0].port };
     opts.out?.write(demoInstructions(ports));
     return {

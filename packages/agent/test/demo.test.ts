@@ -1,0 +1,68 @@
+// `mesh-agent demo` as a user runs it: a process, the commands it prints, then Ctrl-C (SIGINT).
+// Ports are free ones passed with the demo's port flags (the usual ones may be taken on this machine).
+import { execFile, spawn } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import { afterAll, describe, expect, it } from 'vitest';
+import { freePort } from './etcd-server';
+import { eventually } from './helpers';
+import { pidAlive } from './netns';
+
+const exec = promisify(execFile);
+const agentBin = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../bin/mesh-agent.js');
+
+describe('mesh-agent demo', { timeout: 120_000 }, () => {
+  const started: number[] = [];
+  afterAll(() => {
+    for (const pid of started) if (pidAlive(pid)) process.kill(pid, 'SIGKILL');
+  });
+
+  it('runs with no configuration, answers the printed commands, and stops cleanly on SIGINT', async () => {
+    const ports = { admin: await freePort(), proxy: await freePort(), proxyAdmin: await freePort(), dns: await freePort(), dnsAdmin: await freePort(), app: await freePort() };
+    const child = spawn(
+      process.execPath,
+      [agentBin, 'demo', '--admin-port', String(ports.admin), '--proxy-port', String(ports.proxy), '--proxy-admin-port', String(ports.proxyAdmin), '--dns-port', String(ports.dns), '--dns-admin-port', String(ports.dnsAdmin), '--app-port', String(ports.app)],
+      { stdio: ['ignore', 'pipe', 'pipe'] },
+    );
+    started.push(child.pid!);
+    let out = '';
+    child.stdout.on('data', (d) => (out += d));
+    child.stderr.on('data', (d) => (out += d));
+    const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+    await eventually(() => {
+      if (child.exitCode !== null) throw new Error(`the demo exited with ${child.exitCode}`);
+      return out.includes('Press Ctrl-C');
+    }, 'the demo to print what to try', 60_000).catch((err) => {
+      throw new Error(`${err.message}\n${out}`);
+    });
+    // the printed commands, with the ports in use
+    expect(out).toContain(`curl -x 127.0.0.1:${ports.proxy} http://order/`);
+    expect(out).toContain(`dig @127.0.0.1 -p ${ports.dns} order`);
+    expect(out).toContain(`curl 127.0.0.1:${ports.admin}/status`);
+    expect(out).toContain(`curl -s 127.0.0.1:${ports.proxyAdmin}/clusters | grep "in#"`);
+
+    const curl = async (...args: string[]) => (await exec('curl', ['-s', '--max-time', '10', ...args])).stdout;
+    const answers = [await curl('-x', `127.0.0.1:${ports.proxy}`, 'http://order/'), await curl('-x', `127.0.0.1:${ports.proxy}`, 'http://order/')];
+    expect(answers.map((a) => a.split(' (')[0]).sort()).toEqual(['hello from order-1', 'hello from order-2']);
+    expect((await exec('dig', ['+short', '+tries=1', '+time=5', '@127.0.0.1', '-p', String(ports.dns), 'order'])).stdout.trim()).toBe('240.240.0.1');
+    expect(await curl(`127.0.0.1:${ports.admin}/status`)).toBe('<SERVICE_REGISTERED>\n');
+    const inLines = (await curl(`127.0.0.1:${ports.proxyAdmin}/clusters`)).split('\n').filter((l) => l.includes('in#'));
+    expect(inLines).toContain(`in#${ports.app}#user::127.0.0.1:${ports.app}::health_flags::healthy`);
+    const health = JSON.parse(await curl(`127.0.0.1:${ports.admin}/health`));
+    expect(health.capture.mode).toBe('disabled');
+    const children = [health.components.envoy.pid, health.components['mesh-dns'].pid];
+    const dir = JSON.parse(await curl(`127.0.0.1:${ports.admin}/config/agent`)).appConfigDir;
+    expect(fs.existsSync(dir)).toBe(true);
+
+    child.kill('SIGINT');
+    expect(await exited).toBe(0);
+    expect(out).toContain('mesh-agent demo: stopped (SIGINT)');
+    expect(children.filter(pidAlive)).toEqual([]);
+    expect(fs.existsSync(dir)).toBe(false);
+    // every port is free again
+    await expect(exec('curl', ['-s', '--max-time', '3', `127.0.0.1:${ports.admin}/status`])).rejects.toThrow();
+    await expect(exec('curl', ['-s', '--max-time', '3', `127.0.0.1:${ports.app}/`])).rejects.toThrow();
+  });
+});
