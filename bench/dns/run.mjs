@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 // mesh-dns vs dnsmasq answering the same mesh names, side by side in one run, measured with dnsperf.
 // Each server is pinned to one core (taskset) and dnsperf to another when the machine has two.
-// Prints queries/s (many in flight), p50/p99 latency (one query in flight), RSS, and the ratios.
+// Prints queries/s (dnsperf, many in flight), p50/p99 latency (one query in flight, latency-client.mjs),
+// RSS, and the ratios.
 // Bounded: each dnsperf run has a time limit and the whole script a deadline. It measures; it never fails on a figure.
 import { spawn, spawnSync } from 'node:child_process';
 import dgram from 'node:dgram';
@@ -88,17 +89,15 @@ function throughput(port) {
   return { qps, lost: Number(lost), completed: Number(completed) };
 }
 
-/** One query in flight; dnsperf -v prints every answer with its latency in seconds. */
+/** One query in flight, measured by a small client pinned to the client core (dnsperf has no percentiles). */
 function latency(port) {
-  const out = dnsperf(port, ['-l', String(LATENCY_SECONDS), '-c', '1', '-q', '1', '-v']);
-  const samples = [];
-  for (const line of out.split('\n')) {
-    const m = /^> \S+ .* ([\d.]+)$/.exec(line);
-    if (m) samples.push(Number(m[1]) * 1e6);
+  const [cmd, args] = pinned(clientCore, process.execPath, [path.join(here, 'latency-client.mjs'), String(port), String(LATENCY_SECONDS), names[1]]);
+  const r = spawnSync(cmd, args, { timeout: (LATENCY_SECONDS + 30) * 1000 });
+  try {
+    return JSON.parse(r.stdout.toString());
+  } catch {
+    return { n: 0, p50: NaN, p99: NaN };
   }
-  samples.sort((a, b) => a - b);
-  const at = (p) => samples[Math.min(samples.length - 1, Math.floor((p / 100) * samples.length))];
-  return { n: samples.length, p50: at(50), p99: at(99) };
 }
 
 async function measure(label, start) {
@@ -133,8 +132,9 @@ const dnsmasq = await measure('dnsmasq', (port) => {
 
 const meshDns = await measure('mesh-dns', (port) => {
   const deadUpstream = '127.0.0.1:9';
-  const [cmd, args] = pinned(serverCore, process.execPath, [
-    bin, '--listen', `127.0.0.1:${port}`, '--no-admin', '--log-level', 'warn', '--upstream', deadUpstream,
+  // run the bin itself (its shebang sets the V8 flags it is deployed with)
+  const [cmd, args] = pinned(serverCore, bin, [
+    '--listen', `127.0.0.1:${port}`, '--no-admin', '--log-level', 'warn', '--upstream', deadUpstream,
     ...Array.from({ length: SERVICES }, (_, i) => ['--service', `svc-${i}`]).flat(),
   ]);
   return spawn(cmd, args, { stdio: 'ignore' });
