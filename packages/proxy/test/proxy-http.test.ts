@@ -230,6 +230,29 @@ describe('HTTP/1.1 data plane', () => {
     expect(r.closed).toBe(true);
   });
 
+  it('a malformed or ambiguous upstream response gives 502 with UPE, and the proxy keeps serving', async () => {
+    const answers = ['garbage\r\n\r\n', 'HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n', 'HTTP/1.1 2000 OK\r\n\r\n'];
+    for (const [i, answer] of answers.entries()) {
+      const bad = net.createServer((s) => { s.once('data', () => s.end(answer)); s.on('error', () => {}); });
+      await new Promise<void>((r) => bad.listen(0, '127.0.0.1', r));
+      const bp = (bad.address() as net.AddressInfo).port;
+      p.proxy.update({ ...p.proxy.config, clusters: [...(p.proxy.config.clusters ?? []).filter((c) => c.name !== 'out#80#bad'), { name: 'out#80#bad', endpoints: [{ address: '127.0.0.1', port: bp }] }],
+        routes: { virtualHosts: [...(p.proxy.config.routes?.virtualHosts ?? []).filter((v) => v.name !== 'bad'), vhost('bad', ['bad'], [{ match: { prefix: '/' }, route: { cluster: 'out#80#bad' } }])] } });
+      const r = await curl(['-s', '-o', '/dev/null', '-w', '%{http_code}', '-H', 'Host: bad', `http://127.0.0.1:${p.port}/bad${i}`]);
+      bad.close();
+      expect(r.stdout, answer).toBe('502');
+      await waitFor(() => p.log.some((l) => l.includes(`"GET /bad${i} HTTP/1.1" 502 UPE`)), 'the UPE line');
+    }
+    expect((await request(p.port, { host: 'echo' })).status).toBe(200);
+  });
+
+  it('Connection: close from the client closes after the response', async () => {
+    const r = await rawExchange(p.port, 'GET /c HTTP/1.1\r\nHost: echo\r\nConnection: close\r\n\r\n');
+    expect(r.text).toMatch(/^HTTP\/1.1 200 OK\r\n/);
+    expect(r.text).toMatch(/\r\nconnection: close\r\n/);
+    expect(r.closed).toBe(true);
+  });
+
   it('never crashes on random garbage', async () => {
     for (let i = 0; i < 30; i++) {
       const junk = Buffer.from(Array.from({ length: 200 + i * 37 }, (_, k) => (k * 7919 + i * 31) % 256));
