@@ -111,6 +111,37 @@ describe('resilience through the proxy', () => {
     expect(answers.filter((a) => a.status === 503 && a.body.includes('overflow'))).toHaveLength(4);
   });
 
+  it('max_connections: a request that needs one connection too many gets 503 UO at once, upstream_cx_overflow', async () => {
+    const hang = await upstream('e2e-hang-cx', 'hang');
+    const p = await startProxy([{ name: CLUSTER, endpoints: endpointsOf(hang), circuitBreakers: { maxConnections: 1 } }], { cluster: CLUSTER, timeoutMs: 0 });
+    const first = viaProxy(p.port).catch(() => ({ status: 0, body: '', headers: {} }));
+    await waitFor('first request upstream', () => hang.hits === 1);
+    const second = await viaProxy(p.port);
+    expect(second.status).toBe(503);
+    expect(second.body).toContain('overflow');
+    expect(hang.hits).toBe(1);
+    await waitFor('access log line', () => p.log.length === 1);
+    expect(flagsOf(p.log[0]!)).toBe('UO');
+    expect(stat(await admin(p.admin, '/stats'), `cluster.${CLUSTER}.upstream_cx_overflow`)).toBe(1);
+    hang.release();
+    expect((await first).status).toBe(200);
+  });
+
+  it('panic threshold: with 1 of 3 hosts healthy (33% < 50%) traffic goes to all three; lb_healthy_panic counts it', async () => {
+    const ups3 = [await upstream('e2e-panic-1'), await upstream('e2e-panic-2'), await upstream('e2e-panic-3')];
+    ups3[0]!.healthStatus = 500;
+    ups3[1]!.healthStatus = 500;
+    const p = await startProxy([{ name: CLUSTER, endpoints: endpointsOf(...ups3), healthCheck: { path: '/health', intervalMs: 100, unhealthyThreshold: 1 } }], { cluster: CLUSTER });
+    await pollUntil('one healthy host in /clusters', () => admin(p.admin, '/clusters'),
+      (t) => t.includes(`127.0.0.1:${ups3[2]!.port}::health_flags::healthy`) && ups3[0]!.healthHits > 0 && ups3[1]!.healthHits > 0);
+    const clusters = await admin(p.admin, '/clusters');
+    expect(clusters).toContain(`127.0.0.1:${ups3[0]!.port}::health_flags::/failed_active_hc`);
+    expect(clusters).toContain(`127.0.0.1:${ups3[1]!.port}::health_flags::/failed_active_hc`);
+    for (let i = 0; i < 9; i++) expect((await viaProxy(p.port)).status).toBe(200);
+    expect(ups3.map((u) => u.hits)).toEqual([3, 3, 3]);
+    expect(stat(await admin(p.admin, '/stats'), `cluster.${CLUSTER}.lb_healthy_panic`)).toBe(9);
+  });
+
   it('a 503 is retried on the healthy host: every client sees 200; x-envoy-attempt-count reaches the upstream', async () => {
     const bad = await upstream('e2e-503', '503');
     const good = await upstream('e2e-good');

@@ -168,11 +168,12 @@ describe('drain in the library', () => {
       s.on('error', (e: NodeJS.ErrnoException) => resolve(e.code ?? 'error'));
     });
     expect(refused).toBe('ECONNREFUSED');
-    // the hanging upstream is released: the server answers now
-    hang.behavior = 'ok';
-    await hang.close();
+    // the upstream answers now: the request in flight completes, told to close its connection
+    hang.release();
     const r = await inflight;
+    expect(r.status).toBe(200);
     expect(r.connection).toBe('close');
     await drained;
+    await hang.close();
   });
 });

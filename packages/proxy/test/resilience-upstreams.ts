@@ -27,6 +27,8 @@ export interface Upstream {
   lastHealthHeaders: http.IncomingHttpHeaders;
   /** x-envoy-attempt-count of each request seen */
   attemptHeaders: string[];
+  /** answers every request held by 'hang' with 200 */
+  release(): void;
   close(): Promise<void>;
   /** stops listening and cuts every connection: connects are refused from now on */
   kill(): Promise<void>;
@@ -37,6 +39,7 @@ export async function startUpstream(name: string, behavior: Behavior = 'ok'): Pr
   const hanging = new Set<http.ServerResponse>();
   const up: Upstream = {
     name, address: '127.0.0.1', port: 0, behavior, healthStatus: 200, healthHeaders: {}, hangHealth: false, hits: 0, healthHits: 0, lastHealthHeaders: {}, attemptHeaders: [],
+    release: () => {},
     close: async () => {},
     kill: async () => {},
   };
@@ -67,6 +70,10 @@ export async function startUpstream(name: string, behavior: Behavior = 'ok'): Pr
     for (const r of hanging) r.destroy();
     for (const s of sockets) s.destroy();
     if (server.listening) await new Promise<void>((resolve) => server.close(() => resolve()));
+  };
+  up.release = () => {
+    for (const r of hanging) if (!r.headersSent) { r.writeHead(200, { 'content-type': 'text/plain', 'x-upstream': name }); r.end(`${name} late`); }
+    hanging.clear();
   };
   up.close = shut;
   up.kill = shut;
