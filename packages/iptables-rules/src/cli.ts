@@ -75,6 +75,7 @@ Exit codes:
   2  bad arguments or configuration (nothing was run)
   3  needs root, or iptables is missing
   4  verify found missing, extra or changed rules
+  5  another run held the state file's lock for 60 s
 `;
 
 const FLAG_TO_KEY: Record<string, keyof CaptureRulesConfig> = {

@@ -1,10 +1,11 @@
+import type { MeshError } from '@mesh-agent/shared-config';
 import type { IpFamily } from './addresses';
 import { binariesFor, commandFailure, detectBackend, type BackendChoice, type BackendInfo } from './backend';
 import type { Executor } from './executor';
 import { appliedFamilyOf, compareTable, planApply, planClean, type RestorePlan, type RuleDifference } from './plan';
 import { OUR_CHAINS, type RuleSet } from './rules';
 import { parseSave, type SavedTable } from './save-parser';
-import { DEFAULT_STATE_FILE, readState, removeState, writeState, type AppliedFamily, type AppliedState } from './state-file';
+import { DEFAULT_STATE_FILE, readState, removeState, withStateLock, writeState, type AppliedFamily, type AppliedState } from './state-file';
 
 export interface RulesRuntimeOptions {
   executor: Executor;
@@ -55,18 +56,25 @@ export interface ApplyResult {
 export async function applyRules(sets: RuleSet[], opts: RulesRuntimeOptions): Promise<ApplyResult> {
   const stateFile = opts.stateFile ?? DEFAULT_STATE_FILE;
   const backend = await announceBackend(opts, 4);
+  // a dry run writes nothing, so it needs no lock (and works without root)
+  return opts.executor.dryRun ? applyLocked(sets, opts, stateFile, backend) : withStateLock(stateFile, () => applyLocked(sets, opts, stateFile, backend));
+}
+
+async function applyLocked(sets: RuleSet[], opts: RulesRuntimeOptions, stateFile: string, backend: BackendInfo): Promise<ApplyResult> {
   const previous = readState(stateFile);
   const prevOf = (family: IpFamily) => previous?.families.find((f) => f.family === family);
   const desired = sets.map(appliedFamilyOf);
   const families = [...new Set<IpFamily>([...desired.map((d) => d.family), ...(previous?.families ?? []).map((f) => f.family)])].sort();
 
+  const planFor = (family: IpFamily, current: SavedTable): RestorePlan => {
+    const want = desired.find((d) => d.family === family);
+    // a family applied before but not wanted now (IPv6 turned off) is cleaned in the same run
+    return want ? planApply(want, current, prevOf(family)) : planClean(family, prevOf(family)?.chains ?? [], current);
+  };
   const plans: { family: IpFamily; plan: RestorePlan; current: SavedTable }[] = [];
   for (const family of families) {
     const current = await readTable(opts, family);
-    const want = desired.find((d) => d.family === family);
-    // a family applied before but not wanted now (IPv6 turned off) is cleaned in the same run
-    const plan = want ? planApply(want, current, prevOf(family)) : planClean(family, prevOf(family)?.chains ?? [], current);
-    plans.push({ family, plan, current });
+    plans.push({ family, plan: planFor(family, current), current });
   }
   for (const { family, plan } of plans) await restore(opts, plan, `checking the ${familyName(family)} rules`, true, backend);
 
@@ -88,7 +96,17 @@ export async function applyRules(sets: RuleSet[], opts: RulesRuntimeOptions): Pr
   const done: typeof plans = [];
   for (const entry of plans) {
     try {
-      await restore(opts, entry.plan, `applying the ${familyName(entry.family)} rules`, false, backend);
+      try {
+        await restore(opts, entry.plan, `applying the ${familyName(entry.family)} rules`, false, backend);
+      } catch (err) {
+        // another writer may have changed the table since it was read (a jump to delete is gone):
+        // plan again from a fresh read, once; a plan that comes out the same fails as before
+        if ((err as MeshError).code !== 'MESH_IPT_RESTORE_FAILED' || opts.executor.dryRun) throw err;
+        const fresh = planFor(entry.family, await readTable(opts, entry.family));
+        if (fresh.input === entry.plan.input) throw err;
+        opts.log?.(`the ${familyName(entry.family)} nat table changed while applying; applying again from a fresh read`);
+        await restore(opts, fresh, `applying the ${familyName(entry.family)} rules`, false, backend);
+      }
       done.push(entry);
     } catch (err) {
       await rollBack(done, prevOf, opts, backend);
@@ -145,6 +163,11 @@ export interface CleanResult {
  */
 export async function cleanRules(opts: CleanOptions): Promise<CleanResult> {
   const stateFile = opts.stateFile ?? DEFAULT_STATE_FILE;
+  if (!opts.executor.dryRun && !opts.force && readState(stateFile) === undefined) return cleanLocked(opts, stateFile);
+  return opts.executor.dryRun ? cleanLocked(opts, stateFile) : withStateLock(stateFile, () => cleanLocked(opts, stateFile));
+}
+
+async function cleanLocked(opts: CleanOptions, stateFile: string): Promise<CleanResult> {
   const state = readState(stateFile);
   let targets: { family: IpFamily; chains: readonly string[] }[];
   if (state) targets = state.families.map((f) => ({ family: f.family, chains: f.chains }));

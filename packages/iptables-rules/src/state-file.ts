@@ -1,4 +1,4 @@
-import { mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { EXIT_CODES, MeshError } from '@mesh-agent/shared-config';
 import type { IpFamily } from './addresses';
@@ -65,4 +65,68 @@ export function writeState(file: string, state: AppliedState): void {
 
 export function removeState(file: string): void {
   rmSync(file, { force: true });
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/**
+ * Runs `fn` holding `STATE_FILE.lock`, so two runs against the same record (an agent restarting
+ * while the old one cleans up, two operators) never plan from the same stale read: without it both
+ * would see no jump and both add one. A lock left by a dead process is taken over.
+ */
+export async function withStateLock<T>(stateFile: string, fn: () => Promise<T>, opts: { timeoutMs?: number } = {}): Promise<T> {
+  const lock = `${stateFile}.lock`;
+  const deadline = Date.now() + (opts.timeoutMs ?? 60_000);
+  try {
+    mkdirSync(dirname(lock), { recursive: true });
+  } catch (err) {
+    throw new MeshError('MESH_IPT_STATE_UNWRITABLE', `cannot create the directory of ${lock}: ${(err as Error).message}`, {
+      exitCode: EXIT_CODES.permission,
+      hint: 'run as root, or point --state-file at a writable path',
+    });
+  }
+  for (;;) {
+    try {
+      const fd = openSync(lock, 'wx', 0o644);
+      writeSync(fd, `${process.pid}\n`);
+      closeSync(fd);
+      break;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') {
+        throw new MeshError('MESH_IPT_STATE_UNWRITABLE', `cannot create the lock ${lock}: ${(err as Error).message}`, {
+          exitCode: EXIT_CODES.permission,
+          hint: 'run as root, or point --state-file at a writable path',
+        });
+      }
+      let holder = 0;
+      try {
+        holder = Number(readFileSync(lock, 'utf8').trim());
+      } catch {
+        continue; // released meanwhile
+      }
+      if (!Number.isInteger(holder) || holder <= 0 || !isAlive(holder)) {
+        rmSync(lock, { force: true });
+        continue;
+      }
+      if (Date.now() > deadline) {
+        throw new MeshError('MESH_IPT_LOCKED', `another mesh-iptables run (pid ${holder}) holds ${lock}`, {
+          exitCode: EXIT_CODES.unavailable,
+          hint: `wait for it to finish; if pid ${holder} is not mesh-iptables or the agent, remove ${lock}`,
+        });
+      }
+      await new Promise((resolve) => setTimeout(resolve, 25 + Math.floor(Math.random() * 50)));
+    }
+  }
+  try {
+    return await fn();
+  } finally {
+    rmSync(lock, { force: true });
+  }
 }

@@ -1,5 +1,5 @@
-import { spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -94,6 +94,38 @@ describe.skipIf(!prereqs.ok)('listing and IPv6 in fresh network namespaces', () 
       expect(saveAll(bare, 'iptables-save', 'nat')).toBe(
         ['*nat', ':PREROUTING ACCEPT [0:0]', ':INPUT ACCEPT [0:0]', ':OUTPUT ACCEPT [0:0]', ':POSTROUTING ACCEPT [0:0]', 'COMMIT', ''].join('\n'),
       );
+    } finally {
+      deleteNs(bare);
+    }
+  });
+
+  it('concurrent applies to one namespace all succeed and leave exactly one copy', async () => {
+    const bare = `${pair.a}-conc`;
+    expect(spawnSync('ip', ['netns', 'add', bare]).status).toBe(0);
+    try {
+      const state = join(stateDir, 'conc.json');
+      const args = ['apply', '--netns', bare, '--state-file', state, '--local-ip', '198.18.10.1', '--inbound-ports', '8089'];
+      // a lock left behind by a crashed run (its pid is gone) is taken over
+      writeFileSync(`${state}.lock`, `${spawnSync('true').pid}\n`);
+      const runs = await Promise.all(
+        [0, 1, 2, 3, 4, 5].map(
+          () =>
+            new Promise<{ code: number | null; stderr: string }>((done) => {
+              const child = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
+              let stderr = '';
+              child.stderr.on('data', (c) => (stderr += c));
+              child.on('close', (code) => done({ code, stderr }));
+            }),
+        ),
+      );
+      for (const run of runs) expect(run.code, run.stderr).toBe(0);
+      const nat = saveAll(bare, 'iptables-save', 'nat').split('\n');
+      expect(nat.filter((l) => l === '-A OUTPUT -j ISTIO_OUTPUT')).toHaveLength(1);
+      expect(nat.filter((l) => l === '-A OUTPUT -j DNS_OUTPUT')).toHaveLength(1);
+      expect(nat.filter((l) => l === '-A PREROUTING -p tcp -j ISTIO_INBOUND')).toHaveLength(1);
+      expect(nat.filter((l) => l.startsWith('-A DNS_OUTPUT'))).toHaveLength(3);
+      expect(cli(['verify', '--netns', bare, '--state-file', state]).code).toBe(0);
+      expect(existsSync(`${state}.lock`)).toBe(false);
     } finally {
       deleteNs(bare);
     }
