@@ -106,7 +106,7 @@ export function checkAgent({ snap }: CheckContext): CheckResult {
     return { hop: 'agent', status: 'FAIL', evidence: `no status from the agent: ${describeAnswer(status)}`, fix: 'start the sidecar: mesh-agent start --config FILE (as root), then mesh-agent wait' };
   }
   const value = status.body.trim();
-  const lastError = latestError.status === 200 && latestError.body.trim() && !/^(\{\s*\}|null|none|no error.*)$/i.test(latestError.body.trim()) ? `; latest error: ${oneLine(latestError.body)}` : '';
+  const lastError = describeLatestError(latestError.status === 200 ? latestError.body : '');
   const why = snap.agent.healthJson ? `; health: ${summariseHealth(snap.agent.healthJson)}` : '';
   if (value === '<SERVICE_REGISTERED>') return { hop: 'agent', status: 'OK', evidence: `status ${value}${lastError}` };
   if (value === '<FLOW_TAKEOVER>') return { hop: 'agent', status: 'WARN', evidence: `status ${value}: traffic taken over, service not registered yet${why}${lastError}`, fix: `see the registry and local-app lines below; ${ADMIN(snap)}/latest_error` };
@@ -290,6 +290,17 @@ export async function checkRegistry({ snap }: CheckContext, localAppFailed: bool
   if (localAppFailed) return { hop, status: 'WARN', evidence: `${evidence.join(', ')}; the local instance is registered unhealthy (see local-app)` };
   if (status !== '<SERVICE_REGISTERED>') return { hop, status: 'FAIL', evidence: `${evidence.join(', ')}; local instance not registered (status ${status})`, fix: `${ADMIN(snap)}/latest_error says why registration failed` };
   return { hop, status: 'OK', evidence: `${evidence.join(', ')}; local instance registered` };
+}
+
+/** `; latest error at TIME (ROUTE): message`, from /latest_error's JSON or text; '' when there is none. */
+export function describeLatestError(body: string): string {
+  const text = body.trim();
+  if (!text || /^(\{\s*\}|null|none|no error.*)$/i.test(text)) return '';
+  try {
+    const json = JSON.parse(text);
+    if (json && typeof json === 'object' && json.message) return `; latest error at ${json.time ?? '?'}${json.route ? ` (${json.route})` : ''}: ${oneLine(String(json.message), 160)}`;
+  } catch { /* plain text */ }
+  return `; latest error: ${oneLine(text, 160)}`;
 }
 
 function summariseHealth(health: any): string {

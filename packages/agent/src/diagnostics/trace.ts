@@ -75,7 +75,7 @@ export async function traceRequest(url: string, agentAdminUrl: string, opts: { v
   const vh = matchVirtualHost(snap.virtualHosts, target.host);
   const flags = String(answer.headers['x-envoy-response-flags'] ?? answer.headers['x-mesh-response-flags'] ?? '') || undefined;
   if (!vh || flags === 'NR') {
-    hops.push({ hop: 'route', ok: false, detail: `no virtual host for Host "${target.host}" (HTTP ${answer.status}${flags ? `, flags ${flags}` : ''})` });
+    hops.push({ hop: 'route', ok: false, detail: `no virtual host for Host "${target.host}" (HTTP ${answer.status}${flags ? `, flags ${flags}` : ''})`, ms: answer.ms });
     return report('route', `the proxy has no route for ${target.hostname}: curl -s ${adminHost}:${snap.ports.proxyAdmin}/config_dump; is the service in the registry?`, answer);
   }
   hops.push({ hop: 'route', ok: true, detail: `virtual host ${vh.name} -> ${vh.clusters.join(', ') || 'direct response'}` });
