@@ -1,4 +1,5 @@
-import { fork, type ChildProcess } from 'node:child_process';
+import { fork, spawn, type ChildProcess } from 'node:child_process';
+import os from 'node:os';
 import fs from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
@@ -175,5 +176,37 @@ describe('drain in the library', () => {
     expect(r.connection).toBe('close');
     await drained;
     await hang.close();
+  });
+});
+
+describe('/quitquitquit', () => {
+  it('drains then exits 0: the request in flight still gets its answer', async () => {
+    const slow = await startUpstream('quit-slow', 'hang');
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'resilience-quit-'));
+    const file = path.join(dir, 'proxy.json');
+    fs.writeFileSync(file, JSON.stringify(config(slow)));
+    const child = spawn(process.execPath, [BIN, '--config', file], { stdio: ['ignore', 'ignore', 'pipe'] });
+    children.push(child);
+    let stderr = '';
+    child.stderr!.on('data', (c: Buffer) => { stderr += c.toString(); });
+    try {
+      await waitFor('proxy listening', () => /listening on .*:(\d+), admin on .*:(\d+)/.test(stderr));
+      const [, listenPort, adminPort] = /listening on .*:(\d+), admin on .*:(\d+)/.exec(stderr)!;
+      const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+      const inflight = get(Number(listenPort), new http.Agent({ keepAlive: true }));
+      await waitFor('request upstream', () => slow.hits === 1);
+      const quit = await new Promise<number>((resolve, reject) => {
+        http.request({ host: '127.0.0.1', port: Number(adminPort), path: '/quitquitquit', method: 'POST', agent: false }, (res) => { res.resume(); resolve(res.statusCode ?? 0); }).on('error', reject).end();
+      });
+      expect(quit).toBe(200);
+      slow.release();
+      const r = await inflight;
+      expect(r.status).toBe(200);
+      expect(r.connection).toBe('close');
+      expect(await exited).toBe(0);
+    } finally {
+      await slow.close();
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
