@@ -77,12 +77,12 @@ export class AnswerCache {
   }
 
   /** The cached questions and their remaining seconds, for /config_dump (at most `limit`). */
-  list(limit: number): { key: string; ttlRemaining: number }[] {
+  list(limit: number): { key: string; ttlRemaining: number; bytes: Buffer }[] {
     const now = this.now();
-    const out: { key: string; ttlRemaining: number }[] = [];
+    const out: { key: string; ttlRemaining: number; bytes: Buffer }[] = [];
     for (const [key, entry] of this.entries) {
       if (out.length >= limit) break;
-      out.push({ key, ttlRemaining: Math.max(0, Math.ceil((entry.expiresAt - now) / 1000)) });
+      out.push({ key, ttlRemaining: Math.max(0, Math.ceil((entry.expiresAt - now) / 1000)), bytes: entry.bytes });
     }
     return out;
   }

@@ -4,6 +4,7 @@ import net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { DEFAULT_DNS_TTL, DEFAULT_MESH_VIP, DEFAULT_PORTS, EXIT_CODES, MeshError, loadConfigFile, registrySnapshotSchema } from '@mesh-agent/shared-config';
 import { createLogger, type MeshLogger } from '@mesh-agent/admin-kit';
+import dnsPacket from 'dns-packet';
 import { AnswerCache } from './answer-cache';
 import { watchFile } from './file-watch';
 import { forwardQuery, queryUdp, type UpstreamAttemptError } from './forwarder';
@@ -523,7 +524,7 @@ export class MeshDns {
         timeoutMs: this.timeoutMs,
         health: Object.fromEntries(this.upstreamHealth),
       },
-      cache: { ...this.cache.stats(), entriesSample: this.cache.list(100) },
+      cache: { ...this.cache.stats(), entriesSample: this.cache.list(100).map(({ key, ttlRemaining, bytes }) => ({ key, ttlRemaining, ...describeAnswer(bytes) })) },
       stats: this.metrics.snapshot(),
     };
   }
@@ -557,6 +558,21 @@ export class MeshDns {
       }),
       new Promise<void>((resolve) => (this.tcp && this.tcp.listening ? this.tcp.close(() => resolve()) : resolve())),
     ]);
+  }
+}
+
+/** An upstream answer in words for /config_dump (slow path: dns-packet decodes it). */
+function describeAnswer(bytes: Buffer): { rcode: string; answers: string[] } {
+  try {
+    const packet = dnsPacket.decode(bytes) as dnsPacket.DecodedPacket & { rcode?: string };
+    const answers = (packet.answers ?? []).map((a) => {
+      const data = 'data' in a ? a.data : undefined;
+      const text = Buffer.isBuffer(data) ? data.toString('hex') : Array.isArray(data) ? data.map(String).join(' ') : typeof data === 'object' ? JSON.stringify(data) : String(data);
+      return `${a.name}. ${'ttl' in a ? a.ttl : ''} ${a.type} ${text}`;
+    });
+    return { rcode: packet.rcode ?? 'NOERROR', answers };
+  } catch (err) {
+    return { rcode: 'UNDECODABLE', answers: [(err as Error).message] };
   }
 }
 

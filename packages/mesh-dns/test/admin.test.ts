@@ -79,6 +79,9 @@ describe('mesh-dns admin', () => {
     expect(dump.upstreams.source).toBe('config');
     expect(dump.cache.entries).toBeGreaterThanOrEqual(1);
     expect(dump.cache.hits).toBeGreaterThanOrEqual(1);
+    const cached = dump.cache.entriesSample.find((e: { key: string }) => e.key.startsWith('www.ext.test|1|1|'));
+    expect(cached.rcode).toBe('NOERROR');
+    expect(cached.answers).toEqual([expect.stringMatching(/^www\.ext\.test\. \d+ A 198\.18\.5\.5$/)]);
     expect(dump.listeners.udp).toBe(`127.0.0.1:${dnsPort}`);
     expect(dump.stats.forwarded).toBeGreaterThanOrEqual(1);
   });
