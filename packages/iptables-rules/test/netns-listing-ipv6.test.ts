@@ -1,5 +1,5 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -168,6 +168,31 @@ describe.skipIf(!prereqs.ok)('listing and IPv6 in fresh network namespaces', () 
     const r = cli(['clean', '--netns', pair.a, '--state-file', state]);
     expect(r.code, r.stderr).toBe(0);
     expect(r.stderr).toContain('removed ipv6 chains');
+    expect(saveAll(pair.a)).toBe(before4);
+    expect(saveAll(pair.a, 'ip6tables-save')).toBe(before6);
+  });
+
+  it('when the IPv6 restore fails after the IPv4 one succeeded, IPv4 is rolled back: nothing half-applied', () => {
+    const state = join(stateDir, 'rollback.json');
+    const base = ['--netns', pair.a, '--state-file', state, '--ipv6', '--local-ip', pair.addrA, '--local-ip6', pair.addr6A];
+    expect(cli(['apply', ...base, '--inbound-ports', '8089']).code).toBe(0);
+    // a foreign IPv6 chain jumps into ISTIO_REDIRECT: dropping inbound capture cannot delete it there
+    nsExec(pair.a, ['ip6tables', '-t', 'nat', '-N', 'FOREIGN6']);
+    nsExec(pair.a, ['ip6tables', '-t', 'nat', '-A', 'FOREIGN6', '-p', 'tcp', '-j', 'ISTIO_REDIRECT']);
+    const v4 = saveAll(pair.a);
+    const v6 = saveAll(pair.a, 'ip6tables-save');
+    const recorded = readFileSync(state, 'utf8');
+
+    const r = cli(['apply', ...base, '--inbound-ports', '']);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain('applying the ipv6 rules');
+    expect(saveAll(pair.a)).toBe(v4); // IPv4 went back to the rules recorded before
+    expect(saveAll(pair.a, 'ip6tables-save')).toBe(v6);
+    expect(readFileSync(state, 'utf8')).toBe(recorded);
+
+    nsExec(pair.a, ['ip6tables', '-t', 'nat', '-F', 'FOREIGN6']);
+    nsExec(pair.a, ['ip6tables', '-t', 'nat', '-X', 'FOREIGN6']);
+    expect(cli(['clean', '--netns', pair.a, '--state-file', state]).code).toBe(0);
     expect(saveAll(pair.a)).toBe(before4);
     expect(saveAll(pair.a, 'ip6tables-save')).toBe(before6);
   });
