@@ -327,3 +327,38 @@ describe('streaming memory', () => {
     }
   }, 180_000);
 });
+
+describe('route timeout', () => {
+  it('counts from the end of the request body (a slow upload is not cut) and gives 504 UT when the answer is late', async () => {
+    const slow = await startUpstream('slow', (req, res) => {
+      if (req.url === '/hang') return; // never answers
+      res.end('got it\n');
+    });
+    const p = await startProxy({
+      clusters: [cluster('out#80#slow', [slow])],
+      routes: { virtualHosts: [vhost('slow', ['slow'], [{ match: { prefix: '/' }, route: { cluster: 'out#80#slow', timeoutMs: 800 } }])] },
+    });
+    try {
+      // The body takes about 2 s to arrive, longer than the route timeout.
+      const s = net.connect(p.port, '127.0.0.1');
+      let text = '';
+      s.setEncoding('latin1');
+      s.on('data', (d: string) => { text += d; });
+      await new Promise<void>((r) => s.on('connect', () => r()));
+      s.write('POST /upload HTTP/1.1\r\nHost: slow\r\nContent-Length: 10\r\n\r\n');
+      for (let i = 0; i < 10; i++) {
+        await new Promise((r) => setTimeout(r, 200));
+        s.write('x');
+      }
+      await waitFor(() => text.includes('got it'), 'the answer after the slow upload');
+      expect(text).toMatch(/^HTTP\/1.1 200 OK\r\n/);
+      s.destroy();
+      const late = await curl(['-s', '-w', '%{http_code}', '-H', 'Host: slow', `http://127.0.0.1:${p.port}/hang`]);
+      expect(late.stdout).toBe('upstream request timeout\n504');
+      await waitFor(() => p.log.some((l) => l.includes('"GET /hang HTTP/1.1" 504 UT')), 'the UT access log line');
+    } finally {
+      await p.proxy.close();
+      await slow.close();
+    }
+  });
+});

@@ -199,7 +199,7 @@ export class DownstreamConnection implements UpstreamOwner {
   private resetRequestState(): void {
     this.req = undefined; this.snapshot = undefined; this.cluster = undefined; this.host = undefined; this.upstream = undefined;
     this.upstreamHead = ''; this.resends = 0; this.resBuf = undefined; this.res = undefined; this.dechunk = false;
-    this.responseStarted = false; this.breakerAcquired = false; this.upstreamServiceTime = undefined;
+    this.responseStarted = false; this.breakerAcquired = false; this.upstreamServiceTime = undefined; this.routeTimeoutMs = 0;
     this.bytesReceived = 0; this.bytesSent = 0; this.flags = ''; this.status = 0; this.path = '';
     this.authority = undefined; this.requestId = undefined;
   }
@@ -310,9 +310,11 @@ export class DownstreamConnection implements UpstreamOwner {
       this.breakerAcquired = true;
     }
 
-    // Route timeout (Envoy's default 15 s; 0 disables). Per-try timeouts and retries: issue 6 hooks in attemptUpstream/onAttemptFailed.
-    const timeoutMs = route?.config.route?.timeoutMs ?? DEFAULT_ROUTE_TIMEOUT_MS;
-    if (timeoutMs > 0) this.timer = setTimeout(() => this.onRouteTimeout(), timeoutMs);
+    // Route timeout (Envoy's default 15 s; 0 disables), counted as Envoy does from the end of the
+    // request body, so a long upload is not cut: armed in armRouteTimer(). Per-try timeouts and
+    // retries: issue 6 hooks in attemptUpstream/onAttemptFailed.
+    this.routeTimeoutMs = route?.config.route?.timeoutMs ?? DEFAULT_ROUTE_TIMEOUT_MS;
+    if (this.reqFramer.done) this.armRouteTimer();
 
     const retryConfig = route?.config.route?.retryPolicy;
     const retryPolicy = retryConfig ? routeRetryPolicy(retryConfig) : undefined;
@@ -412,6 +414,7 @@ export class DownstreamConnection implements UpstreamOwner {
     }
     if (this.reqFramer.done) {
       this.state = St.Waiting;
+      this.armRouteTimer();
       if (offset + n < buf.length) this.pending = buf.subarray(offset + n);
     } else {
       this.state = St.Body;
@@ -655,6 +658,12 @@ export class DownstreamConnection implements UpstreamOwner {
   private reportOutcome(outcome: UpstreamOutcome): void {
     const host = this.host;
     if (host) this.cluster?.outlierDetector?.reportOutcome(host, outcome);
+  }
+
+  private routeTimeoutMs = 0;
+
+  private armRouteTimer(): void {
+    if (this.routeTimeoutMs > 0 && this.timer === undefined && this.cluster) this.timer = setTimeout(() => this.onRouteTimeout(), this.routeTimeoutMs);
   }
 
   private onRouteTimeout(): void {
