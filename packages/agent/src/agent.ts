@@ -89,6 +89,7 @@ export class MeshAgent {
   private pushChain: Promise<unknown> = Promise.resolve();
   private stopping: Promise<void> | undefined;
   private started = false;
+  private readonly recorded = new WeakSet<object>();
 
   constructor(private readonly opts: MeshAgentOptions) {
     this.config = opts.config;
@@ -117,6 +118,11 @@ export class MeshAgent {
 
   /** Records an error for /latest_error and the log. */
   recordError(err: unknown, where?: string): void {
+    // the same error object travels up (supervisor -> start): record it once
+    if (typeof err === 'object' && err !== null) {
+      if (this.recorded.has(err)) return;
+      this.recorded.add(err);
+    }
     this.admin?.recordError(err, where);
     this.log.error({ err: isMeshError(err) ? { code: err.code, message: err.message } : String(err) }, (err as Error).message ?? String(err));
   }

@@ -205,8 +205,7 @@ export class ChildSupervisor extends EventEmitter {
     });
   }
 
-  private sendConfig(p: EpochProcess, config: unknown): Promise<string> {
-    const timeoutMs = this.opts.configTimeoutMs ?? 10_000;
+  private sendConfig(p: EpochProcess, config: unknown, timeoutMs = this.opts.configTimeoutMs ?? 10_000): Promise<string> {
     return new Promise<string>((resolve, reject) => {
       const timer = setTimeout(() => {
         remove();
@@ -308,7 +307,8 @@ export class ChildSupervisor extends EventEmitter {
       // code loaded) the sockets: Node starts accepting on a handed-over socket the moment it
       // arrives, so a child still loading would leave connections hanging. Then `start`.
       const setup = async () => {
-        await this.sendConfig(p, this.opts.config());
+        // a child still starting up (a loaded machine) gets the whole ready timeout for this first answer
+        await this.sendConfig(p, this.opts.config(), readyTimeoutMs);
         const snapshot = this.opts.registry?.();
         if (snapshot !== undefined) await this.send(p, { type: 'registry', snapshot } as ParentToChild);
         for (const socket of this.opts.sockets) await this.send(p, { type: 'handle', name: socket.name }, socket.handle);

@@ -152,6 +152,13 @@ describe.skipIf(skip)('traffic takeover with real iptables in a network namespac
     const latest = JSON.parse(await admin('/latest_error'));
     expect(latest.code).toBe('MESH_AGENT_NOT_ROOT');
     expect(await status()).toBe('<CONFIG_READY>');
+    // `mesh-agent wait` does not let the application start, and says why
+    const wait = await inNs(ns.a, process.execPath, [agentBin, 'wait', '--timeout', '2']).then(
+      () => ({ code: 0, stderr: '' }),
+      (err: { code?: number; stderr?: string }) => ({ code: err.code, stderr: err.stderr ?? '' }),
+    );
+    expect(wait.code).toBe(5);
+    expect(wait.stderr).toMatch(/status is <CONFIG_READY>; \/health says: traffic is not taken over: iptables rules need root/);
     expect(await natRules(ns.a)).toBe(baseline);
     expect((await agent.stop('SIGTERM')).code).toBe(0);
   });

@@ -56,6 +56,9 @@ describe('mesh-agent demo', { timeout: 120_000 }, () => {
     const dir = JSON.parse(await curl(`127.0.0.1:${ports.admin}/config/agent`)).appConfigDir;
     expect(fs.existsSync(dir)).toBe(true);
 
+    const wait = await exec(process.execPath, [agentBin, 'wait', '--registered', '--timeout', '30', '--admin', `http://127.0.0.1:${ports.admin}`]);
+    expect(wait.stdout).toContain('sidecar ready: <SERVICE_REGISTERED>');
+
     child.kill('SIGINT');
     expect(await exited).toBe(0);
     expect(out).toContain('mesh-agent demo: stopped (SIGINT)');

@@ -1,0 +1,138 @@
+// The generated configs: what the proxy and mesh-dns are told, from spec.yaml + registry + global config.
+import { describe, expect, it } from 'vitest';
+import { agentConfigSchema, globalMeshConfigSchema, parseConfig, proxyBootstrapSchema, servicesSpecSchema } from '@mesh-agent/shared-config';
+import { buildDnsConfig, buildProxyBootstrap, serviceDomains } from '../src/bootstrap';
+import type { MeshModel } from '../src/mesh-model';
+import { parseUpdateBody } from '../src/update';
+
+function model(overrides: { global?: unknown; registry?: MeshModel['registry'] } = {}): MeshModel {
+  return {
+    agent: parseConfig(agentConfigSchema, { node: { ip: '198.18.0.2' } }),
+    spec: parseConfig(servicesSpecSchema, { spec: { services: [{ name: 'user', ports: [{ targetPort: 8089 }], healthCheck: { path: '/health' } }] } }),
+    global: parseConfig(globalMeshConfigSchema, overrides.global ?? {}),
+    registry: overrides.registry ?? {
+      services: [
+        {
+          name: 'order',
+          namespace: 'default',
+          instances: [
+            { id: 'o1', address: '198.18.0.3', port: 8080, healthy: true, weight: 1, metadata: {} },
+            { id: 'o2', address: '198.18.0.4', port: 8080, healthy: false, weight: 2, metadata: {} },
+          ],
+        },
+        { name: 'pay', namespace: 'shop', vip: '240.240.0.7', instances: [] },
+      ],
+    },
+    ports: { agentAdmin: 15020, dnsAdmin: 15021, proxyAdmin: 15000, proxyListener: 15001, dns: 55354 },
+    nodeIp: '198.18.0.2',
+    nodeId: 'user~198.18.0.2',
+    appHost: '127.0.0.1',
+  };
+}
+
+describe('buildProxyBootstrap', () => {
+  const bootstrap = parseConfig(proxyBootstrapSchema, buildProxyBootstrap(model(), '7'));
+
+  it('maps the local service port to an inbound cluster with its health check', () => {
+    expect(bootstrap.inbound).toEqual([{ port: 8089, cluster: 'in#8089#user' }]);
+    const inbound = bootstrap.clusters.find((c) => c.name === 'in#8089#user')!;
+    expect(inbound.endpoints).toEqual([expect.objectContaining({ address: '127.0.0.1', port: 8089 })]);
+    expect(inbound.healthCheck?.path).toBe('/health');
+    expect(bootstrap.localAddresses).toEqual(['198.18.0.2']);
+    expect(bootstrap.node).toMatchObject({ id: 'user~198.18.0.2', cluster: 'user' });
+    expect(bootstrap.version).toBe('7');
+  });
+
+  it('makes one outbound cluster per registry service with every instance, health and weight', () => {
+    const order = bootstrap.clusters.find((c) => c.name === 'out#8080#order')!;
+    expect(order.endpoints.map((e) => [e.address, e.port, e.healthy, e.weight])).toEqual([
+      ['198.18.0.3', 8080, true, 1],
+      ['198.18.0.4', 8080, false, 2],
+    ]);
+    expect(order.outlierDetection).toBeDefined();
+    // a service without instances still has a route: calls get 503 "no healthy upstream"
+    expect(bootstrap.clusters.find((c) => c.name === 'out#80#pay.shop')!.endpoints).toEqual([]);
+  });
+
+  it('routes every DNS alias of a service, with and without port, to its cluster', () => {
+    const host = bootstrap.routes.virtualHosts.find((h) => h.name === 'order')!;
+    expect(host.domains).toEqual(expect.arrayContaining(['order', 'order:80', 'order:8080', 'order.default', 'order.default.svc', 'order.default.svc.cluster.local']));
+    expect(host.routes[0].route).toMatchObject({ cluster: 'out#8080#order', timeoutMs: 15000, retryPolicy: { numRetries: 2 } });
+    const pay = bootstrap.routes.virtualHosts.find((h) => h.name === 'pay.shop')!;
+    expect(pay.domains).toEqual(expect.arrayContaining(['pay', 'pay.shop', '240.240.0.7', '240.240.0.7:80']));
+  });
+
+  it('applies the global policy and per-service overrides', () => {
+    const b = buildProxyBootstrap(
+      model({ global: { timeouts: { connectMs: 250 }, loadBalancing: { policy: 'least_request' }, services: { order: { loadBalancing: { policy: 'ring_hash', hashHeader: 'x-user' }, retries: { numRetries: 5 } } } } }),
+      '1',
+    );
+    const order = b.clusters!.find((c) => c.name === 'out#8080#order')!;
+    expect(order).toMatchObject({ lbPolicy: 'ring_hash', hashHeader: 'x-user', connectTimeoutMs: 250 });
+    expect(b.clusters!.find((c) => c.name === 'out#80#pay.shop')!.lbPolicy).toBe('least_request');
+    expect(b.routes!.virtualHosts!.find((h) => h.name === 'order')!.routes![0].route!.retryPolicy!.numRetries).toBe(5);
+  });
+
+  it('names a mixed-port service after the port most instances use', () => {
+    const b = buildProxyBootstrap(
+      model({
+        registry: {
+          services: [
+            {
+              name: 'order',
+              namespace: 'default',
+              instances: [9001, 9000, 9001].map((port, i) => ({ id: `o${i}`, address: '198.18.0.3', port, healthy: true, weight: 1, metadata: {} })),
+            },
+          ],
+        },
+      }),
+      '1',
+    );
+    expect(b.clusters!.map((c) => c.name)).toContain('out#9001#order');
+  });
+});
+
+describe('buildDnsConfig', () => {
+  it('lists the local and the registry services, with per-service VIPs, on the bound ports', () => {
+    const dns = buildDnsConfig(model());
+    expect(dns.services).toEqual([
+      { name: 'order', namespace: 'default' },
+      { name: 'user', namespace: 'default' },
+      { name: 'pay', namespace: 'shop', vip: '240.240.0.7' },
+    ]);
+    expect(dns.listen).toEqual({ address: '127.0.0.1', port: 55354 });
+    expect(dns.meshVip).toBe('240.240.0.1');
+  });
+});
+
+describe('serviceDomains', () => {
+  it('gives every alias with :80 and the service ports', () => {
+    expect(serviceDomains({ name: 'a', namespace: 'ns' }, [], [8080])).toEqual(['a', 'a:80', 'a:8080', 'a.ns', 'a.ns:80', 'a.ns:8080', 'a.ns.svc', 'a.ns.svc:80', 'a.ns.svc:8080']);
+  });
+});
+
+describe('parseUpdateBody (PUT /update)', () => {
+  it('accepts services and/or a global config', () => {
+    const doc = parseUpdateBody('services:\n  - name: pay\n    instances: [{ id: p1, address: 198.18.0.9, port: 80 }]\nglobal:\n  retries: { numRetries: 1 }\n');
+    expect(doc.services?.[0]).toMatchObject({ name: 'pay', namespace: 'default', instances: [{ id: 'p1', healthy: true }] });
+    expect(doc.global?.retries.numRetries).toBe(1);
+    expect(parseUpdateBody('{"services": []}').services).toEqual([]);
+  });
+
+  it('refuses bad input with every problem, its field and line', () => {
+    const text = 'services:\n  - name: pay\n    instances:\n      - { id: p1, address: nope, port: 80 }\n  - name: pay\nglobal:\n  timeouts: { connectMs: 0 }\nextra: 1\n';
+    let message = '';
+    try {
+      parseUpdateBody(text);
+    } catch (err) {
+      message = (err as Error).message;
+    }
+    expect(message).toMatch(/PUT \/update:4: services\[0\]\.instances\[0\]\.address/);
+    expect(message).toMatch(/global\.timeouts\.connectMs/);
+    expect(message).toMatch(/extra: unknown key/);
+    expect(() => parseUpdateBody('services:\n  - name: pay\n  - name: pay\n')).toThrow(/services\[1\]\.name: service "pay\.default" is listed twice/);
+    expect(() => parseUpdateBody('')).toThrow(/the request body is empty/);
+    expect(() => parseUpdateBody('[1, 2]')).toThrow(/expected a mapping/);
+    expect(() => parseUpdateBody('services: [')).toThrow(/syntax error/);
+  });
+});
