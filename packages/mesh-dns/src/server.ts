@@ -189,7 +189,8 @@ export class MeshDns {
 
   private bindUdp(port: number): Promise<dgram.Socket> {
     const type = net.isIPv6(this.listen.address) ? 'udp6' : 'udp4';
-    const socket = dgram.createSocket({ type, lookup: LOOPBACK_LOOKUP as never, ipv6Only: type === 'udp6' });
+    // '::' serves IPv4 clients too (dual stack); any other IPv6 address only IPv6.
+    const socket = dgram.createSocket({ type, lookup: LOOPBACK_LOOKUP as never, ipv6Only: type === 'udp6' && this.listen.address !== '::' });
     return new Promise((resolve, reject) => {
       socket.once('error', (err: NodeJS.ErrnoException) => reject(listenError(err, 'UDP', this.listen.address, port)));
       socket.bind(port, this.listen.address, () => {
@@ -203,7 +204,7 @@ export class MeshDns {
     const server = net.createServer();
     return new Promise((resolve, reject) => {
       server.once('error', (err: NodeJS.ErrnoException) => reject(listenError(err, 'TCP', this.listen.address, port)));
-      server.listen({ host: this.listen.address, port, ipv6Only: net.isIPv6(this.listen.address) }, () => {
+      server.listen({ host: this.listen.address, port, ipv6Only: net.isIPv6(this.listen.address) && this.listen.address !== '::' }, () => {
         server.removeAllListeners('error');
         resolve(server);
       });
@@ -411,6 +412,8 @@ export class MeshDns {
       this.upstreamOk(upstream);
       answer[0] = msg[0];
       answer[1] = msg[1];
+      // the question as this client asked it (an upstream may change its case, e.g. 0x20 resolvers)
+      msg.copy(answer, 12, 12, q.questionEnd);
       if (key !== undefined) {
         const layout = layoutAnswer(answer);
         if (layout?.cacheTtl !== undefined) this.cache.set(key, answer, layout.ttlOffsets, layout.cacheTtl);
