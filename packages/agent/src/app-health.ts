@@ -1,13 +1,14 @@
 // Probes the local application's health-check path (spec.yaml `healthCheck.path`) periodically.
 // The result decides whether the local instance is registered healthy or unhealthy.
 import http from 'node:http';
+import net from 'node:net';
 import { EventEmitter } from 'node:events';
 
 export interface AppHealthOptions {
   service: string;
   host: string;
   port: number;
-  /** No path: the service declares no health check; a TCP connect is the check then. */
+  /** No path: the service declares no health check (e.g. dubbo); a TCP connect is the check then. */
   path?: string;
   intervalMs: number;
   timeoutMs: number;
@@ -25,15 +26,34 @@ export interface AppHealthState {
 
 /** One probe: resolves to null when healthy, otherwise to the reason it is not. */
 export function probeOnce(opts: Pick<AppHealthOptions, 'host' | 'port' | 'path' | 'timeoutMs'>): Promise<string | null> {
+  return opts.path ? probeHttp(opts as Pick<AppHealthOptions, 'host' | 'port' | 'timeoutMs'> & { path: string }) : probeTcp(opts);
+}
+
+function describeError(err: NodeJS.ErrnoException): string {
+  return err.code ? `${err.code} ${err.message.replace(/^\S+ /, '')}` : err.message;
+}
+
+function probeHttp(opts: { host: string; port: number; path: string; timeoutMs: number }): Promise<string | null> {
   return new Promise((resolve) => {
-    const req = http.get({ host: opts.host, port: opts.port, path: opts.path ?? '/', timeout: opts.timeoutMs, agent: false }, (res) => {
+    const req = http.get({ host: opts.host, port: opts.port, path: opts.path, timeout: opts.timeoutMs, agent: false }, (res) => {
       res.resume();
       const status = res.statusCode ?? 0;
-      if (!opts.path) resolve(null); // a TCP-level check: any HTTP answer means the app is up
-      else resolve(status >= 200 && status < 400 ? null : `HTTP ${status}`);
+      resolve(status >= 200 && status < 400 ? null : `HTTP ${status}`);
     });
     req.on('timeout', () => req.destroy(new Error(`no answer within ${opts.timeoutMs} ms`)));
-    req.on('error', (err: NodeJS.ErrnoException) => resolve(err.code ? `${err.code} ${err.message.replace(/^\S+ /, '')}` : err.message));
+    req.on('error', (err: NodeJS.ErrnoException) => resolve(describeError(err)));
+  });
+}
+
+function probeTcp(opts: { host: string; port: number; timeoutMs: number }): Promise<string | null> {
+  return new Promise((resolve) => {
+    const socket = net.connect({ host: opts.host, port: opts.port });
+    socket.setTimeout(opts.timeoutMs, () => socket.destroy(new Error(`no connection within ${opts.timeoutMs} ms`)));
+    socket.once('connect', () => {
+      socket.destroy();
+      resolve(null);
+    });
+    socket.once('error', (err: NodeJS.ErrnoException) => resolve(describeError(err)));
   });
 }
 
@@ -50,7 +70,7 @@ export class AppHealthChecker extends EventEmitter {
   }
 
   get target(): string {
-    return `http://${this.opts.host}:${this.opts.port}${this.opts.path ?? '/'}`;
+    return this.opts.path ? `http://${this.opts.host}:${this.opts.port}${this.opts.path}` : `tcp://${this.opts.host}:${this.opts.port}`;
   }
 
   start(): void {
@@ -72,7 +92,8 @@ export class AppHealthChecker extends EventEmitter {
     if (this.stopped) return;
     this.lastCheck = new Date().toISOString();
     const ok = failure === null;
-    this.detail = ok ? `GET ${this.target} answered` : `GET ${this.target} failed: ${failure}`;
+    const what = this.opts.path ? `GET ${this.target}` : `connect ${this.target}`;
+    this.detail = ok ? `${what} answered` : `${what} failed: ${failure}`;
     const previous = this.healthy;
     // a streak counts consecutive results that disagree with the current state
     if (this.healthy === null) {
