@@ -15,6 +15,12 @@ export class UpstreamAttemptError extends Error {
   }
 }
 
+/** The IDs of this server's upstream queries in flight, so one that comes back to it is recognised as a loop. */
+export interface InFlightIds {
+  add(id: number): void;
+  delete(id: number): void;
+}
+
 /** A copy of the query with a fresh random ID: off-path spoofers must guess it and the port. */
 function withRandomId(query: Buffer): { packet: Buffer; id: number } {
   const packet = Buffer.from(query);
@@ -28,9 +34,10 @@ function withRandomId(query: Buffer): { packet: Buffer; id: number } {
  * drops datagrams from anyone else and an ICMP port-unreachable fails fast. Answers whose ID or
  * question does not match are ignored (the wait goes on until the timeout).
  */
-export function queryUdp(upstream: Upstream, query: Buffer, questionEnd: number, timeoutMs: number): Promise<Buffer> {
+export function queryUdp(upstream: Upstream, query: Buffer, questionEnd: number, timeoutMs: number, inFlight?: InFlightIds): Promise<Buffer> {
   const { packet, id } = withRandomId(query);
-  return new Promise((resolve, reject) => {
+  inFlight?.add(id);
+  return new Promise<Buffer>((resolve, reject) => {
     const socket = dgram.createSocket(upstream.family === 6 ? 'udp6' : 'udp4');
     let done = false;
     const finish = (err: Error | undefined, answer?: Buffer): void => {
@@ -57,13 +64,14 @@ export function queryUdp(upstream: Upstream, query: Buffer, questionEnd: number,
         if (err) finish(new UpstreamAttemptError(upstream, 'error', err.message));
       });
     });
-  });
+  }).finally(() => inFlight?.delete(id));
 }
 
 /** One query over TCP (two-byte length framing); the answer must carry our ID and question. */
-export function queryTcp(upstream: Upstream, query: Buffer, questionEnd: number, timeoutMs: number): Promise<Buffer> {
+export function queryTcp(upstream: Upstream, query: Buffer, questionEnd: number, timeoutMs: number, inFlight?: InFlightIds): Promise<Buffer> {
   const { packet, id } = withRandomId(query);
-  return new Promise((resolve, reject) => {
+  inFlight?.add(id);
+  return new Promise<Buffer>((resolve, reject) => {
     const socket = net.connect({ host: upstream.address, port: upstream.port, family: upstream.family });
     let done = false;
     let received: Buffer = Buffer.alloc(0);
@@ -100,7 +108,7 @@ export function queryTcp(upstream: Upstream, query: Buffer, questionEnd: number,
         }
       }
     });
-  });
+  }).finally(() => inFlight?.delete(id));
 }
 
 export interface ForwardOutcome {
@@ -120,11 +128,13 @@ export async function forwardQuery(
   transport: 'udp' | 'tcp',
   timeoutMs: number,
   onFailure: (err: UpstreamAttemptError) => void,
+  inFlight?: InFlightIds,
 ): Promise<ForwardOutcome> {
   let last: Error = new Error('no upstream resolvers configured');
   for (const upstream of upstreams) {
     try {
-      const answer = transport === 'tcp' ? await queryTcp(upstream, query, questionEnd, timeoutMs) : await queryUdp(upstream, query, questionEnd, timeoutMs);
+      const answer =
+        transport === 'tcp' ? await queryTcp(upstream, query, questionEnd, timeoutMs, inFlight) : await queryUdp(upstream, query, questionEnd, timeoutMs, inFlight);
       return { answer, upstream };
     } catch (err) {
       last = err as Error;

@@ -7,7 +7,7 @@ import { createLogger, type MeshLogger } from '@mesh-agent/admin-kit';
 import dnsPacket from 'dns-packet';
 import { AnswerCache } from './answer-cache';
 import { watchFile } from './file-watch';
-import { forwardQuery, queryUdp, type UpstreamAttemptError } from './forwarder';
+import { forwardQuery, queryUdp, type InFlightIds, type UpstreamAttemptError } from './forwarder';
 import { DnsMetrics } from './metrics';
 import { buildNameTable, type MeshService, type NameTable } from './name-table';
 import { serveTcpConnection } from './tcp-connection';
@@ -104,6 +104,8 @@ export class MeshDns {
   private stopWatch?: () => void;
   private stopNamesWatch?: () => void;
   private forwardsInFlight = 0;
+  /** `ID|name|type` of our upstream queries in flight -> how many (IDs are random: two may collide) */
+  private readonly ownQueries = new Map<string, number>();
   private state: MeshDnsState = 'INIT';
   private lastError?: { time: string; message: string; code?: string };
   private tableVersion = 0;
@@ -398,6 +400,18 @@ export class MeshDns {
         return cached;
       }
     }
+    const question = `${queryKey(msg, q)}|${q.qtype}`;
+    if (this.ownQueries.has(`${q.id}|${question}`)) {
+      // Our own upstream query came back to us: DNS capture without the UID exemption. Break the loop now.
+      this.metrics.query(q.qtype, 'servfail');
+      this.recordError(
+        new MeshError('MESH_DNS_CAPTURE_LOOP', `an upstream query of this mesh-dns came back to it (uid ${process.getuid?.() ?? '?'}): DNS capture loops`, {
+          hint: 'run mesh-dns as the UID exempted by the DNS_OUTPUT rule (meshDns.uid in the agent config, default 1000)',
+        }),
+        'forward',
+      );
+      return buildErrorAnswer(msg, RCODE_SERVFAIL, q.questionEnd);
+    }
     const upstreams = this.upstreams;
     if (upstreams.length === 0 || this.forwardsInFlight >= (this.options.maxForwardsInFlight ?? 2048) || this.state !== 'SERVING') {
       this.metrics.query(q.qtype, 'servfail');
@@ -408,7 +422,7 @@ export class MeshDns {
     this.forwardsInFlight++;
     this.metrics.forwarded++;
     try {
-      const { answer, upstream } = await forwardQuery(upstreams, msg, q.questionEnd, transport, this.timeoutMs, (err) => this.upstreamFailed(err));
+      const { answer, upstream } = await forwardQuery(upstreams, msg, q.questionEnd, transport, this.timeoutMs, (err) => this.upstreamFailed(err), this.trackOwn(question));
       this.upstreamOk(upstream);
       answer[0] = msg[0];
       answer[1] = msg[1];
@@ -438,6 +452,22 @@ export class MeshDns {
     } finally {
       this.forwardsInFlight--;
     }
+  }
+
+  /** Remembers the IDs our upstream queries for `question` carry while they are in flight. */
+  private trackOwn(question: string): InFlightIds {
+    return {
+      add: (id) => {
+        const key = `${id}|${question}`;
+        this.ownQueries.set(key, (this.ownQueries.get(key) ?? 0) + 1);
+      },
+      delete: (id) => {
+        const key = `${id}|${question}`;
+        const n = (this.ownQueries.get(key) ?? 1) - 1;
+        if (n <= 0) this.ownQueries.delete(key);
+        else this.ownQueries.set(key, n);
+      },
+    };
   }
 
   private upstreamFailed(err: UpstreamAttemptError): void {
