@@ -46,16 +46,23 @@ function endpointsOf(...u: Upstream[]) {
 }
 
 interface Answer { status: number; body: string; headers: http.IncomingHttpHeaders }
-function viaProxy(port: number, opts: { method?: string; path?: string; agent?: http.Agent } = {}): Promise<Answer> {
+function viaProxy(port: number, opts: { method?: string; path?: string; agent?: http.Agent; body?: string; chunked?: boolean } = {}): Promise<Answer> {
   return new Promise((resolve, reject) => {
-    const req = http.request({ host: '127.0.0.1', port, method: opts.method ?? 'GET', path: `http://order${opts.path ?? '/'}`, agent: opts.agent ?? false }, (res) => {
+    const headers: Record<string, string> = opts.body === undefined || opts.chunked ? {} : { 'content-length': String(Buffer.byteLength(opts.body)) };
+    const req = http.request({ host: '127.0.0.1', port, method: opts.method ?? 'GET', path: `http://order${opts.path ?? '/'}`, agent: opts.agent ?? false, headers }, (res) => {
       let body = '';
       res.setEncoding('utf8');
       res.on('data', (c: string) => { body += c; });
       res.on('end', () => resolve({ status: res.statusCode ?? 0, body, headers: res.headers }));
     });
     req.on('error', reject);
-    req.end();
+    if (opts.body !== undefined && opts.chunked) {
+      // two chunks, the second a little later: the body streams while the first try is under way
+      req.write(opts.body.slice(0, 10));
+      setTimeout(() => req.end(opts.body!.slice(10)), 20);
+    } else {
+      req.end(opts.body);
+    }
   });
 }
 
@@ -167,6 +174,29 @@ describe('resilience through the proxy', () => {
     await waitFor('access log line', () => p.log.length === 1);
     expect(flagsOf(p.log[0]!)).toBe('URX');
     expect(stat(await admin(p.admin, '/stats'), `cluster.${CLUSTER}.upstream_rq_retry_limit_exceeded`)).toBe(1);
+  });
+
+  it('a PUT with a body (fixed length or chunked) is retried with the same body on the healthy host', async () => {
+    const bad = await upstream('e2e-put-503', '503');
+    const good = await upstream('e2e-put-good');
+    const p = await startProxy([{ name: CLUSTER, endpoints: endpointsOf(bad, good) }], { cluster: CLUSTER, retryPolicy: { retryOn: '5xx', numRetries: 2 } });
+    const body = JSON.stringify({ order: 42, items: Array.from({ length: 50 }, (_, i) => `item-${i}`) });
+    for (let i = 0; i < 4; i++) expect((await viaProxy(p.port, { method: 'PUT', body, chunked: i % 2 === 1 })).status).toBe(200);
+    // the upstream answers before it has read the whole body: wait until it has
+    await waitFor('bodies read', () => good.bodies.length === 4);
+    expect(good.bodies).toEqual([body, body, body, body]);
+    expect(bad.hits).toBeGreaterThan(0);
+  });
+
+  it('a body larger than 64 KiB is not kept, so it is not retried', async () => {
+    const bad = await upstream('e2e-bigput-503', '503');
+    const p = await startProxy([{ name: CLUSTER, endpoints: endpointsOf(bad) }], { cluster: CLUSTER, retryPolicy: { retryOn: '5xx', numRetries: 2 } });
+    const r = await viaProxy(p.port, { method: 'PUT', body: 'x'.repeat(70 * 1024) });
+    expect(r.status).toBe(503);
+    expect(bad.hits).toBe(1);
+    const small = await viaProxy(p.port, { method: 'PUT', body: 'small' });
+    expect(small.status).toBe(503);
+    expect(bad.hits).toBe(1 + 3);
   });
 
   it('a POST is not retried', async () => {

@@ -27,6 +27,8 @@ export interface Upstream {
   lastHealthHeaders: http.IncomingHttpHeaders;
   /** x-envoy-attempt-count of each request seen */
   attemptHeaders: string[];
+  /** request bodies received in full */
+  bodies: string[];
   /** answers every request held by 'hang' with 200 */
   release(): void;
   close(): Promise<void>;
@@ -38,7 +40,7 @@ export async function startUpstream(name: string, behavior: Behavior = 'ok'): Pr
   const sockets = new Set<net.Socket>();
   const hanging = new Set<http.ServerResponse>();
   const up: Upstream = {
-    name, address: '127.0.0.1', port: 0, behavior, healthStatus: 200, healthHeaders: {}, hangHealth: false, hits: 0, healthHits: 0, lastHealthHeaders: {}, attemptHeaders: [],
+    name, address: '127.0.0.1', port: 0, behavior, healthStatus: 200, healthHeaders: {}, hangHealth: false, hits: 0, healthHits: 0, lastHealthHeaders: {}, attemptHeaders: [], bodies: [],
     release: () => {},
     close: async () => {},
     kill: async () => {},
@@ -54,9 +56,13 @@ export async function startUpstream(name: string, behavior: Behavior = 'ok'): Pr
     }
     up.hits++;
     up.attemptHeaders.push(String(req.headers['x-envoy-attempt-count'] ?? ''));
-    req.resume();
+    let body = '';
+    req.setEncoding('utf8');
+    req.on('data', (c: string) => { body += c; });
+    req.on('end', () => up.bodies.push(body));
     switch (up.behavior) {
-      case 'ok': res.writeHead(200, { 'content-type': 'text/plain', 'x-upstream': name }); res.end(name); return;
+      // answers once the request body is read (a 503 answers at once, before it)
+      case 'ok': req.on('end', () => { res.writeHead(200, { 'content-type': 'text/plain', 'x-upstream': name }); res.end(name); }); return;
       case '503': res.writeHead(503, { 'content-type': 'text/plain', 'x-upstream': name }); res.end(`${name} unavailable`); return;
       case 'hang': hanging.add(res); return;
       case 'reset': req.socket.resetAndDestroy(); return;

@@ -13,7 +13,7 @@ import { addFlag, ResponseFlag } from './response-flags';
 import { statScopeOf } from '../resilience/cluster-resilience';
 import { IMMEDIATE_HC_FAIL_HEADER } from '../resilience/health-checker';
 import type { TryOutcome } from '../resilience/retry-policy';
-import { RequestRetryState, routeRetryPolicy, withAttemptCountHeader } from '../resilience/retry-state';
+import { MAX_RETRY_BODY_BYTES, RequestRetryState, routeRetryPolicy, withAttemptCountHeader } from '../resilience/retry-state';
 
 const CRLFCRLF = Buffer.from('\r\n\r\n');
 const CONTINUE_100 = 'HTTP/1.1 100 Continue\r\n\r\n';
@@ -73,6 +73,9 @@ export class DownstreamConnection implements UpstreamOwner {
   /** Retries and per-try timeout of the current request (issue 6). */
   private retry: RequestRetryState | undefined;
   private retryTimer: NodeJS.Timeout | undefined;
+  /** The request body so far, kept for a retry (issue 6). */
+  private replay: Buffer[] | undefined;
+  private replayBytes = 0;
   /** Per-try timeout: one unref'd Timeout per connection re-armed with refresh() (no allocation per request); deadline 0 = disarmed. */
   private tryTimer: NodeJS.Timeout | undefined;
   private tryTimerMs = 0;
@@ -318,8 +321,12 @@ export class DownstreamConnection implements UpstreamOwner {
 
     const retryConfig = route?.config.route?.retryPolicy;
     const retryPolicy = retryConfig ? routeRetryPolicy(retryConfig) : undefined;
-    // Only a body-less request can be sent again: bodies stream through unbuffered.
-    if (retryPolicy) this.retry = new RequestRetryState(retryPolicy, head.method, head.bodyKind === 'none', cluster.circuitBreakers, statScopeOf(cluster));
+    if (retryPolicy) {
+      // A body is kept (up to MAX_RETRY_BODY_BYTES) while it streams through, so a retry can send it again.
+      const replayable = head.bodyKind === 'none' || (!head.expectContinue && head.contentLength <= MAX_RETRY_BODY_BYTES);
+      this.retry = new RequestRetryState(retryPolicy, head.method, replayable, cluster.circuitBreakers, statScopeOf(cluster));
+      if (replayable && head.bodyKind !== 'none') { this.replay = []; this.replayBytes = 0; }
+    }
 
     cluster.stats.upstream_rq_total.inc();
     cluster.stats.upstream_rq_active.inc();
@@ -357,6 +364,11 @@ export class DownstreamConnection implements UpstreamOwner {
     this.upstreamStartMs = performance.now();
     const retry = this.retry;
     conn.socket.write(Buffer.from(retry ? withAttemptCountHeader(this.upstreamHead, retry.attempt) : this.upstreamHead, 'latin1'));
+    // A retry sends the body received so far again; the rest follows as it arrives.
+    if (retry && retry.attempt > 1 && this.replay) {
+      for (const b of this.replay) conn.socket.write(b);
+      if (this.state === St.Body && this.socket.isPaused()) this.socket.resume(); // paused for the failed try's backpressure
+    }
     if (retry && retry.perTryTimeoutMs > 0) {
       this.armTryTimer(retry.perTryTimeoutMs);
     }
@@ -407,6 +419,7 @@ export class DownstreamConnection implements UpstreamOwner {
       throw err;
     }
     this.bytesReceived += n;
+    if (this.replay !== undefined && n > 0) this.keepForReplay(buf, offset, n);
     const up = this.upstream;
     if (n > 0 && up && !up.closed) {
       const ok = up.socket.write(offset === 0 && n === buf.length ? buf : buf.subarray(offset, offset + n));
@@ -627,6 +640,16 @@ export class DownstreamConnection implements UpstreamOwner {
     return true;
   }
 
+  private keepForReplay(buf: Buffer, offset: number, n: number): void {
+    this.replayBytes += n;
+    if (this.replayBytes > MAX_RETRY_BODY_BYTES) {
+      this.replay = undefined;
+      this.retry?.disableReplay();
+      return;
+    }
+    this.replay!.push(Buffer.from(buf.subarray(offset, offset + n)));
+  }
+
   private armTryTimer(ms: number): void {
     this.tryDeadline = Date.now() + ms;
     if (this.tryTimer && this.tryTimerMs === ms) { this.tryTimer.refresh(); return; }
@@ -765,6 +788,7 @@ export class DownstreamConnection implements UpstreamOwner {
     this.tryDeadline = 0;
     if (this.retryTimer) { clearTimeout(this.retryTimer); this.retryTimer = undefined; }
     if (this.retry) { this.retry.finish(); this.retry = undefined; }
+    this.replay = undefined;
     const rt = this.rt;
     const status = this.status;
     rt.http.downstream_rq_active.dec();

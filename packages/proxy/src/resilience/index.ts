@@ -16,6 +16,6 @@ export { DrainManager } from './drain-manager';
 export type { DrainableConnection, DrainResult, ServerState } from './drain-manager';
 export { ProxySelfHealth } from './self-health';
 export type { LocalReply } from './self-health';
-export { RequestRetryState, routeRetryPolicy, withAttemptCountHeader, DEFAULT_RETRY_ON } from './retry-state';
+export { RequestRetryState, routeRetryPolicy, withAttemptCountHeader, DEFAULT_RETRY_ON, MAX_RETRY_BODY_BYTES } from './retry-state';
 export type { RetryDecision, RetryBudget } from './retry-state';
 export { attachResilience, clusterStatScope, statScopeOf, ClusterCircuitBreakers, ClusterOutlierDetector, ClusterHealthChecker } from './cluster-resilience';

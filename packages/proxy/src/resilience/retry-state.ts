@@ -48,7 +48,7 @@ export class RequestRetryState {
   /** the try in progress, 1-based: the value of x-envoy-attempt-count */
   attempt = 1;
   private retryHeld = false;
-  private readonly mayRetry: boolean;
+  private mayRetry: boolean;
 
   constructor(
     readonly policy: RetryPolicy,
@@ -63,6 +63,9 @@ export class RequestRetryState {
   }
 
   get perTryTimeoutMs(): number { return this.policy.perTryTimeoutMs; }
+
+  /** The body outgrew what is kept for a re-send: no more retries for this request. */
+  disableReplay(): void { this.mayRetry = false; }
 
   /** Called with each try's outcome (responses before their head is forwarded). */
   decide(outcome: TryOutcome): RetryDecision {
@@ -97,6 +100,9 @@ export class RequestRetryState {
     }
   }
 }
+
+/** Request bodies up to this size are kept so a retry can send them again (Envoy buffers for retries too). */
+export const MAX_RETRY_BODY_BYTES = 64 * 1024;
 
 /** The upstream request head with `x-envoy-attempt-count: N` added (the head ends with an empty line). */
 export function withAttemptCountHeader(head: string, attempt: number): string {
