@@ -56,6 +56,8 @@ export interface ApplyResult {
 export async function applyRules(sets: RuleSet[], opts: RulesRuntimeOptions): Promise<ApplyResult> {
   const stateFile = opts.stateFile ?? DEFAULT_STATE_FILE;
   const backend = await announceBackend(opts, 4);
+  // reading the table first fails early without root, before the lock file is created
+  await readTable(opts, 4);
   // a dry run writes nothing, so it needs no lock (and works without root)
   return opts.executor.dryRun ? applyLocked(sets, opts, stateFile, backend) : withStateLock(stateFile, () => applyLocked(sets, opts, stateFile, backend));
 }
@@ -164,6 +166,7 @@ export interface CleanResult {
 export async function cleanRules(opts: CleanOptions): Promise<CleanResult> {
   const stateFile = opts.stateFile ?? DEFAULT_STATE_FILE;
   if (!opts.executor.dryRun && !opts.force && readState(stateFile) === undefined) return cleanLocked(opts, stateFile);
+  if (!opts.executor.dryRun) await readTable(opts, 4); // fails early without root, before the lock file is created
   return opts.executor.dryRun ? cleanLocked(opts, stateFile) : withStateLock(stateFile, () => cleanLocked(opts, stateFile));
 }
 

@@ -79,6 +79,7 @@ describe.skipIf(!prereqs.ok || !v6Ok)('listing and IPv6 in fresh network namespa
     for (const s of servers) stopServer(s);
     if (pair) deleteNs(pair.a, pair.b);
     if (stateDir) rmSync(stateDir, { recursive: true, force: true });
+    rmSync(join(tmpdir(), `mesh-ipt-nonroot-${process.pid}`), { recursive: true, force: true });
   });
 
   it('the listing equals what the real `iptables -t nat -L -n` prints for the applied rules', () => {
@@ -212,6 +213,7 @@ describe.skipIf(!prereqs.ok || !v6Ok)('listing and IPv6 in fresh network namespa
     expect(r.stderr).toContain('MESH_IPT_PERMISSION');
     expect(r.stderr).toContain('run as root');
     expect(saveAll(pair.a)).toBe(before4);
+    expect(existsSync(join(tmpdir(), `mesh-ipt-nonroot-${process.pid}`))).toBe(false); // refused before creating anything
     // a dry run needs no root: it prints what it would run
     const dry = nsExec(pair.a, ['setpriv', '--reuid=2000', '--regid=2000', '--clear-groups', process.execPath, BIN, 'apply', '--dry-run', '--local-ip', pair.addrA,
       '--state-file', join(tmpdir(), `mesh-ipt-nonroot-${process.pid}`, 'state.json')], { allowFail: true });
