@@ -477,7 +477,8 @@ export class MeshDns {
     health.failures++;
     health.lastFailure = new Date().toISOString();
     health.lastError = err.message;
-    this.logger.scope('default').warn({ upstream: name, reason: err.reason }, err.message);
+    const kind = `upstream ${name}`;
+    if (this.logLimiter.allow(kind)) this.logger.scope('default').warn({ upstream: name, reason: err.reason, suppressed: this.logLimiter.suppressed(kind) }, err.message);
   }
 
   private upstreamOk(upstream: Upstream): void {
@@ -497,8 +498,32 @@ export class MeshDns {
     const message = err instanceof Error ? err.message : String(err);
     const code = typeof (err as MeshError)?.code === 'string' ? (err as MeshError).code : undefined;
     this.lastError = { time: new Date().toISOString(), message: `${where}: ${message}`, code };
-    this.logger.scope('default').error({ where, code }, message);
+    if (this.logLimiter.allow(code ?? where)) this.logger.scope('default').error({ where, code, suppressed: this.logLimiter.suppressed(code ?? where) }, message);
   }
+
+  /** At most one log line per second per kind: a dead upstream under load must not flood the log (counters keep the totals). */
+  private readonly logLimiter = (() => {
+    const last = new Map<string, { at: number; suppressed: number }>();
+    return {
+      allow(kind: string): boolean {
+        const now = Date.now();
+        const seen = last.get(kind);
+        if (seen && now - seen.at < 1000) {
+          seen.suppressed++;
+          return false;
+        }
+        last.set(kind, { at: now, suppressed: seen?.suppressed ?? 0 });
+        return true;
+      },
+      /** how many lines of this kind were dropped since the last one written (then reset) */
+      suppressed(kind: string): number {
+        const seen = last.get(kind);
+        const n = seen?.suppressed ?? 0;
+        if (seen) seen.suppressed = 0;
+        return n;
+      },
+    };
+  })();
 
   get latestError(): { time: string; message: string; code?: string } | undefined {
     return this.lastError;
