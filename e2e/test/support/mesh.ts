@@ -37,6 +37,14 @@ export function writeSidecarConfig(world: World, role: Role): { dir: string; con
     '        path: /health',
     '',
   ].join('\n'));
+  // Test timings: probes every second and short ejections, so a fault and its repair show within
+  // seconds instead of the production defaults' tens of seconds.
+  const globalFile = join(dir, 'global.yaml');
+  writeFileSync(globalFile, [
+    'healthCheck: { intervalMs: 1000, timeoutMs: 1000, healthyThreshold: 1, unhealthyThreshold: 2 }',
+    'outlierDetection: { intervalMs: 1000, baseEjectionTimeMs: 2000 }',
+    '',
+  ].join('\n'));
   const host = world.host(role);
   const configFile = join(dir, 'agent.yaml');
   writeFileSync(configFile, [
@@ -49,6 +57,8 @@ export function writeSidecarConfig(world: World, role: Role): { dir: string; con
     `  uid: ${PROXY_USER.uid}`,
     `  gid: ${PROXY_USER.gid}`,
     '  drainTimeMs: 2000',
+    'mesh:',
+    `  globalConfigFile: ${globalFile}`,
     'meshDns:',
     `  uid: ${PROXY_USER.uid}`,
     `  gid: ${PROXY_USER.gid}`,

@@ -135,10 +135,11 @@ export function checkMeshDns({ snap }: CheckContext): CheckResult {
   const upstreams: any[] = healthJson?.upstreams ?? healthJson?.checks?.upstreams ?? [];
   const down = Array.isArray(upstreams) ? upstreams.filter((u) => u && (u.reachable === false || u.healthy === false || u.ok === false)) : [];
   if (down.length) {
-    return { hop: 'mesh-dns', status: 'WARN', evidence: `upstream(s) not answering: ${down.map((u) => u.address ?? u.server ?? JSON.stringify(u)).join(', ')}`, fix: 'names outside the mesh will fail: check the nameservers in /etc/resolv.conf are reachable' };
+    return { hop: 'mesh-dns', status: 'WARN', evidence: `upstream(s) not answering: ${down.map((u) => `${u.upstream ?? u.address ?? u.server ?? '?'}${u.error ? ` (${u.error})` : ''}`).join(', ')}`, fix: 'mesh names still resolve, names outside the mesh fail: check the nameservers in /etc/resolv.conf are reachable from this host' };
   }
   const names = dnsNames(snap);
-  return { hop: 'mesh-dns', status: 'OK', evidence: `healthy on ${snap.adminHost}:${snap.ports.dnsAdmin}${names.length ? `; hosts ${names.join(', ')}` : ''}` };
+  const reachable = Array.isArray(upstreams) ? upstreams.map((u) => u?.upstream ?? u?.address).filter(Boolean) : [];
+  return { hop: 'mesh-dns', status: 'OK', evidence: `healthy on ${snap.adminHost}:${snap.ports.dnsAdmin}${names.length ? `; hosts ${names.join(', ')}` : ''}${reachable.length ? `; upstream ${reachable.join(', ')} reachable` : ''}` };
 }
 
 export async function checkDnsCapture(ctx: CheckContext, dependsOnFailed?: string): Promise<CheckResult> {
