@@ -2,7 +2,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { Cluster } from '../src/cluster/cluster';
 import { StatsStore } from '../src/stats/store';
 import { attachResilience, ClusterCircuitBreakers, ClusterHealthChecker, ClusterOutlierDetector } from '../src/resilience/cluster-resilience';
-import { RequestRetryState, routeRetryPolicy } from '../src/resilience/retry-state';
+import { RequestRetryState, routeRetryPolicy, withAttemptCountHeader } from '../src/resilience/retry-state';
 import { startUpstream, waitFor, type Upstream } from './resilience-upstreams';
 
 // The proxy's own Cluster and StatsStore with the resilience parts attached; real upstreams on loopback.
@@ -134,5 +134,10 @@ describe('RequestRetryState', () => {
     expect(routeRetryPolicy(cfg, (e) => errors.push(e.message))).toBeUndefined();
     expect(errors).toHaveLength(1);
     expect(errors[0]).toContain('nonsense');
+  });
+
+  it('adds x-envoy-attempt-count to the upstream head, replacing one the client sent', () => {
+    expect(withAttemptCountHeader('GET / HTTP/1.1\r\nhost: a\r\n\r\n', 2)).toBe('GET / HTTP/1.1\r\nhost: a\r\nx-envoy-attempt-count: 2\r\n\r\n');
+    expect(withAttemptCountHeader('GET / HTTP/1.1\r\nX-Envoy-Attempt-Count: 9\r\nhost: a\r\n\r\n', 1)).toBe('GET / HTTP/1.1\r\nhost: a\r\nx-envoy-attempt-count: 1\r\n\r\n');
   });
 });

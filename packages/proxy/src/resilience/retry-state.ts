@@ -104,7 +104,13 @@ export class RequestRetryState {
 /** Request bodies up to this size are kept so a retry can send them again (Envoy buffers for retries too). */
 export const MAX_RETRY_BODY_BYTES = 64 * 1024;
 
-/** The upstream request head with `x-envoy-attempt-count: N` added (the head ends with an empty line). */
+const CLIENT_ATTEMPT_COUNT = /\r\nx-envoy-attempt-count:[^\r\n]*/gi;
+
+/**
+ * The upstream request head with `x-envoy-attempt-count: N` added (the head ends with an empty line);
+ * a value the client sent is replaced, as Envoy does.
+ */
 export function withAttemptCountHeader(head: string, attempt: number): string {
-  return `${head.slice(0, -2)}x-envoy-attempt-count: ${attempt}\r\n\r\n`;
+  const base = /attempt-count:/i.test(head) ? head.replace(CLIENT_ATTEMPT_COUNT, '') : head;
+  return `${base.slice(0, -2)}x-envoy-attempt-count: ${attempt}\r\n\r\n`;
 }
