@@ -42,6 +42,11 @@ export interface ParsedQuery {
 /** Why a packet is not a query the server can answer. `drop` means: send nothing back. */
 export type QueryProblem = 'drop' | 'formerr' | 'notimp';
 
+/** ASCII lower-casing by table lookup: one load per byte instead of two compares. */
+const LOWER = new Uint8Array(256).map((_, c) => (c >= 0x41 && c <= 0x5a ? c + 0x20 : c));
+/** 1 for bytes a plain (cacheable, printable) label holds: printable ASCII except '.' */
+const PLAIN = new Uint8Array(256).map((_, c) => (c >= 0x21 && c <= 0x7e && c !== 0x2e ? 1 : 0));
+
 const FNV_OFFSET = 0x811c9dc5;
 const FNV_PRIME = 0x01000193;
 
@@ -85,9 +90,8 @@ export function parseQuery(buf: Buffer): ParsedQuery | QueryProblem {
     if (end > len || end - HEADER_LEN > MAX_NAME_WIRE_LEN - 1) return 'formerr';
     hash = Math.imul(hash ^ labelLen, FNV_PRIME);
     for (let i = pos + 1; i < end; i++) {
-      let c = buf[i];
-      if (c >= 0x41 && c <= 0x5a) c += 0x20;
-      else if (c === 0x2e || c < 0x21 || c > 0x7e) plain = false;
+      const c = LOWER[buf[i]];
+      plain = plain && PLAIN[c] === 1;
       hash = Math.imul(hash ^ c, FNV_PRIME);
     }
     pos = end;
@@ -114,9 +118,7 @@ export function parseQuery(buf: Buffer): ParsedQuery | QueryProblem {
 export function nameEquals(buf: Buffer, q: ParsedQuery, wire: Buffer): boolean {
   if (q.nameEnd - 1 - HEADER_LEN !== wire.length) return false;
   for (let i = 0; i < wire.length; i++) {
-    let c = buf[HEADER_LEN + i];
-    if (c >= 0x41 && c <= 0x5a) c += 0x20;
-    if (c !== wire[i]) return false;
+    if (LOWER[buf[HEADER_LEN + i]] !== wire[i]) return false;
   }
   return true;
 }
@@ -158,7 +160,8 @@ export function buildLocalAnswer(query: Buffer, q: ParsedQuery, answer: Buffer |
   const answerLen = answer === undefined ? 0 : answer.length;
   const optLen = q.edns ? LOCAL_OPT.length : 0;
   const out = Buffer.allocUnsafe(qEnd + answerLen + optLen);
-  query.copy(out, 0, 0, qEnd);
+  // Byte loops, not Buffer#copy: for a few dozen bytes the call overhead of copy() dominates.
+  for (let i = 0; i < qEnd; i++) out[i] = query[i];
   out[2] = 0x84 | (query[2] & 0x79); // QR, AA, keep opcode and RD; clear TC
   out[3] = 0x80; // RA, rcode NOERROR
   out[6] = 0;
@@ -167,8 +170,8 @@ export function buildLocalAnswer(query: Buffer, q: ParsedQuery, answer: Buffer |
   out[9] = 0;
   out[10] = 0;
   out[11] = optLen === 0 ? 0 : 1;
-  if (answer !== undefined) answer.copy(out, qEnd);
-  if (optLen !== 0) LOCAL_OPT.copy(out, qEnd + answerLen);
+  for (let i = 0; i < answerLen; i++) out[qEnd + i] = answer![i];
+  for (let i = 0; i < optLen; i++) out[qEnd + answerLen + i] = LOCAL_OPT[i];
   return out;
 }
 
