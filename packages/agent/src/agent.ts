@@ -51,6 +51,8 @@ export interface MeshAgentOptions {
   childBins?: { proxy?: string; meshDns?: string };
   /** Back-off of crash restarts. */
   restartBackoff?: { initialMs: number; maxMs: number };
+  /** Where the proxy's listener binds (default 0.0.0.0: inbound capture redirects to the node address). */
+  listenerAddress?: string;
   /** Called once the agent stopped on its own (the proxy's /quitquitquit). */
   onSelfStop?: () => void;
 }
@@ -108,6 +110,10 @@ export class MeshAgent {
 
   private get log() {
     return this.logger.scope('default');
+  }
+
+  get listenerAddress(): string {
+    return this.opts.listenerAddress ?? '0.0.0.0';
   }
 
   get captureDisabledReason(): string | undefined {
@@ -181,7 +187,7 @@ export class MeshAgent {
 
   private async bindSockets(agentAdminPort: number): Promise<void> {
     const { ports, adminAddress } = this.config;
-    const listener = bindTcp('listener', '0.0.0.0', ports.proxyListener);
+    const listener = bindTcp('listener', this.listenerAddress, ports.proxyListener);
     this.sockets.push(listener);
     const proxyAdmin = bindTcp('admin', adminAddress, ports.proxyAdmin);
     this.sockets.push(proxyAdmin);
@@ -206,6 +212,7 @@ export class MeshAgent {
       nodeIp: this.nodeIp,
       nodeId: nodeIdOf(this.config, this.spec, this.nodeIp),
       appHost: '127.0.0.1',
+      listenerAddress: this.listenerAddress,
     };
   }
 

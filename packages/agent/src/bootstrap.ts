@@ -123,7 +123,7 @@ export function buildProxyBootstrap(model: MeshModel, version: string): ProxyBoo
     version,
     node: { id: model.nodeId, cluster: localServiceName(agent, spec), metadata: { namespace: agent.node.namespace } },
     admin: { address: agent.adminAddress, port: ports.proxyAdmin },
-    listener: { name: 'virtual', address: '0.0.0.0', port: ports.proxyListener },
+    listener: { name: 'virtual', address: model.listenerAddress ?? '0.0.0.0', port: ports.proxyListener },
     localAddresses: [...new Set([model.nodeIp])],
     inbound,
     ...(agent.proxy.accessLog ? { accessLog: agent.proxy.accessLog } : {}),

@@ -21,6 +21,8 @@ export interface MeshModel {
   nodeId: string;
   /** Where the proxy and the health check reach the local application. */
   appHost: string;
+  /** Where the proxy's listener is bound (default 0.0.0.0). */
+  listenerAddress?: string;
 }
 
 /** The node's IP: configured, else the first non-internal IPv4 address, else loopback. */

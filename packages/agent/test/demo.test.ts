@@ -53,6 +53,8 @@ describe('mesh-agent demo', { timeout: 120_000 }, () => {
     const health = JSON.parse(await curl(`127.0.0.1:${ports.admin}/health`));
     expect(health.capture.mode).toBe('disabled');
     const children = [health.components.envoy.pid, health.components['mesh-dns'].pid];
+    // nothing is redirected to the proxy in the demo, so it stays off the network
+    expect(JSON.parse(await curl(`127.0.0.1:${ports.admin}/config/envoy`)).listener.address).toBe('127.0.0.1');
     const dir = JSON.parse(await curl(`127.0.0.1:${ports.admin}/config/agent`)).appConfigDir;
     expect(fs.existsSync(dir)).toBe(true);
 

@@ -113,6 +113,8 @@ export async function runDemo(opts: DemoOptions = {}): Promise<RunningDemo> {
       configFile: '(demo: built in)',
       captureDisabledReason: 'the demo never touches iptables',
       dropPrivileges: false,
+      // nothing is redirected to the proxy in the demo: keep it off the network
+      listenerAddress: '127.0.0.1',
       childStdio: opts.childStdio ?? 'stderr',
       onSelfStop: () => selfStopped('quitquitquit'),
     });
