@@ -87,3 +87,31 @@ describe.skipIf(!haveEtcd())('registry backend etcd (real etcd)', { timeout: 120
     expect(await client.getAll().prefix(`${PREFIX}services/`).keys()).toEqual([]);
   });
 });
+
+describe.skipIf(!haveEtcd())('registry backend etcd when etcd goes away', { timeout: 120_000 }, () => {
+  it('reports the registry unreachable in /health and still shuts down promptly', async () => {
+    const etcd = await startEtcd();
+    const user = await startApp('user');
+    let t: TestAgent | undefined;
+    try {
+      t = await startTestAgent({
+        appPort: user.port,
+        config: { registry: { backend: 'etcd', etcd: { endpoints: [etcd.endpoint], prefix: PREFIX, leaseTtlSeconds: 5, dialTimeoutMs: 1000 } } },
+      });
+      await eventually(async () => (await httpGet(`${t!.admin}/status`)).body === '<SERVICE_REGISTERED>\n', '<SERVICE_REGISTERED>');
+      await etcd.stop();
+      const report = await eventually(async () => {
+        const health = JSON.parse((await httpGet(`${t!.admin}/health`)).body);
+        return health.registry.ok === false ? health : undefined;
+      }, 'the registry reported unreachable', 60_000, 200);
+      expect(report.problems.join('\n')).toMatch(/registry: etcd http:\/\/127\.0\.0\.1:\d+ unreachable/);
+      const stopping = t.stop();
+      t = undefined;
+      await stopping;
+    } finally {
+      await t?.stop();
+      await etcd.stop().catch(() => undefined);
+      await user.close();
+    }
+  });
+});
