@@ -2,7 +2,7 @@
 // DNS_OUTPUT chain DNATs port 53 to mesh-dns; mesh-dns runs as an unprivileged UID. With that UID
 // exempted, its upstream queries reach the real resolver; without, they come back to it and it
 // breaks the loop at once (SERVFAIL and MESH_DNS_CAPTURE_LOOP) instead of flooding itself.
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -11,12 +11,19 @@ import { stopChild, tempDir, waitFor } from './helpers';
 
 const NS = `mdns-uid-${process.pid}`;
 const RESOLVER = '198.18.53.1';
-const UID = 65534; // nobody: any unprivileged UID works; the agent's default is 1000
+const NOBODY = 65534;
 const bin = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', 'bin', 'mesh-dns.js');
+const asUser = (uid: number): string[] => (uid === 0 ? [] : ['setpriv', `--reuid=${uid}`, `--regid=${uid}`, '--clear-groups']);
+// mesh-dns runs as an unprivileged UID (nobody; the agent's default is 1000) when that user can
+// read this checkout; otherwise (a checkout under a private home) the roles swap: mesh-dns runs as
+// root with UID 0 exempted and the application's dig as nobody. Same chain, same mechanism.
+const nobodyCanRun = spawnSync('setpriv', [...asUser(NOBODY).slice(1), process.execPath, bin, '--version']).status === 0;
+const UID = nobodyCanRun ? NOBODY : 0;
+const CLIENT_UID = nobodyCanRun ? 0 : NOBODY;
 
 const inNs = (...args: string[]): string => execFileSync('ip', ['netns', 'exec', NS, ...args], { encoding: 'utf8', timeout: 30_000 });
 const digInNs = (name: string, extra: string[] = []): string =>
-  inNs('dig', `@${RESOLVER}`, name, 'A', '+tries=1', '+timeout=5', '+nocookie', ...extra);
+  inNs(...asUser(CLIENT_UID), 'dig', `@${RESOLVER}`, name, 'A', '+tries=1', '+timeout=5', '+nocookie', ...extra);
 
 function captureRules(exemptUid: number): string {
   return [
@@ -49,7 +56,7 @@ describe('DNS capture and the UID exemption (network namespace)', () => {
       '--conf-file=/dev/null', `--pid-file=${path.join(dir, 'dnsmasq.pid')}`, '--user=root', '--address=/ext.test/198.18.5.5'], { stdio: 'ignore' });
     children.push(dnsmasq);
     await waitFor(() => digInNs('www.ext.test', ['+timeout=1']).includes('198.18.5.5'), 'dnsmasq in the namespace');
-    meshDns = spawn('ip', ['netns', 'exec', NS, 'setpriv', `--reuid=${UID}`, `--regid=${UID}`, '--clear-groups', process.execPath, bin,
+    meshDns = spawn('ip', ['netns', 'exec', NS, ...asUser(UID), process.execPath, bin,
       '--listen', '127.0.0.1:55354', '--no-admin', '--upstream', RESOLVER, '--upstream-timeout', '1000', '--service', 'order', '--log-level', 'error'], { stdio: ['ignore', 'pipe', 'pipe'] });
     meshDns.stderr!.on('data', (d) => (stderr += d));
     meshDns.stdout!.on('data', (d) => (logs += d));
