@@ -1,7 +1,7 @@
 // Issue 9: faults made for real on host A's sidecar; `mesh-agent doctor` names exactly the broken hop
 // as FAIL with a fix, and `mesh-agent trace` names the hop where the request failed.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { preflight } from './support/preflight.js';
 import { nsRun, run, waitFor } from './support/exec.js';
@@ -202,6 +202,23 @@ describe.skipIf(!pre.ok)('e2e: doctor and trace find the broken hop', () => {
       await capture('doctor-local-app-down', ['doctor']);
     } finally {
       world.apps.a = await startApp(world.procs, a, world.appScript, 'host-a', APP_PORT);
+    }
+    await healthy();
+  });
+  it('the application\'s spec.yaml broken on disk: doctor FAILs config, naming the file, line and field', async () => {
+    const spec = join(world.dir, 'sidecar-a', 'app', 'spec.yaml');
+    const good = readFileSync(spec, 'utf8');
+    writeFileSync(spec, good.replace(`targetPort: ${APP_PORT}`, 'targetPort: eighty'));
+    try {
+      const { code, report } = await doctor();
+      expect(code).toBe(1);
+      expect(fails(report)).toEqual(['config']);
+      const config = report.checks.find((c) => c.hop === 'config')!;
+      expect(config.evidence).toContain(`${spec}:7: spec.services[0].ports[0].targetPort`);
+      expect(config.fix).toMatch(/restart would fail/);
+      await capture('doctor-spec-broken', ['doctor']);
+    } finally {
+      writeFileSync(spec, good);
     }
     await healthy();
   });

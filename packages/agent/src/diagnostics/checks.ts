@@ -8,6 +8,7 @@ import { queryA, systemNameserver } from './dns-wire.js';
 import { parseIptablesSave, serviceOfCluster, matchVirtualHost, type NatRule } from './envoy-formats.js';
 import type { SidecarSnapshot } from './sidecar.js';
 import { formatDifference, SpawnExecutor, verifyRules, type RuleDifference } from '@mesh-agent/iptables-rules';
+import { agentConfigSchema, ConfigError, formatConfigIssue, loadConfigFile, servicesSpecSchema } from '@mesh-agent/shared-config';
 
 export type CheckStatus = 'OK' | 'WARN' | 'FAIL';
 export interface CheckResult { hop: string; status: CheckStatus; evidence: string; fix?: string }
@@ -118,6 +119,20 @@ export function checkConfig({ snap }: CheckContext): CheckResult {
   if (config.status !== 200 || services.status !== 200) {
     const bad = config.status !== 200 ? config : services;
     return { hop: 'config', status: 'FAIL', evidence: describeAnswer(bad), fix: `${ADMIN(snap)}/latest_error; validate the files with mesh-agent start --config FILE (it names the file, line and field)` };
+  }
+  // The files on disk must still be valid: the running agent keeps what it loaded, but its next start would fail.
+  const files: Array<[string, string | undefined, Parameters<typeof loadConfigFile>[0]]> = [
+    ['agent config', snap.agent.configJson?.configFile, agentConfigSchema],
+    ['spec.yaml', snap.agent.configJson?.specFile, servicesSpecSchema],
+  ];
+  for (const [what, file, schema] of files) {
+    if (!file) continue;
+    try {
+      loadConfigFile(schema, file);
+    } catch (err) {
+      const issues = err instanceof ConfigError ? err.issues.map(formatConfigIssue).join('; ') : (err as Error).message;
+      return { hop: 'config', status: 'FAIL', evidence: `${what} ${file} is no longer valid: ${oneLine(issues, 240)}`, fix: `fix the file (it names the line and field); the running agent still uses what it loaded at start, a restart would fail` };
+    }
   }
   const dir = snap.agent.configJson?.appConfigDir ?? snap.agent.configJson?.configDir ?? snap.agent.configJson?.app?.configDir;
   const local = snap.localServices.map((s) => `${s.name}:${s.port}`).join(', ') || 'none';
