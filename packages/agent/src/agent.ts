@@ -92,6 +92,7 @@ export class MeshAgent {
   private stopping: Promise<void> | undefined;
   private started = false;
   private readonly recorded = new WeakSet<object>();
+  private readonly retryTimers = new Set<NodeJS.Timeout>();
 
   constructor(private readonly opts: MeshAgentOptions) {
     this.config = opts.config;
@@ -354,6 +355,15 @@ export class MeshAgent {
       this.logger.scope('ads').info({ service, id: registration.instance.id, healthy }, `registered ${service} instance ${registration.instance.id} as ${healthy ? 'healthy' : 'unhealthy'}`);
     } catch (err) {
       this.recordError(err, 'registry');
+      // the registry may come back: try again with whatever the health is by then
+      const retry = setTimeout(() => {
+        this.retryTimers.delete(retry);
+        const checker = this.appHealth.find((c) => c.state().service === service && c.port === port);
+        const state = checker?.state().healthy;
+        if (state !== null && state !== undefined) void this.onAppHealth(service, port, state);
+      }, 2000);
+      this.retryTimers.add(retry);
+      retry.unref();
       return;
     }
     const expected = this.spec.spec.services.reduce((n, s) => n + s.ports.length, 0);
@@ -442,6 +452,7 @@ export class MeshAgent {
   private async doStop(): Promise<void> {
     if (this.pushTimer) clearTimeout(this.pushTimer);
     for (const checker of this.appHealth) checker.stop();
+    for (const timer of this.retryTimers) clearTimeout(timer);
     // 1. peers stop sending to us
     for (const reg of this.registered.values()) {
       await this.registry.deregister({ service: reg.service, namespace: reg.namespace, id: reg.instance.id }).catch((err) => this.recordError(err, 'deregister'));

@@ -69,6 +69,10 @@ export class AppHealthChecker extends EventEmitter {
     super();
   }
 
+  get port(): number {
+    return this.opts.port;
+  }
+
   get target(): string {
     return this.opts.path ? `http://${this.opts.host}:${this.opts.port}${this.opts.path}` : `tcp://${this.opts.host}:${this.opts.port}`;
   }

@@ -4,7 +4,7 @@ import { Etcd3 } from 'etcd3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startApp, startTestAgent, type TestAgent, type TestApp } from './agent-fixture';
 import { queryA } from './dns-client';
-import { startEtcd, type EtcdServer } from './etcd-server';
+import { freePort, startEtcd, type EtcdServer } from './etcd-server';
 import { eventually, httpGet } from './helpers';
 
 function haveEtcd(): boolean {
@@ -111,6 +111,42 @@ describe.skipIf(!haveEtcd())('registry backend etcd when etcd goes away', { time
     } finally {
       await t?.stop();
       await etcd.stop().catch(() => undefined);
+      await user.close();
+    }
+  });
+});
+
+describe.skipIf(!haveEtcd())('registry backend etcd not there at start', { timeout: 120_000 }, () => {
+  it('runs without it, says so, and registers once etcd answers', async () => {
+    const clientPort = await freePort();
+    const endpoint = `http://127.0.0.1:${clientPort}`;
+    const user = await startApp('user');
+    let t: TestAgent | undefined;
+    let etcd: EtcdServer | undefined;
+    try {
+      t = await startTestAgent({
+        appPort: user.port,
+        config: { registry: { backend: 'etcd', etcd: { endpoints: [endpoint], prefix: PREFIX, leaseTtlSeconds: 5, dialTimeoutMs: 1000 } } },
+      });
+      const health = await eventually(async () => {
+        const h = JSON.parse((await httpGet(`${t!.admin}/health`)).body);
+        return h.app[0]?.healthy === true ? h : undefined;
+      }, 'the app check to pass');
+      expect(health.registry.ok).toBe(false);
+      expect(health.status).toBe('<FLOW_TAKEOVER>');
+      expect(JSON.parse((await httpGet(`${t.admin}/latest_error`)).body).message).toMatch(/etcd|UNAVAILABLE|ECONNREFUSED/);
+
+      etcd = await startEtcd({ clientPort });
+      await eventually(async () => (await httpGet(`${t!.admin}/status`)).body === '<SERVICE_REGISTERED>\n', '<SERVICE_REGISTERED> once etcd is up', 60_000);
+      const client = new Etcd3({ hosts: endpoint });
+      try {
+        expect(JSON.parse((await client.get(`${PREFIX}services/default/user/user~127.0.0.1`).string())!)).toMatchObject({ healthy: true, port: user.port });
+      } finally {
+        client.close();
+      }
+    } finally {
+      await t?.stop();
+      await etcd?.stop();
       await user.close();
     }
   });

@@ -19,9 +19,9 @@ export interface EtcdServer {
   stop(): Promise<void>;
 }
 
-export async function startEtcd(): Promise<EtcdServer> {
+export async function startEtcd(opts: { clientPort?: number } = {}): Promise<EtcdServer> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mesh-agent-etcd-'));
-  const clientPort = await freePort();
+  const clientPort = opts.clientPort ?? (await freePort());
   const peerPort = await freePort();
   const endpoint = `http://127.0.0.1:${clientPort}`;
   const peer = `http://127.0.0.1:${peerPort}`;

@@ -36,6 +36,7 @@ export class EtcdRegistry implements RegistryBackend {
   private connected = false;
   private lastError: string | undefined;
   private closed = false;
+  private reconnectTimer: NodeJS.Timeout | undefined;
 
   constructor(private readonly opts: EtcdRegistryOptions) {
     this.client = new Etcd3({
@@ -49,22 +50,47 @@ export class EtcdRegistry implements RegistryBackend {
     return `${this.opts.prefix.endsWith('/') ? this.opts.prefix : this.opts.prefix + '/'}services/`;
   }
 
+  /**
+   * Loads the instances and starts the watch. An etcd that cannot be reached is not fatal: the agent
+   * runs on (reported by reachable() and /health) and this retries every 2 s, registering the local
+   * instance once etcd answers.
+   */
   async start(): Promise<void> {
-    const prefix = this.servicesPrefix;
-    let range;
     try {
-      range = await this.client.getAll().prefix(prefix).exec();
+      await this.connect();
     } catch (err) {
-      throw new MeshError('MESH_AGENT_REGISTRY_UNREACHABLE', `cannot read the etcd registry at ${this.opts.endpoints.join(', ')}: ${(err as Error).message}`, {
-        exitCode: EXIT_CODES.unavailable,
-        hint: 'check that etcd runs and registry.etcd.endpoints in the agent config points at it (try `etcdctl --endpoints=... endpoint health`)',
-        cause: err,
-      });
+      this.noteError(
+        new MeshError('MESH_AGENT_REGISTRY_UNREACHABLE', `cannot read the etcd registry at ${this.opts.endpoints.join(', ')}: ${(err as Error).message}; retrying every 2 s`, {
+          exitCode: EXIT_CODES.unavailable,
+          hint: 'check that etcd runs and registry.etcd.endpoints in the agent config points at it (try `etcdctl --endpoints=... endpoint health`)',
+          cause: err,
+        }),
+      );
+      this.scheduleReconnect();
     }
+  }
+
+  private scheduleReconnect(): void {
+    if (this.closed) return;
+    this.reconnectTimer = setTimeout(() => {
+      this.connect()
+        .then(() => {
+          this.emit();
+          return this.reregister();
+        })
+        .catch(() => this.scheduleReconnect());
+    }, 2000);
+  }
+
+  private async connect(): Promise<void> {
+    const prefix = this.servicesPrefix;
+    const range = await this.client.getAll().prefix(prefix).exec();
+    this.entries.clear();
     for (const kv of range.kvs) this.apply(kv.key.toString(), kv.value.toString());
-    this.connected = true;
     const startRevision = String(Number(range.header.revision) + 1);
     this.watcher = await this.client.watch().prefix(prefix).startRevision(startRevision).create();
+    this.connected = true;
+    this.lastError = undefined;
     this.watcher.on('put', (kv) => {
       this.apply(kv.key.toString(), kv.value.toString());
       this.emit();
@@ -74,8 +100,10 @@ export class EtcdRegistry implements RegistryBackend {
       this.emit();
     });
     this.watcher.on('connected', () => {
+      const wasDown = !this.connected;
       this.connected = true;
       this.lastError = undefined;
+      if (wasDown) this.reregister().catch((e) => this.noteError(e as Error));
     });
     this.watcher.on('disconnected', (err) => {
       this.connected = false;
@@ -121,8 +149,10 @@ export class EtcdRegistry implements RegistryBackend {
     const lease = this.client.lease(this.opts.leaseTtlSeconds);
     lease.on('lost', (err) => {
       if (this.closed || this.lease !== lease) return;
-      this.noteError(new Error(`etcd lease lost (${err.message}); registering again under a new lease`));
       this.lease = undefined;
+      // with etcd unreachable, the watch's reconnect registers again (no tight retry loop here)
+      if (!this.connected) return;
+      this.noteError(new Error(`etcd lease lost (${err.message}); registering again under a new lease`));
       this.reregister().catch((e) => this.noteError(e as Error));
     });
     this.lease = lease;
@@ -140,6 +170,12 @@ export class EtcdRegistry implements RegistryBackend {
 
   async register(registration: LocalRegistration): Promise<void> {
     this.local.set(`${registration.namespace}/${registration.service}/${registration.instance.id}`, registration);
+    if (!this.connected) {
+      throw new MeshError('MESH_AGENT_REGISTER_FAILED', `cannot register ${registration.service}/${registration.instance.id}: etcd at ${this.opts.endpoints.join(', ')} is unreachable${this.lastError ? ` (${this.lastError})` : ''}`, {
+        exitCode: EXIT_CODES.unavailable,
+        hint: 'the agent registers the instance as soon as etcd answers again; check etcd and registry.etcd.endpoints',
+      });
+    }
     try {
       await this.put(registration);
     } catch (err) {
@@ -174,6 +210,7 @@ export class EtcdRegistry implements RegistryBackend {
 
   async close(): Promise<void> {
     this.closed = true;
+    if (this.reconnectTimer) clearTimeout(this.reconnectTimer);
     this.listeners = [];
     await this.watcher?.cancel().catch(() => undefined);
     // revoking the lease deletes every key written under it
