@@ -1,9 +1,10 @@
 import { closeSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { dirname } from 'node:path';
-import { EXIT_CODES, MeshError } from '@mesh-agent/shared-config';
+import { DEFAULT_IPTABLES_STATE_FILE, EXIT_CODES, MeshError } from '@mesh-agent/shared-config';
 import type { IpFamily } from './addresses';
 
-export const DEFAULT_STATE_FILE = '/var/run/mesh-agent/iptables-state.json';
+/** One default for the agent and the CLI (shared-config's): a reboot clears rules and record together. */
+export const DEFAULT_STATE_FILE = DEFAULT_IPTABLES_STATE_FILE;
 
 /** What one address family got, recorded as the exact lines that were applied. */
 export interface AppliedFamily {

@@ -18,3 +18,8 @@ export const DEFAULT_PROXY_GID = 1000;
 export const DEFAULT_DNS_TTL = 30;
 /** Admin endpoints bind here unless a non-loopback address is asked for explicitly. */
 export const ADMIN_HOST = '127.0.0.1';
+/**
+ * Where the record of the applied iptables rules lives. Under /run on purpose: a reboot clears
+ * the kernel's rules and this record together, so a stale record never outlives its rules.
+ */
+export const DEFAULT_IPTABLES_STATE_FILE = '/var/run/mesh-agent/iptables-state.json';

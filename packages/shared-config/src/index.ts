@@ -9,6 +9,7 @@ export {
   DEFAULT_PROXY_GID,
   DEFAULT_DNS_TTL,
   ADMIN_HOST,
+  DEFAULT_IPTABLES_STATE_FILE,
 } from './defaults';
 export * from './schemas/index';
 export { loadConfigFile, parseConfig, parseConfigText } from './loader';

@@ -38,7 +38,7 @@ describe('agentConfigSchema', () => {
         excludeOutboundPorts: [],
         excludeOutboundCidrs: [],
         includeOutboundCidrs: [],
-        stateFile: '/var/lib/mesh-agent/iptables-state.json',
+        stateFile: '/var/run/mesh-agent/iptables-state.json',
       },
       log: { level: 'info', scopes: {} },
       paths: { runDir: '/var/run/mesh-agent', proxyBootstrap: '/var/run/mesh-agent/proxy-bootstrap.yaml', dnsConfig: '/var/run/mesh-agent/mesh-dns.yaml' },

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { ADMIN_HOST, DEFAULT_DNS_TTL, DEFAULT_MESH_VIP, DEFAULT_PORTS, DEFAULT_PROXY_GID, DEFAULT_PROXY_UID, DEFAULT_VIP_CIDR } from '../defaults';
+import { ADMIN_HOST, DEFAULT_DNS_TTL, DEFAULT_MESH_VIP, DEFAULT_PORTS, DEFAULT_PROXY_GID, DEFAULT_PROXY_UID, DEFAULT_VIP_CIDR, DEFAULT_IPTABLES_STATE_FILE } from '../defaults';
 import { cidr, filePath, ipAddress, listenPort, logLevel, millis, nonNegativeInt, positiveInt, posixId, serviceName, servicePort, upstreamAddress } from './common';
 
 // Every field carries its description: it goes into the published JSON Schema and the README's field tables.
@@ -87,7 +87,7 @@ export const iptablesSettingsSchema = z.strictObject({
   excludeOutboundPorts: z.array(servicePort).default([]).describe('Outbound destination ports never captured'),
   excludeOutboundCidrs: z.array(cidr).default([]).describe('Outbound destinations never captured'),
   includeOutboundCidrs: z.array(cidr).default([]).describe('Extra outbound destinations captured besides the mesh VIP and vipCidr'),
-  stateFile: filePath.default('/var/lib/mesh-agent/iptables-state.json').describe('What was applied, so cleanup removes exactly that'),
+  stateFile: filePath.default(DEFAULT_IPTABLES_STATE_FILE).describe('What was applied, so cleanup removes exactly that'),
 });
 
 export const logSettingsSchema = z.strictObject({
