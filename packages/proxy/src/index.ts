@@ -20,11 +20,11 @@ export type * from './config/types';
 // Resilience (issue 6): the parts, usable alone; the proxy attaches them per cluster and route.
 export {
   CircuitBreakers, DEFAULT_BREAKER_THRESHOLDS, parseRetryPolicy, isIdempotentMethod, isRetriableOutcome, retryBackoffMs, RETRY_ON_CONDITIONS,
-  routeUpstreamRequest, ATTEMPT_COUNT_HEADER, HealthyHostSelector, healthyPercent, ActiveHealthChecker, IMMEDIATE_HC_FAIL_HEADER,
-  OutlierDetector, DEFAULT_OUTLIER_DETECTION, DrainManager, ProxySelfHealth, RequestRetryState, routeRetryPolicy, withAttemptCountHeader,
+  HealthyHostSelector, healthyPercent, ActiveHealthChecker, IMMEDIATE_HC_FAIL_HEADER,
+  OutlierDetector, DEFAULT_OUTLIER_DETECTION, RequestRetryState, routeRetryPolicy, withAttemptCountHeader,
   attachResilience, MemoryStatScope,
 } from './resilience/index';
 export type {
-  RetryPolicy, TryOutcome, RouteRequestOptions, RouteRequestResult, SendResult, UpstreamTry, ResilienceResponseFlag, ProbeResult,
-  OutlierDetectorOptions, ActiveHealthCheckerOptions, EjectionType, DrainableConnection, DrainResult, RetryDecision, ClusterStatScope, ResilienceHost,
+  RetryPolicy, TryOutcome, ProbeResult,
+  OutlierDetectorOptions, ActiveHealthCheckerOptions, EjectionType, RetryDecision, ClusterStatScope, ResilienceHost,
 } from './resilience/index';

@@ -286,6 +286,10 @@ export class MeshProxy {
     for (const c of this.connections) if (c.idle && now - c.lastActivity >= DRAIN_IDLE_GRACE_MS) c.socket.end();
     const deadline = Date.now() + drainTimeMs;
     while (this.connections.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    // The drain time is up: what is still open is cut (Envoy's drain manager does the same).
+    const cut = [...this.connections].map((c) => new Promise<void>((resolve) => { c.socket.once('close', () => resolve()); c.socket.destroy(); }));
+    for (const s of this.upgraded) s.destroy();
+    await Promise.all(cut);
   }
 
   async close(): Promise<void> {

@@ -179,6 +179,30 @@ describe('drain in the library', () => {
   });
 });
 
+describe('drain time up', () => {
+  it('a connection still busy when the drain time runs out is cut; the proxy has no connection left', async () => {
+    const hang = await startUpstream('drain-cut', 'hang');
+    const p = createProxy({ ...config(hang), drainTimeMs: 200 });
+    try {
+      const addrs = await p.start();
+      const inflight = new Promise<string>((resolve) => {
+        http.get({ host: '127.0.0.1', port: addrs.listener.port, path: 'http://order/', agent: false }, (res) => {
+          res.resume();
+          res.on('end', () => resolve(`status ${res.statusCode}`));
+        }).on('error', (e: NodeJS.ErrnoException) => resolve(`error ${e.code ?? e.message}`));
+      });
+      await waitFor('request upstream', () => hang.hits === 1);
+      await p.drain(200);
+      expect(p.activeConnections).toBe(0);
+      expect(await inflight).toBe('error ECONNRESET');
+    } finally {
+      hang.release();
+      await p.close();
+      await hang.close();
+    }
+  });
+});
+
 describe('/quitquitquit', () => {
   it('drains then exits 0: the request in flight still gets its answer', async () => {
     const slow = await startUpstream('quit-slow', 'hang');

@@ -1,10 +1,8 @@
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { OutlierDetector } from '../src/resilience/outlier-detector';
-import { parseRetryPolicy } from '../src/resilience/retry-policy';
-import { routeUpstreamRequest } from '../src/resilience/route-request';
-import { HealthyHostSelector } from '../src/resilience/host-selection';
 import { MemoryStatScope } from '../src/resilience/types';
-import { deadPort, hostOf, httpSender, roundRobinChooser, startUpstream, type TestHost, type Upstream } from './resilience-upstreams';
+import { deadPort, hostOf, startUpstream, type TestHost, type Upstream } from './resilience-upstreams';
+import { admin, CLUSTER, closeProxies, endpointsOf, startProxy, stat, viaProxy } from './support/resilience-proxy';
 
 const ups: Upstream[] = [];
 async function upstream(name: string, behavior: Upstream['behavior'] = 'ok') {
@@ -13,36 +11,27 @@ async function upstream(name: string, behavior: Upstream['behavior'] = 'ok') {
   return u;
 }
 afterAll(async () => { await Promise.all(ups.map((u) => u.close())); });
+afterEach(closeProxies);
 
-/** The data plane's flow: healthy hosts (panic aware) -> round robin -> try -> outlier detector. */
-function cluster(hosts: TestHost[], detector: OutlierDetector<TestHost>, stats: MemoryStatScope) {
-  const selector = new HealthyHostSelector(50, stats);
-  const rr = roundRobinChooser(() => selector.select(hosts).hosts);
-  return (retry = false) => routeUpstreamRequest<TestHost>({
-    method: 'GET', replayable: true, routeTimeoutMs: 10_000, stats, outlier: detector,
-    retryPolicy: retry ? parseRetryPolicy({ retryOn: '5xx', numRetries: 1 }) : undefined,
-    chooseHost: rr, send: httpSender('GET', '/'),
-  }).then((r) => { r.finish(); return r; });
-}
+describe('outlier detection through the proxy, against real upstreams', () => {
+  const flagged = (clusters: string, u: Upstream) => clusters.includes(`${u.address}:${u.port}::health_flags::/failed_outlier_check`);
 
-describe('outlier detection against real upstreams', () => {
   it('consecutive 5xx from an upstream returning 503s ejects it: failed_outlier_check, counters, no more traffic', async () => {
     const bad = await upstream('od-503', '503');
     const good1 = await upstream('od-good1');
     const good2 = await upstream('od-good2');
-    const hosts = [hostOf(bad), hostOf(good1), hostOf(good2)];
-    const stats = new MemoryStatScope();
-    const detector = new OutlierDetector<TestHost>({ hosts: () => hosts, stats, config: { consecutive5xx: 3, maxEjectionPercent: 50 } });
-    const send = cluster(hosts, detector, stats);
-    for (let i = 0; i < 9; i++) await send();
+    const p = await startProxy([{ name: CLUSTER, endpoints: endpointsOf(bad, good1, good2), outlierDetection: { consecutive5xx: 3, maxEjectionPercent: 50 } }], { cluster: CLUSTER });
+    for (let i = 0; i < 9; i++) await viaProxy(p.port);
     expect(bad.hits).toBe(3);
-    expect(hosts[0]!.healthFlags.has('failed_outlier_check')).toBe(true);
-    expect(stats.get('outlier_detection.ejections_detected_consecutive_5xx')).toBe(1);
-    expect(stats.get('outlier_detection.ejections_enforced_consecutive_5xx')).toBe(1);
-    expect(stats.get('outlier_detection.ejections_enforced_total')).toBe(1);
-    expect(stats.get('outlier_detection.ejections_active')).toBe(1);
+    expect(flagged(await admin(p.admin, '/clusters'), bad)).toBe(true);
+    const stats = await admin(p.admin, '/stats');
+    const od = `cluster.${CLUSTER}.outlier_detection.`;
+    expect(stat(stats, `${od}ejections_detected_consecutive_5xx`)).toBe(1);
+    expect(stat(stats, `${od}ejections_enforced_consecutive_5xx`)).toBe(1);
+    expect(stat(stats, `${od}ejections_enforced_total`)).toBe(1);
+    expect(stat(stats, `${od}ejections_active`)).toBe(1);
     const results = [];
-    for (let i = 0; i < 10; i++) results.push((await send()).status);
+    for (let i = 0; i < 10; i++) results.push((await viaProxy(p.port)).status);
     expect(results.every((s) => s === 200)).toBe(true);
     expect(bad.hits).toBe(3);
   });
@@ -50,31 +39,28 @@ describe('outlier detection against real upstreams', () => {
   it('consecutive connect failures (a dead upstream) eject as gateway failures', async () => {
     const good = await upstream('od-good3');
     const good2 = await upstream('od-good4');
-    const dead = hostOf({ address: '127.0.0.1', port: await deadPort(), name: 'dead' });
-    const hosts = [dead, hostOf(good), hostOf(good2)];
-    const stats = new MemoryStatScope();
-    const detector = new OutlierDetector<TestHost>({ hosts: () => hosts, stats, config: { consecutive5xx: 0, consecutiveGatewayFailure: 2, maxEjectionPercent: 50 } });
-    const send = cluster(hosts, detector, stats);
+    const dead = { address: '127.0.0.1', port: await deadPort() } as Upstream;
+    const p = await startProxy([{ name: CLUSTER, endpoints: endpointsOf(dead, good, good2), outlierDetection: { consecutive5xx: 100, consecutiveGatewayFailure: 2, maxEjectionPercent: 50 } }],
+      { cluster: CLUSTER, retryPolicy: { retryOn: 'connect-failure', numRetries: 1 } });
     const statuses = [];
-    for (let i = 0; i < 6; i++) statuses.push((await send(true)).status);
+    for (let i = 0; i < 6; i++) statuses.push((await viaProxy(p.port)).status);
     // retries hide the failures from clients; the detector still sees them
     expect(statuses.every((s) => s === 200)).toBe(true);
-    expect(dead.healthFlags.has('failed_outlier_check')).toBe(true);
-    expect(stats.get('outlier_detection.ejections_enforced_consecutive_gateway_failure')).toBe(1);
+    expect(flagged(await admin(p.admin, '/clusters'), dead)).toBe(true);
+    expect(stat(await admin(p.admin, '/stats'), `cluster.${CLUSTER}.outlier_detection.ejections_enforced_consecutive_gateway_failure`)).toBe(1);
   });
 
   it('never ejects more than max_ejection_percent, but always allows one: ejections_overflow', async () => {
     const a = await upstream('od-bad-a', '503');
     const b = await upstream('od-bad-b', '503');
     const c = await upstream('od-good-c');
-    const hosts = [hostOf(a), hostOf(b), hostOf(c)];
-    const stats = new MemoryStatScope();
-    const detector = new OutlierDetector<TestHost>({ hosts: () => hosts, stats, config: { consecutive5xx: 2, maxEjectionPercent: 10 } });
-    const send = cluster(hosts, detector, stats);
-    for (let i = 0; i < 12; i++) await send();
-    expect(hosts.filter((h) => h.healthFlags.has('failed_outlier_check'))).toHaveLength(1);
-    expect(stats.get('outlier_detection.ejections_enforced_total')).toBe(1);
-    expect(stats.get('outlier_detection.ejections_overflow')).toBeGreaterThanOrEqual(1);
+    const p = await startProxy([{ name: CLUSTER, endpoints: endpointsOf(a, b, c), outlierDetection: { consecutive5xx: 2, maxEjectionPercent: 10 } }], { cluster: CLUSTER });
+    for (let i = 0; i < 12; i++) await viaProxy(p.port);
+    const clusters = await admin(p.admin, '/clusters');
+    expect([a, b, c].filter((u) => flagged(clusters, u))).toHaveLength(1);
+    const stats = await admin(p.admin, '/stats');
+    expect(stat(stats, `cluster.${CLUSTER}.outlier_detection.ejections_enforced_total`)).toBe(1);
+    expect(stat(stats, `cluster.${CLUSTER}.outlier_detection.ejections_overflow`)).toBeGreaterThanOrEqual(1);
   });
 });
 

@@ -5,7 +5,6 @@
  */
 import http from 'node:http';
 import type net from 'node:net';
-import type { SendResult, UpstreamTry } from '../src/resilience/route-request';
 import type { HealthFlag } from '../src/resilience/types';
 
 export type Behavior = 'ok' | '503' | 'hang' | 'reset';
@@ -107,36 +106,6 @@ export function hostOf(up: { address: string; port: number; name?: string }): Te
   return { address: up.address, port: up.port, healthFlags: new Set(), stats: { rq_timeout: 0 }, name: up.name ?? `${up.address}:${up.port}` };
 }
 
-export interface SentResponse { status: number; body: Promise<string>; headers: http.IncomingHttpHeaders }
-
-/**
- * The data plane's part of one try, done with a real HTTP client: connect
- * failures, resets and aborts map to the outcomes the router expects.
- */
-export function httpSender(method: string, path: string, agent?: http.Agent) {
-  return (t: UpstreamTry<TestHost>): Promise<SendResult & { response?: SentResponse }> => new Promise((resolve) => {
-    const req = http.request({
-      host: t.host.address, port: t.host.port, method, path, agent: agent ?? false,
-      headers: { 'x-envoy-attempt-count': String(t.attemptCount) },
-    }, (res) => {
-      const body = new Promise<string>((ok) => {
-        let text = '';
-        res.setEncoding('utf8');
-        res.on('data', (c: string) => { text += c; });
-        res.on('end', () => ok(text));
-        res.on('error', () => ok(text));
-        res.on('close', () => ok(text));
-      });
-      resolve({ kind: 'response', status: res.statusCode ?? 0, discard: () => res.destroy(), response: { status: res.statusCode ?? 0, body, headers: res.headers } });
-    });
-    req.on('error', (err: NodeJS.ErrnoException) => {
-      resolve(err.code === 'ECONNREFUSED' ? { kind: 'connect-failure' } : { kind: 'reset' });
-    });
-    t.signal.addEventListener('abort', () => req.destroy(), { once: true });
-    req.end();
-  });
-}
-
 /** Polls `check` until it is true (readiness, not a fixed sleep); fails with `what` after `timeoutMs`. */
 export async function waitFor(what: string, check: () => boolean, timeoutMs = 15_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
@@ -144,16 +113,4 @@ export async function waitFor(what: string, check: () => boolean, timeoutMs = 15
     if (Date.now() > deadline) throw new Error(`timed out waiting for: ${what}`);
     await new Promise((r) => setTimeout(r, 10));
   }
-}
-
-/** Round robin over `hosts`, avoiding hosts already tried where another exists (the proxy's LB does the same). */
-export function roundRobinChooser(hosts: () => readonly TestHost[]) {
-  let i = 0;
-  return (tried: readonly TestHost[]): TestHost | undefined => {
-    const all = hosts();
-    if (all.length === 0) return undefined;
-    const fresh = all.filter((h) => !tried.includes(h));
-    const pool = fresh.length > 0 ? fresh : all;
-    return pool[i++ % pool.length];
-  };
 }

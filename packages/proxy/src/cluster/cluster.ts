@@ -2,6 +2,7 @@ import type { ClusterConfig, EndpointConfig } from '../config/types';
 import type { Counter, Gauge, Histogram, StatsStore } from '../stats/store';
 import { createHost, hostKey, isHealthy, type Host } from './host';
 import { createLoadBalancer, type LbContext, type LoadBalancer } from './load-balancer';
+import { DEFAULT_PANIC_THRESHOLD_PERCENT, HealthyHostSelector } from '../resilience/host-selection';
 
 /**
  * Hook points for the resilience modules (issue 6). The data plane calls these
@@ -71,7 +72,7 @@ function createClusterStats(store: StatsStore, name: string): ClusterStats {
   return s as unknown as ClusterStats;
 }
 
-export const DEFAULT_PANIC_THRESHOLD_PERCENT = 50;
+export { DEFAULT_PANIC_THRESHOLD_PERCENT };
 export const DEFAULT_CONNECT_TIMEOUT_MS = 1000;
 
 /** The result of a host pick: the host, or why there is none (flag UH). */
@@ -92,11 +93,15 @@ export class Cluster {
   /** Lower-cased hash header for ring_hash. */
   hashHeader: string | undefined;
 
+  /** Healthy hosts with Envoy's panic threshold (the resilience module's one implementation). */
+  private selector: HealthyHostSelector;
+
   constructor(config: ClusterConfig, readonly statsStore: StatsStore) {
     this.config = config;
     this.lb = createLoadBalancer(config.lbPolicy ?? 'round_robin');
     this.hashHeader = config.hashHeader?.toLowerCase();
     this.stats = createClusterStats(statsStore, config.name);
+    this.selector = this.makeSelector();
     this.setEndpoints(config.endpoints ?? []);
   }
 
@@ -109,6 +114,7 @@ export class Cluster {
     this.config = config;
     this.hashHeader = config.hashHeader?.toLowerCase();
     if (policyChanged) this.lb = createLoadBalancer(config.lbPolicy ?? 'round_robin');
+    if ((config.panicThresholdPercent ?? DEFAULT_PANIC_THRESHOLD_PERCENT) !== this.selector.panicThresholdPercent) this.selector = this.makeSelector();
     if (config.endpoints) this.setEndpoints(config.endpoints);
   }
 
@@ -154,22 +160,21 @@ export class Cluster {
     this.stats.membership_healthy.set(healthy);
   }
 
+  private makeSelector(): HealthyHostSelector {
+    const panic = this.stats.lb_healthy_panic;
+    return new HealthyHostSelector(this.config.panicThresholdPercent ?? DEFAULT_PANIC_THRESHOLD_PERCENT, { counter: () => panic, gauge: (leaf) => this.statsStore.gauge('cluster.', this.name, leaf) });
+  }
+
   /**
    * Picks a host among the healthy ones. Envoy's panic threshold: when the healthy
-   * share falls below `panicThresholdPercent` (default 50), balance across all hosts.
+   * share falls below `panicThresholdPercent` (default 50), balance across all hosts;
+   * a threshold of 0 disables panic mode (no healthy host: no host, 503 UH).
    */
   pickHost(ctx: LbContext): HostPick {
-    const hosts = this.hosts;
-    if (hosts.length === 0) return { host: undefined, panic: false };
-    let healthy = 0;
-    for (const h of hosts) if (h.healthFlags.size === 0) healthy++;
-    const threshold = this.config.panicThresholdPercent ?? DEFAULT_PANIC_THRESHOLD_PERCENT;
-    if (healthy === hosts.length) return { host: this.lb.pick(hosts, ctx), panic: false };
-    if (healthy === 0 || (healthy * 100) / hosts.length < threshold) {
-      this.stats.lb_healthy_panic.inc();
-      return { host: this.lb.pick(hosts, ctx), panic: true };
-    }
-    return { host: this.lb.pick(hosts.filter(isHealthy), ctx), panic: false };
+    if (this.hosts.length === 0) return { host: undefined, panic: false };
+    const sel = this.selector.select(this.hosts);
+    if (sel.hosts.length === 0) return { host: undefined, panic: false };
+    return { host: this.lb.pick(sel.hosts, ctx), panic: sel.panic };
   }
 
   close(): void {

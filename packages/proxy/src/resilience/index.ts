@@ -4,18 +4,12 @@ export { CircuitBreakers, DEFAULT_BREAKER_THRESHOLDS } from './circuit-breakers'
 export type { BreakerThresholds, CircuitBreakersConfig, Release, RoutingPriority } from './circuit-breakers';
 export { parseRetryPolicy, isIdempotentMethod, isRetriableOutcome, retryBackoffMs, RETRY_ON_CONDITIONS, DEFAULT_RETRY_BASE_INTERVAL_MS } from './retry-policy';
 export type { RetryPolicy, RetryPolicyConfig, RetryOnCondition, TryOutcome } from './retry-policy';
-export { routeUpstreamRequest, ATTEMPT_COUNT_HEADER, LOCAL_REPLY_BODY } from './route-request';
-export type { RouteRequestOptions, RouteRequestResult, SendResult, UpstreamTry, ResilienceResponseFlag } from './route-request';
 export { HealthyHostSelector, DEFAULT_PANIC_THRESHOLD_PERCENT, healthyPercent, isHostHealthy } from './host-selection';
 export type { HostSelection } from './host-selection';
 export { ActiveHealthChecker, DEFAULT_HEALTH_CHECK, IMMEDIATE_HC_FAIL_HEADER } from './health-checker';
 export type { HealthCheckConfig, ActiveHealthCheckerOptions, ProbeResult } from './health-checker';
 export { OutlierDetector, DEFAULT_OUTLIER_DETECTION } from './outlier-detector';
 export type { OutlierDetectionConfig, OutlierDetectorOptions, EjectionType } from './outlier-detector';
-export { DrainManager } from './drain-manager';
-export type { DrainableConnection, DrainResult, ServerState } from './drain-manager';
-export { ProxySelfHealth } from './self-health';
-export type { LocalReply } from './self-health';
 export { RequestRetryState, routeRetryPolicy, withAttemptCountHeader, DEFAULT_RETRY_ON, MAX_RETRY_BODY_BYTES } from './retry-state';
 export type { RetryDecision, RetryBudget } from './retry-state';
 export { attachResilience, clusterStatScope, statScopeOf, ClusterCircuitBreakers, ClusterOutlierDetector, ClusterHealthChecker } from './cluster-resilience';

@@ -4,8 +4,8 @@ import type { ClusterStatScope } from './types';
 /**
  * The retry decision of one request for a callback-driven data plane (the
  * proxy's DownstreamConnection): after each failed try it says whether to try
- * again, after how long, and which flag to set when not. Same semantics as
- * routeUpstreamRequest, which drives a whole request itself.
+ * again, after how long, and which flag to set when not (Envoy's router
+ * retry state).
  */
 
 /** The retry breaker as the cluster exposes it (CircuitBreakersSlot). */
