@@ -1,6 +1,7 @@
 import fs from 'node:fs';
 import type net from 'node:net';
-import { EXIT_CODES, isParentToChild, loadConfigFile, MeshError, proxyBootstrapSchema, registrySnapshotSchema, parseConfig, runMain, type ParentToChild } from '@mesh-agent/shared-config';
+import { EXIT_CODES, isParentToChild, loadConfigFile, MeshError, proxyBootstrapSchema, registrySnapshotSchema, parseConfig, runMain, type ParentToChild, type RegistrySnapshot } from '@mesh-agent/shared-config';
+import { adoptedBy, holdConnections, type HeldConnections } from './handover';
 import { createProxy, type MeshProxy } from './proxy';
 
 const USAGE = `usage: mesh-proxy --config FILE
@@ -53,46 +54,106 @@ function watchConfig(file: string, proxy: MeshProxy): void {
   fs.watchFile(file, { interval: 500 }, () => { clearTimeout(timer); timer = setTimeout(reload, 50); });
 }
 
+/** How long a proxy whose agent went away lets in-flight requests finish. */
+const ORPHAN_DRAIN_MS = 1000;
+
+/**
+ * Child of the agent. Each handed-over socket is held from the moment it arrives (it accepts at
+ * once); the proxy starts as soon as the config and both sockets (listener, admin) are in, or on
+ * 'start' with what was sent, and the held connections are served then. 'start' answers 'ready'.
+ * When the agent goes away (the IPC channel disconnects) nobody will send 'drain': drain briefly
+ * and exit, so the next agent can bind the ports.
+ */
 async function runUnderAgent(): Promise<void> {
   const handles: Partial<Record<'listener' | 'admin', net.Server>> = {};
+  const held: Partial<Record<'listener' | 'admin', HeldConnections>> = {};
   let proxy: MeshProxy | undefined;
+  let starting: Promise<MeshProxy> | undefined;
   let pendingConfig: unknown;
-  const send = (m: object) => process.send?.(m);
+  let pendingRegistry: RegistrySnapshot | undefined;
+  let restartEpoch = Number(process.env.MESH_AGENT_EPOCH) || 0;
+  let finishing = false;
+  const send = (m: object) => { if (process.connected) process.send?.(m); };
   const fail = (err: unknown) => {
     const e = err as MeshError;
     send({ type: 'error', code: e.code ?? 'MESH_PROXY_FAILED', message: e.message });
   };
+  const holdOptions = {
+    onGiveUp: (count: number, why: string) => process.stderr.write(`mesh-proxy: reset ${count} connection(s) that arrived before the proxy served: ${why}\n`),
+  };
+
+  const startServing = (): Promise<MeshProxy> => {
+    starting ??= (async () => {
+      const next = createProxy(pendingConfig ?? {}, { listenerHandle: handles.listener, adminHandle: handles.admin, restartEpoch, onQuit: () => process.exit(0) });
+      await next.start();
+      if (pendingRegistry) next.updateRegistry(pendingRegistry);
+      proxy = next;
+      // the proxy's listener and admin server adopted the sockets: the held connections go to them
+      for (const name of ['listener', 'admin'] as const) {
+        const handle = handles[name];
+        const owner = handle && adoptedBy(handle);
+        held[name]?.release((socket) => (owner ? owner.emit('connection', socket) : socket.destroy()));
+      }
+      return next;
+    })();
+    return starting;
+  };
+  const serveIfComplete = async (): Promise<void> => {
+    if (pendingConfig !== undefined && handles.listener && handles.admin) await startServing();
+  };
+  const finish = async (drainTimeMs: number): Promise<void> => {
+    if (finishing) return;
+    finishing = true;
+    held.listener?.giveUp('the proxy is stopping');
+    held.admin?.giveUp('the proxy is stopping');
+    const running = await starting?.catch(() => undefined);
+    if (running) { await running.drain(drainTimeMs); await running.close(); }
+    process.exit(0);
+  };
+
   process.on('message', (raw: unknown, handle: unknown) => {
-    if (!isParentToChild(raw)) return;
+    if (!isParentToChild(raw) || finishing) return;
     const msg = raw as ParentToChild;
     void (async () => {
       try {
         switch (msg.type) {
           case 'handle':
-            if (msg.name === 'listener' || msg.name === 'admin') handles[msg.name] = handle as net.Server;
+            if (msg.name === 'listener' || msg.name === 'admin') {
+              handles[msg.name] = handle as net.Server;
+              held[msg.name] = holdConnections(handle as net.Server, holdOptions);
+              await serveIfComplete();
+            }
             break;
           case 'config':
             if (proxy) proxy.update(msg.config);
-            else pendingConfig = msg.config;
-            send({ type: 'config-applied', version: (msg.config as { version?: string }).version ?? '1' });
+            else parseConfig(proxyBootstrapSchema, msg.config, { source: 'config from the agent' }); // refused whole, now
+            if (!proxy) pendingConfig = msg.config;
+            send({ type: 'config-applied', version: proxy?.configVersion ?? (msg.config as { version?: string }).version ?? '1' });
+            await serveIfComplete();
             break;
-          case 'registry':
-            proxy?.updateRegistry(parseConfig(registrySnapshotSchema, msg.snapshot, { source: 'registry' }));
+          case 'registry': {
+            const snapshot = parseConfig(registrySnapshotSchema, msg.snapshot, { source: 'registry' });
+            if (proxy) proxy.updateRegistry(snapshot);
+            else pendingRegistry = snapshot;
             break;
+          }
           case 'start':
-            proxy = createProxy(pendingConfig ?? {}, { listenerHandle: handles.listener, adminHandle: handles.admin, restartEpoch: msg.epoch, onQuit: () => process.exit(0) });
-            await proxy.start();
+            restartEpoch = msg.epoch;
+            // it may serve already (started when the sockets came, with MESH_AGENT_EPOCH): 'start' has the last word
+            (await startServing() as { restartEpoch: number }).restartEpoch = msg.epoch;
             send({ type: 'ready', epoch: msg.epoch, pid: process.pid });
             break;
           case 'drain':
-            if (proxy) { await proxy.drain(msg.drainTimeMs); await proxy.close(); }
-            process.exit(0);
+            await finish(msg.drainTimeMs);
         }
       } catch (err) {
         fail(err);
       }
     })();
   });
+  // The agent went away (killed, crashed): nobody will send 'drain', and a proxy that lingers
+  // holds the ports the next agent needs (Envoy exits with its pilot-agent too).
+  process.once('disconnect', () => void finish(ORPHAN_DRAIN_MS));
   await new Promise<void>(() => { /* lives until drained */ });
 }
 

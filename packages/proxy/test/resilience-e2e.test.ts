@@ -120,7 +120,7 @@ describe('resilience through the proxy', () => {
 
   it('max_connections: a request that needs one connection too many gets 503 UO at once, upstream_cx_overflow', async () => {
     const hang = await upstream('e2e-hang-cx', 'hang');
-    const p = await startProxy([{ name: CLUSTER, endpoints: endpointsOf(hang), circuitBreakers: { maxConnections: 1 } }], { cluster: CLUSTER, timeoutMs: 0 });
+    const p = await startProxy([{ name: CLUSTER, endpoints: endpointsOf(hang), circuitBreakers: { maxConnections: 1, maxPendingRequests: 0 } }], { cluster: CLUSTER, timeoutMs: 0 });
     const first = viaProxy(p.port).catch(() => ({ status: 0, body: '', headers: {} }));
     await waitFor('first request upstream', () => hang.hits === 1);
     const second = await viaProxy(p.port);

@@ -15,6 +15,8 @@ export interface CircuitBreakersSlot {
   releaseRequest(isRetry: boolean): void;
   /** Called before a new upstream connection is opened; false => UO, `upstream_cx_overflow`. */
   canOpenConnection?(): boolean;
+  /** A place in the pending queue (max_pending_requests); null => 503 UO, `upstream_rq_pending_overflow` counted. */
+  tryAcquirePending?(): (() => void) | null;
   close?(): void;
 }
 
@@ -45,6 +47,8 @@ export interface ClusterStats {
   upstream_rq_timeout: Counter;
   upstream_rq_retry: Counter;
   upstream_rq_pending_overflow: Counter;
+  upstream_rq_pending_total: Counter;
+  upstream_rq_pending_active: Gauge;
   upstream_cx_total: Counter;
   upstream_cx_active: Gauge;
   upstream_cx_connect_fail: Counter;
@@ -60,9 +64,9 @@ export interface ClusterStats {
 }
 
 const CLUSTER_COUNTERS = ['upstream_rq_total', 'upstream_rq_2xx', 'upstream_rq_3xx', 'upstream_rq_4xx', 'upstream_rq_5xx', 'upstream_rq_completed',
-  'upstream_rq_timeout', 'upstream_rq_retry', 'upstream_rq_pending_overflow', 'upstream_cx_total', 'upstream_cx_connect_fail', 'upstream_cx_destroy',
+  'upstream_rq_timeout', 'upstream_rq_retry', 'upstream_rq_pending_overflow', 'upstream_rq_pending_total', 'upstream_cx_total', 'upstream_cx_connect_fail', 'upstream_cx_destroy',
   'upstream_cx_overflow', 'upstream_cx_none_healthy', 'lb_healthy_panic', 'membership_change', 'update_success'] as const;
-const CLUSTER_GAUGES = ['upstream_rq_active', 'upstream_cx_active', 'membership_total', 'membership_healthy'] as const;
+const CLUSTER_GAUGES = ['upstream_rq_active', 'upstream_rq_pending_active', 'upstream_cx_active', 'membership_total', 'membership_healthy'] as const;
 
 function createClusterStats(store: StatsStore, name: string): ClusterStats {
   const s: Record<string, unknown> = {};

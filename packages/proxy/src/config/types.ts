@@ -68,7 +68,11 @@ export interface RouteMatchConfig {
 export interface RetryPolicyConfig {
   retryOn?: string;
   numRetries?: number;
+  /** Measured until the upstream's response headers arrive (Envoy's semantics). */
   perTryTimeoutMs?: number;
+  retriableStatusCodes?: number[];
+  /** Retry POST, PATCH, ... too (the service tolerates duplicates). */
+  retryNonIdempotent?: boolean;
 }
 
 export interface RouteActionConfig {
@@ -104,5 +108,5 @@ export interface ProxyBootstrap {
   routes?: { virtualHosts?: VirtualHostConfig[] };
   drainTimeMs?: number;
   /** Limits on the request head (defaults: 60 KiB like Envoy, 100 headers, 10 s). */
-  limits?: { maxHeadersBytes?: number; maxHeadersCount?: number; headersTimeoutMs?: number; idleTimeoutMs?: number };
+  limits?: { maxHeadersBytes?: number; maxHeadersCount?: number; headersTimeoutMs?: number; idleTimeoutMs?: number; streamIdleTimeoutMs?: number };
 }

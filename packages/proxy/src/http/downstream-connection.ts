@@ -5,7 +5,7 @@ import type { Cluster, UpstreamOutcome } from '../cluster/cluster';
 import type { Host } from '../cluster/host';
 import type { CompiledRoute } from '../routing/router';
 import type { ConfigSnapshot, ProxyRuntime } from '../runtime';
-import type { UpstreamConnection, UpstreamOwner } from '../upstream/pool';
+import type { PendingRequest, UpstreamConnection, UpstreamOwner } from '../upstream/pool';
 import { BodyFramer } from './body-framer';
 import { HttpParseError, parseRequestHead, parseResponseHead, type RequestHead, type ResponseHead } from './head-parser';
 import { isHopByHop, reasonPhrase } from './hop-by-hop';
@@ -69,6 +69,10 @@ export class DownstreamConnection implements UpstreamOwner {
   private dechunk = false;
   private responseStarted = false;
   private breakerAcquired = false;
+  /** Waiting in the cluster's pending queue for a connection (max_connections reached). */
+  private queued: PendingRequest | undefined;
+  /** Body bytes that came with the head of a queued request (the socket is paused meanwhile). */
+  private queuedBody: Buffer | undefined;
   private timer: NodeJS.Timeout | undefined;
   /** Retries and per-try timeout of the current request (issue 6). */
   private retry: RequestRetryState | undefined;
@@ -333,6 +337,12 @@ export class DownstreamConnection implements UpstreamOwner {
 
     // 4.-5. pick a host and send the head (and whatever body bytes came with it).
     if (!this.attemptUpstream(undefined)) return;
+    if (this.queued) {
+      // no connection yet: keep what came with the head, read nothing more until one frees
+      this.queuedBody = bodyStart < buf.length ? buf.subarray(bodyStart) : undefined;
+      this.socket.pause();
+      return;
+    }
     if (bodyStart < buf.length) this.forwardRequestBody(buf, bodyStart);
     else if (!this.reqFramer.done) this.state = St.Body;
   }
@@ -353,14 +363,35 @@ export class DownstreamConnection implements UpstreamOwner {
       this.finishWithLocalReply(503, 'no healthy upstream\n', ResponseFlag.NoHealthyUpstream);
       return false;
     }
-    this.host = pick.host;
     const conn = this.rt.pool.acquire(cluster, pick.host, this);
     if (!conn) {
+      // max_connections: wait in the pending queue (max_pending_requests), or 503 UO at once when it is full
+      this.queued = this.rt.pool.enqueue(cluster, pick.host, this);
+      if (this.queued) return true;
+      this.host = pick.host;
       this.finishWithLocalReply(503, 'upstream connect error or disconnect/reset before headers. reset reason: overflow\n', ResponseFlag.UpstreamOverflow);
       return false;
     }
+    this.sendOn(conn);
+    return true;
+  }
+
+  /** A queued request got its connection: send it, then let the body flow. */
+  onPendingReady(conn: UpstreamConnection): void {
+    this.queued = undefined;
+    this.sendOn(conn);
+    const body = this.queuedBody;
+    this.queuedBody = undefined;
+    if (this.socket.isPaused()) this.socket.resume();
+    if (body) this.forwardRequestBody(body, 0);
+    else if (!this.reqFramer.done && this.state === St.Waiting) this.state = St.Body;
+  }
+
+  /** Writes the request head (and a retry's replayed body) on `conn`; arms the per-try timeout. */
+  private sendOn(conn: UpstreamConnection): void {
+    this.host = conn.host;
     this.upstream = conn;
-    pick.host.stats.rq_total++;
+    conn.host.stats.rq_total++;
     this.upstreamStartMs = performance.now();
     const retry = this.retry;
     conn.socket.write(Buffer.from(retry ? withAttemptCountHeader(this.upstreamHead, retry.attempt) : this.upstreamHead, 'latin1'));
@@ -372,7 +403,6 @@ export class DownstreamConnection implements UpstreamOwner {
     if (retry && retry.perTryTimeoutMs > 0) {
       this.armTryTimer(retry.perTryTimeoutMs);
     }
-    return true;
   }
 
   private buildUpstreamHead(head: RequestHead, target: string, _cluster: Cluster): string {
@@ -784,6 +814,8 @@ export class DownstreamConnection implements UpstreamOwner {
   }
 
   private finishRequest(): void {
+    if (this.queued) { this.rt.pool.cancelPending(this.queued); this.queued = undefined; }
+    this.queuedBody = undefined;
     if (this.timer) { clearTimeout(this.timer); this.timer = undefined; }
     this.tryDeadline = 0;
     if (this.retryTimer) { clearTimeout(this.retryTimer); this.retryTimer = undefined; }

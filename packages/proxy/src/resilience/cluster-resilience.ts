@@ -50,6 +50,11 @@ export class ClusterCircuitBreakers implements CircuitBreakersSlot {
     (isRetry ? this.retryReleases : this.requestReleases).pop()?.();
   }
 
+  /** max_pending_requests: a place in the pool's pending queue. */
+  tryAcquirePending(): Release | null {
+    return this.breakers.tryPending();
+  }
+
   /** max_connections, against the pool's live connection count for the cluster. */
   canOpenConnection(): boolean {
     return this.cluster.stats.upstream_cx_active.value < this.breakers.thresholds().maxConnections;

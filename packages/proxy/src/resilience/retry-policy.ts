@@ -1,11 +1,12 @@
-import { MeshError, EXIT_CODES } from '@mesh-agent/shared-config';
+import { MeshError, EXIT_CODES, RETRY_ON_WORDS } from '@mesh-agent/shared-config';
 
 /**
  * Envoy's route retry policy: which failures are retried (`retry_on`), how many
  * times, the per-try timeout and the back-off between tries.
  */
 
-export const RETRY_ON_CONDITIONS = ['5xx', 'gateway-error', 'connect-failure', 'reset', 'refused-stream', 'retriable-4xx'] as const;
+/** The schema's list (shared-config validates the config with it): one list for both. */
+export const RETRY_ON_CONDITIONS = RETRY_ON_WORDS;
 export type RetryOnCondition = (typeof RETRY_ON_CONDITIONS)[number];
 
 /** Envoy's back-off defaults: 25 ms base, capped at 10 × base. */
@@ -26,6 +27,8 @@ export interface RetryPolicyConfig {
   maxIntervalMs?: number;
   /** Retry also POST/PATCH/... (the route says the service tolerates duplicates). */
   retryNonIdempotent?: boolean;
+  /** Statuses retried under `retriable-status-codes`. */
+  retriableStatusCodes?: readonly number[];
 }
 
 export interface RetryPolicy {
@@ -35,6 +38,7 @@ export interface RetryPolicy {
   readonly baseIntervalMs: number;
   readonly maxIntervalMs: number;
   readonly retryNonIdempotent: boolean;
+  readonly retriableStatusCodes: ReadonlySet<number>;
 }
 
 /** How one try ended, as the retry decision and the outlier detector see it. */
@@ -77,6 +81,7 @@ export function parseRetryPolicy(config: RetryPolicyConfig, where = 'retryPolicy
     baseIntervalMs,
     maxIntervalMs,
     retryNonIdempotent: config.retryNonIdempotent ?? false,
+    retriableStatusCodes: new Set(config.retriableStatusCodes ?? []),
   };
 }
 
@@ -93,6 +98,7 @@ export function isRetriableOutcome(policy: RetryPolicy, outcome: TryOutcome): bo
       if (on.has('5xx') && s >= 500 && s <= 599) return true;
       if (on.has('gateway-error') && (s === 502 || s === 503 || s === 504)) return true;
       if (on.has('retriable-4xx') && s === 409) return true;
+      if (on.has('retriable-status-codes') && policy.retriableStatusCodes.has(s)) return true;
       return false;
     }
     // 5xx includes connect failures, resets and refused streams ("no response at all").

@@ -9,6 +9,17 @@ export interface UpstreamOwner {
   /** The connection ended or failed; `connectFailed` when it never connected. */
   onUpstreamClose(conn: UpstreamConnection, connectFailed: boolean, error: Error | undefined): void;
   onUpstreamDrain(conn: UpstreamConnection): void;
+  /** A request that waited in the pending queue got its connection (the host may differ from the one it asked for). */
+  onPendingReady(conn: UpstreamConnection): void;
+}
+
+/** A request waiting for a connection (Envoy's pending request): max_connections was reached. */
+export interface PendingRequest {
+  readonly cluster: Cluster;
+  readonly host: Host;
+  readonly owner: UpstreamOwner;
+  /** gives back the max_pending_requests slot */
+  readonly release: () => void;
 }
 
 /** One raw TCP connection to an upstream host, reused across requests (keep-alive). */
@@ -56,6 +67,7 @@ export class UpstreamConnection {
  */
 export class UpstreamPool {
   private readonly idle = new Map<Host, UpstreamConnection[]>();
+  private readonly pending = new Map<Cluster, PendingRequest[]>();
   private readonly sweeper: NodeJS.Timeout;
 
   constructor(private readonly idleTimeoutMs = 60_000) {
@@ -65,23 +77,35 @@ export class UpstreamPool {
 
   /**
    * An idle connection to `host`, or a new one. Returns undefined when the
-   * cluster's circuit breaker refuses a new connection (flag UO).
+   * cluster's circuit breaker refuses a new connection (max_connections; counts
+   * `upstream_cx_overflow`): the caller then queues the request with `enqueue`.
    */
   acquire(cluster: Cluster, host: Host, owner: UpstreamOwner): UpstreamConnection | undefined {
+    const idle = this.takeIdle(host, owner);
+    if (idle) return idle;
+    // The breaker's max_connections.
+    if (cluster.circuitBreakers?.canOpenConnection && !cluster.circuitBreakers.canOpenConnection()) {
+      cluster.stats.upstream_cx_overflow.inc();
+      return undefined;
+    }
+    return this.open(cluster, host, owner);
+  }
+
+  private takeIdle(host: Host, owner: UpstreamOwner): UpstreamConnection | undefined {
     const list = this.idle.get(host);
     while (list && list.length > 0) {
       const conn = list.pop()!;
       if (conn.closed || conn.socket.destroyed) continue;
+      if (list.length === 0) this.idle.delete(host);
       conn.owner = owner;
       conn.uses++;
       host.stats.rq_active++;
       return conn;
     }
-    // Hook (issue 6): the breaker's max_connections.
-    if (cluster.circuitBreakers?.canOpenConnection && !cluster.circuitBreakers.canOpenConnection()) {
-      cluster.stats.upstream_cx_overflow.inc();
-      return undefined;
-    }
+    return undefined;
+  }
+
+  private open(cluster: Cluster, host: Host, owner: UpstreamOwner): UpstreamConnection {
     const socket = net.connect({ host: host.address, port: host.port });
     socket.setTimeout(cluster.connectTimeoutMs);
     const conn = new UpstreamConnection(socket, host, cluster, this);
@@ -95,6 +119,57 @@ export class UpstreamPool {
     return conn;
   }
 
+  /**
+   * Envoy's pending queue: a request that found no connection (max_connections)
+   * waits, bounded by max_pending_requests. Undefined = the queue is full
+   * (`upstream_rq_pending_overflow` counted): answer 503 UO at once.
+   */
+  enqueue(cluster: Cluster, host: Host, owner: UpstreamOwner): PendingRequest | undefined {
+    const release = cluster.circuitBreakers?.tryAcquirePending?.();
+    if (!release) return undefined;
+    const waiter: PendingRequest = { cluster, host, owner, release };
+    let q = this.pending.get(cluster);
+    if (!q) { q = []; this.pending.set(cluster, q); }
+    q.push(waiter);
+    cluster.stats.upstream_rq_pending_total.inc();
+    cluster.stats.upstream_rq_pending_active.inc();
+    return waiter;
+  }
+
+  /** The request left the queue without a connection (route timeout, client gone). */
+  cancelPending(waiter: PendingRequest): void {
+    const q = this.pending.get(waiter.cluster);
+    const i = q ? q.indexOf(waiter) : -1;
+    if (i < 0) return;
+    q!.splice(i, 1);
+    if (q!.length === 0) this.pending.delete(waiter.cluster);
+    waiter.release();
+    waiter.cluster.stats.upstream_rq_pending_active.dec();
+  }
+
+  /** A connection of `cluster` went idle or closed: hand queued requests a connection, in order. */
+  private dispatch(cluster: Cluster): void {
+    const q = this.pending.get(cluster);
+    while (q && q.length > 0) {
+      const w = q[0]!;
+      let conn = this.takeIdle(w.host, w.owner);
+      // an idle connection to another host of the cluster serves too: it would otherwise hold the slot
+      for (let i = 0; !conn && i < cluster.hosts.length; i++) conn = this.takeIdle(cluster.hosts[i]!, w.owner);
+      if (!conn) {
+        if (cluster.circuitBreakers?.canOpenConnection && !cluster.circuitBreakers.canOpenConnection()) return;
+        // the host it asked for may have left the cluster meanwhile; with no host at all it waits for its timeout
+        const host = cluster.hosts.includes(w.host) ? w.host : cluster.hosts[0];
+        if (!host) return;
+        conn = this.open(cluster, host, w.owner);
+      }
+      q.shift();
+      if (q.length === 0) this.pending.delete(cluster);
+      w.release();
+      cluster.stats.upstream_rq_pending_active.dec();
+      w.owner.onPendingReady(conn);
+    }
+  }
+
   /** Hands a connection back after a complete exchange. */
   release(conn: UpstreamConnection): void {
     if (conn.owner === undefined) return;
@@ -106,6 +181,7 @@ export class UpstreamPool {
     let list = this.idle.get(conn.host);
     if (!list) { list = []; this.idle.set(conn.host, list); }
     list.push(conn);
+    if (this.pending.size > 0) this.dispatch(conn.cluster);
   }
 
   /** Drops a connection that must not be reused. */
@@ -125,10 +201,13 @@ export class UpstreamPool {
       conn.cluster.stats.upstream_cx_connect_fail.inc();
     }
     const list = this.idle.get(conn.host);
-    if (!list) return;
-    const i = list.indexOf(conn);
-    if (i >= 0) list.splice(i, 1);
-    if (list.length === 0) this.idle.delete(conn.host);
+    if (list) {
+      const i = list.indexOf(conn);
+      if (i >= 0) list.splice(i, 1);
+      if (list.length === 0) this.idle.delete(conn.host);
+    }
+    // a connection slot is free: a queued request may open one
+    if (this.pending.size > 0) this.dispatch(conn.cluster);
   }
 
   /** Closes idle connections of hosts that left their cluster. */

@@ -15,7 +15,8 @@ export const endpointSchema = z.strictObject({
 
 export const circuitBreakersSchema = z.strictObject({
   maxConnections: positiveInt.default(1024),
-  maxPendingRequests: positiveInt.default(1024),
+  /** Requests waiting for a connection once maxConnections is reached; 0 = none wait (503 UO at once). */
+  maxPendingRequests: nonNegativeInt.default(1024),
   maxRequests: positiveInt.default(1024),
   maxRetries: nonNegativeInt.default(3),
 });
@@ -83,12 +84,34 @@ export const routeMatchSchema = z
     if (match.regex !== undefined) checkRegex(match.regex, ['regex'], ctx);
   });
 
-export const retryPolicySchema = z.strictObject({
-  retryOn: z.string().default('5xx,connect-failure,reset'),
-  numRetries: nonNegativeInt.default(2),
-  /** 0 = the route's timeout applies to each try. */
-  perTryTimeoutMs: millis.default(0),
-});
+/** Envoy's `retry_on` words the proxy implements. */
+export const RETRY_ON_WORDS = ['5xx', 'gateway-error', 'reset', 'connect-failure', 'retriable-4xx', 'refused-stream', 'retriable-status-codes'] as const;
+
+export const retryPolicySchema = z
+  .strictObject({
+    /** Comma-separated Envoy retry_on words. */
+    retryOn: z.string().default('5xx,connect-failure,reset'),
+    numRetries: nonNegativeInt.default(2),
+    /** 0 = the route's timeout applies to each try. Measured until the response headers arrive (Envoy's semantics). */
+    perTryTimeoutMs: millis.default(0),
+    /** Statuses retried under `retriable-status-codes`. */
+    retriableStatusCodes: z.array(z.number().int().min(100).max(599)).default([]),
+    /** Also retry non-idempotent methods (POST, PATCH, ...): the service tolerates duplicates. */
+    retryNonIdempotent: z.boolean().default(false),
+  })
+  .superRefine((policy, ctx) => {
+    const words = policy.retryOn.split(',').map((w) => w.trim()).filter((w) => w.length > 0);
+    const unknown = words.filter((w) => !(RETRY_ON_WORDS as readonly string[]).includes(w));
+    if (unknown.length > 0) {
+      ctx.addIssue({
+        code: 'custom', path: ['retryOn'],
+        message: `unknown retryOn word${unknown.length > 1 ? 's' : ''} ${unknown.map((w) => `"${w}"`).join(', ')}; valid words: ${RETRY_ON_WORDS.join(', ')}`,
+      });
+    }
+    if (words.includes('retriable-status-codes') && policy.retriableStatusCodes.length === 0) {
+      ctx.addIssue({ code: 'custom', path: ['retriableStatusCodes'], message: 'retryOn "retriable-status-codes" needs retriableStatusCodes (the statuses to retry)' });
+    }
+  });
 
 export const weightedClusterSchema = z.strictObject({ name: nonEmptyString, weight: nonNegativeInt });
 
@@ -165,6 +188,8 @@ export const proxyBootstrapSchema = z
         maxHeadersCount: positiveInt.default(100),
         headersTimeoutMs: positiveInt.default(10000),
         idleTimeoutMs: positiveInt.default(300000),
+        /** Envoy's stream idle timeout: a request whose body or response moves no byte for this long is cut (408 or reset, flag SI). */
+        streamIdleTimeoutMs: positiveInt.default(300000),
       })
       .prefault({}),
   })
