@@ -21,6 +21,8 @@ export interface ResolvedLimits {
   maxHeadersCount: number;
   headersTimeoutMs: number;
   idleTimeoutMs: number;
+  /** Envoy's stream idle timeout: no byte of the request body or the response for this long cuts the request (flag SI). */
+  streamIdleTimeoutMs: number;
 }
 
 export interface HttpConnManagerStats {
@@ -37,6 +39,7 @@ export interface HttpConnManagerStats {
   downstream_rq_4xx: Counter;
   downstream_rq_5xx: Counter;
   downstream_rq_timeout: Counter;
+  downstream_rq_idle_timeout: Counter;
   downstream_rq_ws_on_non_ws_route: Counter;
   downstream_cx_upgrades_total: Counter;
   no_route: Counter;

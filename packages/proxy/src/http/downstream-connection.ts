@@ -69,6 +69,9 @@ export class DownstreamConnection implements UpstreamOwner {
   private dechunk = false;
   private responseStarted = false;
   private breakerAcquired = false;
+  /** Stream idle timeout: bytes moved at the last sweep, and since when they have not changed. */
+  private streamMark = -1;
+  private streamIdleSince = 0;
   /** Waiting in the cluster's pending queue for a connection (max_connections reached). */
   private queued: PendingRequest | undefined;
   /** Body bytes that came with the head of a queued request (the socket is paused meanwhile). */
@@ -139,6 +142,13 @@ export class DownstreamConnection implements UpstreamOwner {
 
   /** Called by the proxy's sweep: headers timeout (408) and idle keep-alive timeout. */
   sweep(now: number): void {
+    if (this.req !== undefined && (this.state === St.Body || this.state === St.Waiting)) {
+      // stream idle timeout, checked here rather than with a timer per request: no byte moved since the last look?
+      const moved = this.bytesReceived + this.bytesSent;
+      if (moved !== this.streamMark) { this.streamMark = moved; this.streamIdleSince = now; }
+      else if (now - this.streamIdleSince >= this.rt.limits.streamIdleTimeoutMs) this.onStreamIdleTimeout();
+      return;
+    }
     if (this.state !== St.Head) return;
     if (this.pending !== undefined) {
       if (now - this.headStartedAt > this.rt.limits.headersTimeoutMs) {
@@ -215,6 +225,7 @@ export class DownstreamConnection implements UpstreamOwner {
     this.resetRequestState();
     const rt = this.rt;
     this.req = head;
+    this.streamMark = -1;
     this.startMs = performance.now();
     this.startEpoch = Date.now();
     this.bytesReceived = bodyStart;
@@ -734,6 +745,20 @@ export class DownstreamConnection implements UpstreamOwner {
       return;
     }
     this.finishWithLocalReply(504, 'upstream request timeout\n', ResponseFlag.UpstreamRequestTimeout);
+  }
+
+  /** Envoy's stream idle timeout: 408 before the response started, otherwise the stream is cut; flag SI. */
+  private onStreamIdleTimeout(): void {
+    this.rt.http.downstream_rq_idle_timeout.inc();
+    this.abortUpstream();
+    this.closeAfterResponse = true;
+    if (this.responseStarted) {
+      this.flags = addFlag(this.flags, ResponseFlag.StreamIdleTimeout);
+      this.finishRequest();
+      this.socket.destroy();
+      return;
+    }
+    this.finishWithLocalReply(408, 'stream timeout\n', ResponseFlag.StreamIdleTimeout);
   }
 
   private upstreamProtocolError(message: string): void {
