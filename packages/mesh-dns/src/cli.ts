@@ -17,6 +17,7 @@ import {
 } from '@mesh-agent/shared-config';
 import { createLogger, isLogLevel, type AdminServer, type LogLevel } from '@mesh-agent/admin-kit';
 import { startMeshDnsAdmin } from './admin';
+import { adoptedBy, holdConnections, holdDatagrams, type HeldConnections, type HeldDatagrams } from './handover';
 import { watchFile } from './file-watch';
 import { createMeshDns, LOG_SCOPES, type MeshDns, type MeshDnsOptions } from './server';
 import { VERSION } from './version';
@@ -204,18 +205,61 @@ async function runStandalone(args: CliArgs): Promise<number | void> {
 }
 
 /**
- * Child of the agent: collect the handed-over sockets and the config, start on 'start', answer
+ * Child of the agent. Each handed-over socket is held from the moment it arrives (it accepts and
+ * receives at once); the server starts as soon as the config and both DNS sockets are in (or on
+ * 'start', binding what was not handed over), and what was held is served then. 'start' answers
  * 'ready'; 'config' and 'registry' replace names and upstreams at once; 'drain' finishes and exits 0.
+ * When the agent goes away (the IPC channel disconnects) nobody will send 'drain': drain briefly
+ * and exit, so the next agent can bind the ports.
  */
 function runAsChild(args: CliArgs): Promise<number | void> {
   const send = (msg: ChildToParent): void => {
-    process.send?.(msg);
+    if (process.connected) process.send?.(msg);
   };
   const handles: { udp?: dgram.Socket; tcp?: net.Server; admin?: net.Server } = {};
+  const held: { udp?: HeldDatagrams; tcp?: HeldConnections; admin?: HeldConnections } = {};
   let config: DnsConfig | undefined;
   let dns: MeshDns | undefined;
   let admin: AdminServer | undefined;
+  let starting: Promise<void> | undefined;
+  let registryServices: DnsConfig['services'] | undefined;
   const logger = createLogger({ component: 'mesh-dns', scopes: LOG_SCOPES, level: args.logLevel });
+  const holdOptions = {
+    onGiveUp: (count: number, why: string) => logger.scope('default').warn({ count, why }, 'gave up connections or datagrams that arrived before mesh-dns served'),
+  };
+
+  /** Starts the server (once), then the admin server; hands over what was held. */
+  const startServing = (): Promise<void> => {
+    starting ??= (async () => {
+      const effective = config ?? resolveConfig(args);
+      const options = toServerOptions(effective);
+      if (registryServices) options.services = registryServices;
+      const server = createMeshDns({ ...options, logger, handles: { udp: handles.udp, tcp: handles.tcp } });
+      await server.start();
+      dns = server;
+      const { udp, tcp } = handles;
+      held.udp?.release(({ msg, rinfo }) => udp?.emit('message', msg, rinfo));
+      held.tcp?.release((socket) => tcp?.emit('connection', socket));
+    })();
+    return starting;
+  };
+  const startAdmin = async (): Promise<void> => {
+    if (admin || !dns || !config) return;
+    if (!handles.admin && args.noAdmin) return;
+    const handle = handles.admin;
+    admin = await startMeshDnsAdmin(dns, { host: config.admin.address, port: config.admin.port, handle });
+    // admin-kit's HTTP server adopted the handle; the held connections go to it
+    if (handle && held.admin) {
+      const owner = adoptedBy(handle);
+      held.admin.release((socket) => (owner ? owner.emit('connection', socket) : socket.destroy()));
+    }
+  };
+  /** Serve as soon as everything needed is in: the config and both DNS sockets (the admin one if sent). */
+  const serveIfComplete = async (): Promise<void> => {
+    if (!config || !handles.udp || !handles.tcp) return;
+    await startServing();
+    if (handles.admin) await startAdmin();
+  };
 
   return new Promise((resolve) => {
     const fail = (err: unknown): void => {
@@ -227,45 +271,59 @@ function runAsChild(args: CliArgs): Promise<number | void> {
     const finish = async (drainTimeMs: number): Promise<void> => {
       if (finishing) return;
       finishing = true;
+      for (const h of [held.udp, held.tcp, held.admin]) h?.giveUp('mesh-dns is stopping');
+      await starting?.catch(() => {});
       await admin?.close();
       await dns?.drain(drainTimeMs);
+      // sockets handed over but never served (no 'start' came) would keep the process alive
+      if (!dns) {
+        handles.udp?.close();
+        handles.tcp?.close();
+      }
+      if (!admin) handles.admin?.close();
       process.off('message', onMessage);
-      process.disconnect?.();
+      if (process.connected) process.disconnect();
       resolve(EXIT_CODES.ok);
+      // whatever else might still hold the event loop: the child must not outlive this
+      setTimeout(() => process.exit(EXIT_CODES.ok), 2000).unref();
     };
     const onMessage = async (raw: unknown, handle?: unknown): Promise<void> => {
-      if (!isParentToChild(raw)) return;
+      if (!isParentToChild(raw) || finishing) return;
       const msg = raw as ParentToChild;
       try {
         switch (msg.type) {
           case 'handle':
-            if (msg.name === 'dns-udp') handles.udp = handle as dgram.Socket;
-            else if (msg.name === 'dns-tcp') handles.tcp = handle as net.Server;
-            else if (msg.name === 'admin') handles.admin = handle as net.Server;
+            if (msg.name === 'dns-udp') {
+              handles.udp = handle as dgram.Socket;
+              held.udp = holdDatagrams(handles.udp, holdOptions);
+            } else if (msg.name === 'dns-tcp') {
+              handles.tcp = handle as net.Server;
+              held.tcp = holdConnections(handles.tcp, holdOptions);
+            } else if (msg.name === 'admin') {
+              handles.admin = handle as net.Server;
+              held.admin = holdConnections(handles.admin, holdOptions);
+            }
+            await serveIfComplete();
             break;
           case 'config': {
             const next = parseConfig(dnsConfigSchema, msg.config, { source: 'config from the agent' });
             if (dns) applyConfig(dns, next);
             config = next;
             send({ type: 'config-applied', version: String(Date.now()) });
+            await serveIfComplete();
             break;
           }
           case 'registry': {
             const snapshot = parseConfig(registrySnapshotSchema, msg.snapshot, { source: 'registry snapshot from the agent' });
             const services = snapshot.services.map(({ name, namespace, vip }) => ({ name, namespace, vip }));
             if (dns) dns.updateNames(services);
-            else config = { ...(config ?? resolveConfig(args)), services };
+            else registryServices = services; // the names the server starts with
             send({ type: 'config-applied', version: String(snapshot.revision ?? Date.now()) });
             break;
           }
           case 'start': {
-            if (dns) break;
-            const effective = config ?? resolveConfig(args);
-            dns = createMeshDns({ ...toServerOptions(effective), logger, handles: { udp: handles.udp, tcp: handles.tcp } });
-            await dns.start();
-            if (handles.admin || !args.noAdmin) {
-              admin = await startMeshDnsAdmin(dns, { host: effective.admin.address, port: effective.admin.port, handle: handles.admin });
-            }
+            await startServing();
+            await startAdmin();
             send({ type: 'ready', epoch: msg.epoch, pid: process.pid });
             break;
           }
@@ -278,11 +336,15 @@ function runAsChild(args: CliArgs): Promise<number | void> {
       }
     };
     process.on('message', onMessage);
-    // The agent went away: nobody will send 'drain'; stop serving rather than linger.
-    process.once('disconnect', () => void finish(0));
+    // The agent went away (killed, crashed): nobody will send 'drain', and a child that lingers
+    // holds the ports the next agent needs. Finish what is in flight briefly, then exit.
+    process.once('disconnect', () => void finish(ORPHAN_DRAIN_MS));
     process.once('SIGTERM', () => void finish(0));
   });
 }
+
+/** How long a child whose agent went away lets in-flight upstream queries finish. */
+const ORPHAN_DRAIN_MS = 1000;
 
 export async function main(argv: string[]): Promise<number | void> {
   const args = parseCliArgs(argv);
