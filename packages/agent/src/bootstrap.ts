@@ -112,7 +112,14 @@ export function buildProxyBootstrap(model: MeshModel, version: string): ProxyBoo
           route: {
             cluster: cluster.name,
             timeoutMs: policy.timeouts.requestMs,
-            retryPolicy: { retryOn: policy.retries.retryOn, numRetries: policy.retries.numRetries, perTryTimeoutMs: policy.retries.perTryTimeoutMs },
+            retryPolicy: {
+              retryOn: policy.retries.retryOn,
+              numRetries: policy.retries.numRetries,
+              perTryTimeoutMs: policy.retries.perTryTimeoutMs,
+              // Envoy's defaults: no extra status codes, and never retry a non-idempotent request
+              retriableStatusCodes: [],
+              retryNonIdempotent: false,
+            },
           },
         },
       ] as VirtualHost['routes'],
