@@ -82,6 +82,8 @@ export const DEFAULT_CONNECT_TIMEOUT_MS = 1000;
 /** The result of a host pick: the host, or why there is none (flag UH). */
 export interface HostPick { host: Host | undefined; panic: boolean }
 
+const NO_HOST: HostPick = Object.freeze({ host: undefined, panic: false });
+
 /** A cluster at run time: hosts, the load balancer and the resilience slots. */
 export class Cluster {
   hosts: Host[] = [];
@@ -175,10 +177,10 @@ export class Cluster {
    * a threshold of 0 disables panic mode (no healthy host: no host, 503 UH).
    */
   pickHost(ctx: LbContext): HostPick {
-    if (this.hosts.length === 0) return { host: undefined, panic: false };
-    const sel = this.selector.select(this.hosts);
-    if (sel.hosts.length === 0) return { host: undefined, panic: false };
-    return { host: this.lb.pick(sel.hosts, ctx), panic: sel.panic };
+    if (this.hosts.length === 0) return NO_HOST;
+    const candidates = this.selector.candidates(this.hosts);
+    if (candidates.length === 0) return NO_HOST;
+    return { host: this.lb.pick(candidates, ctx), panic: this.selector.lastPanic };
   }
 
   close(): void {

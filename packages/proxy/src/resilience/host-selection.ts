@@ -38,14 +38,27 @@ export class HealthyHostSelector {
 
   /** Called once per load-balancing decision (each try); counts lb_healthy_panic when in panic. */
   select<H extends Pick<ResilienceHost, 'healthFlags'>>(hosts: readonly H[]): HostSelection<H> {
+    const chosen = this.candidates(hosts);
+    return { hosts: chosen, panic: this.lastPanic };
+  }
+
+  /** true when the last `candidates` call found the cluster in panic */
+  lastPanic = false;
+
+  /**
+   * The hosts to balance across, without allocating when every host is healthy (the hot path): all of
+   * them, the healthy ones, all of them in panic, or none (threshold 0 and no healthy host).
+   */
+  candidates<H extends Pick<ResilienceHost, 'healthFlags'>>(hosts: readonly H[]): readonly H[] {
     let healthyCount = 0;
-    for (const h of hosts) if (h.healthFlags.size === 0) healthyCount++;
-    if (healthyCount === hosts.length) return { hosts, panic: false };
-    const percent = hosts.length === 0 ? 0 : (100 * healthyCount) / hosts.length;
-    if (this.panicThresholdPercent > 0 && percent < this.panicThresholdPercent && hosts.length > 0) {
+    for (let i = 0; i < hosts.length; i++) if (hosts[i]!.healthFlags.size === 0) healthyCount++;
+    this.lastPanic = false;
+    if (healthyCount === hosts.length) return hosts;
+    if (this.panicThresholdPercent > 0 && (100 * healthyCount) / hosts.length < this.panicThresholdPercent) {
+      this.lastPanic = true;
       this.panicCounter?.inc();
-      return { hosts, panic: true };
+      return hosts;
     }
-    return { hosts: hosts.filter((h) => h.healthFlags.size === 0), panic: false };
+    return hosts.filter((h) => h.healthFlags.size === 0);
   }
 }

@@ -96,7 +96,6 @@ export class UpstreamPool {
     while (list && list.length > 0) {
       const conn = list.pop()!;
       if (conn.closed || conn.socket.destroyed) continue;
-      if (list.length === 0) this.idle.delete(host);
       conn.owner = owner;
       conn.uses++;
       host.stats.rq_active++;
