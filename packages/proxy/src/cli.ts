@@ -135,6 +135,7 @@ async function runUnderAgent(): Promise<void> {
             const snapshot = parseConfig(registrySnapshotSchema, msg.snapshot, { source: 'registry' });
             if (proxy) proxy.updateRegistry(snapshot);
             else pendingRegistry = snapshot;
+            send({ type: 'config-applied', version: String(snapshot.revision ?? Date.now()) });
             break;
           }
           case 'start':
