@@ -31,6 +31,21 @@ export function resolveBin(packageName: string, binName: string): string {
   return bin;
 }
 
+/**
+ * The Node flags a bin asks for in its shebang (`#!/usr/bin/env -S node --max-semi-space-size=4`).
+ * fork() runs `node BIN` and never reads the shebang, so the supervisor passes them as execArgv.
+ */
+export function nodeFlagsOf(binPath: string): string[] {
+  let firstLine: string;
+  try {
+    firstLine = fs.readFileSync(binPath, 'utf8').split('\n', 1)[0] ?? '';
+  } catch {
+    return [];
+  }
+  const m = /^#!\s*(?:\S*\/env(?:\s+-S)?\s+)?(?:\S*\/)?node((?:\s+--?[\w-]+(?:=\S+)?)*)\s*$/.exec(firstLine);
+  return m ? m[1].trim().split(/\s+/).filter(Boolean) : [];
+}
+
 export function proxyBin(): string {
   return resolveBin('@mesh-agent/proxy', 'mesh-proxy');
 }

@@ -4,6 +4,7 @@
 import { fork, type ChildProcess } from 'node:child_process';
 import { EventEmitter } from 'node:events';
 import { EXIT_CODES, isChildToParent, MeshError, type ChildToParent, type ParentToChild } from '@mesh-agent/shared-config';
+import { nodeFlagsOf } from './children';
 import type { OwnedSocket } from './sockets';
 
 export type ComponentName = 'envoy' | 'mesh-dns';
@@ -237,7 +238,7 @@ export class ChildSupervisor extends EventEmitter {
     const { component, modulePath } = this.opts;
     const asRoot = typeof process.getuid === 'function' && process.getuid() === 0;
     const child = fork(modulePath, this.opts.args ?? [], {
-      execArgv: [],
+      execArgv: nodeFlagsOf(modulePath), // the bin's shebang flags (mesh-dns: --max-semi-space-size=4), nothing of the agent's
       env: { ...process.env, ...this.opts.env, MESH_AGENT_EPOCH: String(epoch) },
       stdio: this.opts.stdio === 'ignore' ? ['ignore', 'ignore', 'ignore', 'ipc'] : this.opts.stdio === 'stderr' ? ['ignore', 'ignore', 'inherit', 'ipc'] : ['ignore', 'inherit', 'inherit', 'ipc'],
       ...(asRoot && this.opts.uid !== undefined ? { uid: this.opts.uid } : {}),
