@@ -1,6 +1,7 @@
 // The doctor's checks, one per hop, in the order a request meets them. Each gathers real evidence
 // (an HTTP answer, a DNS query on the wire, the kernel's rules) and says how to fix what fails.
 // A check whose hop depends on a failed one reports WARN "not checked", so exactly the broken hop FAILs.
+import fs from 'node:fs';
 import net from 'node:net';
 import { execFile } from 'node:child_process';
 import { describeAnswer, httpRequest } from './http-get.js';
@@ -65,6 +66,22 @@ export function tcpConnect(host: string, port: number, timeoutMs = 2_000): Promi
   });
 }
 
+/**
+ * Why the capture hops are not in use, when the agent's config turns iptables capture off
+ * (`iptables.enabled: false`, or the agent's /health says `capture: disabled`, as in the demo).
+ */
+export function captureDisabled(snap: SidecarSnapshot): string | undefined {
+  const enabled = snap.agent.configJson?.iptables?.enabled;
+  const mode = snap.agent.healthJson?.capture?.mode;
+  if (enabled !== false && mode !== 'disabled') return undefined;
+  return `not used: iptables capture is disabled in the config (iptables.enabled: false); the application calls the proxy explicitly (curl -x 127.0.0.1:${snap.ports.proxyListener} ...)`;
+}
+
+/** The demo's config is built in: /config/agent names it "(demo: built in)", no file behind it. */
+export function isBuiltInConfig(file: string): boolean {
+  return /\((demo: )?built[ -]in\)$/.test(file) && !fs.existsSync(file);
+}
+
 const ADMIN = (snap: SidecarSnapshot) => `curl -s ${snap.adminHost}:${snap.ports.agentAdmin}`;
 
 /** The mesh services this sidecar calls (outbound clusters), without the local ones. */
@@ -125,8 +142,10 @@ export function checkConfig({ snap }: CheckContext): CheckResult {
     ['agent config', snap.agent.configJson?.configFile, agentConfigSchema],
     ['spec.yaml', snap.agent.configJson?.specFile, servicesSpecSchema],
   ];
+  let builtIn = false;
   for (const [what, file, schema] of files) {
     if (!file) continue;
+    if (isBuiltInConfig(file)) { builtIn = true; continue; }
     try {
       loadConfigFile(schema, file);
     } catch (err) {
@@ -136,6 +155,7 @@ export function checkConfig({ snap }: CheckContext): CheckResult {
   }
   const dir = snap.agent.configJson?.appConfigDir ?? snap.agent.configJson?.configDir ?? snap.agent.configJson?.app?.configDir;
   const local = snap.localServices.map((s) => `${s.name}:${s.port}`).join(', ') || 'none';
+  if (builtIn) return { hop: 'config', status: 'OK', evidence: `built-in demo configuration${dir ? ` (app config in ${dir})` : ''}; local services ${local}` };
   return { hop: 'config', status: 'OK', evidence: `agent config loaded${dir ? ` (app config from ${dir})` : ''}; local services ${local}` };
 }
 
@@ -160,6 +180,8 @@ export function checkMeshDns({ snap }: CheckContext): CheckResult {
 export async function checkDnsCapture(ctx: CheckContext, dependsOnFailed?: string): Promise<CheckResult> {
   const { snap, nat } = ctx;
   const hop = 'dns-capture';
+  const notUsed = captureDisabled(snap);
+  if (notUsed) return { hop, status: 'OK', evidence: notUsed };
   if (nat.error) return { hop, status: 'WARN', evidence: `cannot read the rules: ${nat.error}`, fix: 'run mesh-agent doctor as root' };
   const port = snap.ports.dns;
   const missing = missingRules(nat, [
@@ -189,6 +211,8 @@ export async function checkDnsCapture(ctx: CheckContext, dependsOnFailed?: strin
 export function checkOutboundCapture(ctx: CheckContext): CheckResult {
   const { snap, nat } = ctx;
   const hop = 'outbound-capture';
+  const notUsed = captureDisabled(snap);
+  if (notUsed) return { hop, status: 'OK', evidence: notUsed };
   if (nat.error) return { hop, status: 'WARN', evidence: `cannot read the rules: ${nat.error}`, fix: 'run mesh-agent doctor as root' };
   const port = snap.ports.proxyListener;
   const missing = missingRules(nat, [
@@ -255,6 +279,8 @@ export function checkCluster({ snap }: CheckContext, service: string, dependsOnF
 export function checkInboundCapture(ctx: CheckContext): CheckResult {
   const { snap, nat } = ctx;
   const hop = 'inbound-capture';
+  const notUsed = captureDisabled(snap);
+  if (notUsed) return { hop, status: 'OK', evidence: notUsed };
   if (nat.error) return { hop, status: 'WARN', evidence: `cannot read the rules: ${nat.error}`, fix: 'run mesh-agent doctor as root' };
   const wanted = [
     { label: 'PREROUTING -j ISTIO_INBOUND', chain: 'PREROUTING', test: (s: string) => /-j ISTIO_INBOUND\b/.test(s) },

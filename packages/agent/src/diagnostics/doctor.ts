@@ -1,7 +1,7 @@
 // `mesh-agent doctor`: every hop in order, one line each, and an exit status of 0 only when all pass.
 import { gatherSnapshot, type SidecarSnapshot } from './sidecar.js';
 import {
-  checkAgent, checkCluster, checkConfig, checkDnsCapture, checkInboundCapture, checkLocalApp, checkMeshDns,
+  captureDisabled, checkAgent, checkCluster, checkConfig, checkDnsCapture, checkInboundCapture, checkLocalApp, checkMeshDns,
   checkOutboundCapture, checkProxy, checkRegistry, checkRoute, meshServices, readNatRules, verifyApplied, type CheckContext, type CheckResult,
 } from './checks.js';
 
@@ -11,7 +11,7 @@ export async function doctorChecks(agentAdminUrl: string, opts: { snapshot?: Sid
   const snap = opts.snapshot ?? await gatherSnapshot(agentAdminUrl);
   const nat = await readNatRules();
   const stateFile: string | undefined = snap.agent.configJson?.iptables?.stateFile ?? snap.agent.dump?.capture?.stateFile;
-  const verify = nat.error ? undefined : await verifyApplied(stateFile);
+  const verify = nat.error || captureDisabled(snap) ? undefined : await verifyApplied(stateFile);
   const ctx: CheckContext = { snap, nat, verify, resolvConf: opts.resolvConf };
   const checks: CheckResult[] = [];
   checks.push(checkAgent(ctx));

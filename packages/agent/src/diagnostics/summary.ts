@@ -74,6 +74,8 @@ export async function buildSummary(agentAdminUrl: string, history: RateHistory, 
     httpRequest(`${base}/version/pilot-agent`), httpRequest(`${base}/version/envoy`), httpRequest(`${base}/version/mesh-dns`),
     httpRequest(`${dnsBase}/latest_error`),
   ]);
+  // Our proxy answers /latest_error with 404 (Envoy has none); asked anyway so a proxy that has one is shown.
+  const proxyError = snap.proxy.listeners.status === 200 ? await httpRequest(`${proxyBase}/latest_error`) : { status: 0, body: '' };
   const text = (a: { status: number; body: string }) => (a.status === 200 ? versionText(a.body) : undefined);
   const components: Summary['components'] = [
     { name: 'pilot-agent', healthy: snap.agent.health.status === 200, version: text(vAgent), admin: base },
@@ -89,16 +91,13 @@ export async function buildSummary(agentAdminUrl: string, history: RateHistory, 
     });
   }
   const now = new Date().toISOString();
-  for (const [component, answer] of [['pilot-agent', snap.agent.latestError], ['mesh-dns', dnsError]] as const) {
-    const body = answer.status === 200 ? answer.body.trim() : '';
-    if (body && !/^(\{\s*\}|null|none|no error.*)$/i.test(body) && !errorLog.some((e) => e.component === component && e.text === body)) {
-      errorLog.unshift({ component, text: body.slice(0, 2_000), seen: now });
-      errorLog.splice(20);
-    }
-  }
-  for (const check of report.checks.filter((c) => c.status === 'FAIL')) {
-    const textLine = `${check.hop}: ${check.evidence}`;
-    if (!errorLog.some((e) => e.component === 'doctor' && e.text === textLine)) { errorLog.unshift({ component: 'doctor', text: textLine, seen: now }); errorLog.splice(20); }
+  // The components' own latest errors; the doctor's findings have their own panel.
+  const latestErrors: Array<[string, { status: number; body: string }]> = [['pilot-agent', snap.agent.latestError], ['mesh-dns', dnsError], ['envoy', proxyError]];
+  for (const [component, answer] of latestErrors) recordError(errorLog, component, answer.status === 200 ? answer.body : '', now);
+  // A child that exited: the agent's supervisor keeps its last exit (the proxy has no /latest_error of its own).
+  for (const [component, state] of Object.entries<any>(snap.agent.healthJson?.components ?? {})) {
+    const exit = state?.lastExit;
+    if (exit) recordError(errorLog, component, JSON.stringify({ time: exit.time, message: `epoch ${exit.epoch} exited (${exit.signal ? `signal ${exit.signal}` : `code ${exit.code}`})` }), now);
   }
   const links: Summary['links'] = [
     ...AGENT_LINKS.map((p) => ({ component: 'pilot-agent', method: 'GET', url: `${base}${p}` })),
@@ -114,6 +113,26 @@ export async function buildSummary(agentAdminUrl: string, history: RateHistory, 
     status: snap.agent.status.status === 200 ? snap.agent.status.body.trim() : `unreachable (${snap.agent.status.error ?? snap.agent.status.status})`,
     components, checks: report.checks, services, rates: history.rates(), errors: errorLog, links,
   };
+}
+
+/** Adds a component's latest error (JSON `{time, message, code}` or text) unless empty or already listed. */
+export function recordError(errorLog: Summary['errors'], component: string, body: string, now: string): void {
+  const raw = body.trim();
+  if (!raw || /^(\{\s*\}|null|none|no error.*)$/i.test(raw)) return;
+  let text = raw;
+  let seen = now;
+  try {
+    const json = JSON.parse(raw);
+    if (json && typeof json === 'object') {
+      if (!json.message && !json.error) return;
+      text = `${json.code ? `${json.code}: ` : ''}${json.message ?? json.error}`;
+      if (typeof json.time === 'string') seen = json.time;
+    }
+  } catch { /* plain text: shown as it is */ }
+  text = text.slice(0, 2_000);
+  if (errorLog.some((e) => e.component === component && e.text === text)) return;
+  errorLog.unshift({ component, text, seen });
+  errorLog.splice(20);
 }
 
 function versionText(body: string): string {

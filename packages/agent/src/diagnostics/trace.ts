@@ -5,7 +5,7 @@ import net from 'node:net';
 import { httpRequest, type HttpAnswer } from './http-get.js';
 import { queryA, systemNameserver } from './dns-wire.js';
 import { parseClustersText, matchVirtualHost, type NatRule } from './envoy-formats.js';
-import { readNatRules } from './checks.js';
+import { captureDisabled, readNatRules } from './checks.js';
 import { gatherSnapshot, type SidecarSnapshot } from './sidecar.js';
 
 export type TraceHopName = 'dns' | 'capture' | 'listener' | 'route' | 'endpoint' | 'upstream';
@@ -13,16 +13,23 @@ export interface TraceHop { hop: TraceHopName; ok: boolean; detail: string; ms?:
 export interface TraceReport { url: string; via: 'capture' | 'proxy'; ok: boolean; failedHop?: TraceHopName; hops: TraceHop[]; status?: number; totalMs: number; fix?: string }
 
 export async function traceRequest(url: string, agentAdminUrl: string, opts: { via?: 'capture' | 'proxy'; resolvConf?: string; snapshot?: SidecarSnapshot } = {}): Promise<TraceReport> {
-  const via = opts.via ?? 'capture';
   const target = new URL(url);
   const port = Number(target.port || 80);
   const snap = opts.snapshot ?? await gatherSnapshot(agentAdminUrl);
+  // With capture off in the config (the demo) the application calls the proxy explicitly, so without
+  // --via the trace does the same; an explicit --via capture is told why that path is not there.
+  const captureOff = captureDisabled(snap);
+  const via = opts.via ?? (captureOff ? 'proxy' : 'capture');
   const hops: TraceHop[] = [];
   const adminHost = snap.adminHost;
   // Total time is the request's own path (DNS answer + HTTP exchange), not the admin calls around it.
   const report = (failedHop?: TraceHopName, fix?: string, answer?: HttpAnswer): TraceReport => ({
     url, via, ok: !failedHop, failedHop, hops, status: answer?.status || undefined, totalMs: round(hops.reduce((sum, h) => sum + (h.ms ?? 0), 0)), fix,
   });
+  if (via === 'capture' && captureOff) {
+    hops.push({ hop: 'capture', ok: false, detail: captureOff });
+    return report('capture', `trace it as the application sends it: mesh-agent trace ${url} --via proxy (without --via, trace picks the proxy when capture is disabled)`);
+  }
   const clustersUrl = `http://${adminHost}:${snap.ports.proxyAdmin}/clusters`;
   const natBefore = await readNatRules();
   // A proxy admin that already did not answer is not asked again (each try costs a timeout).
@@ -46,7 +53,8 @@ export async function traceRequest(url: string, agentAdminUrl: string, opts: { v
     address = addr;
     hops.push({ hop: 'dns', ok: true, detail: `${target.hostname} -> ${answer.addresses.join(', ')} (${answer.rcodeName} via ${answer.server})`, ms: answer.ms });
   } else if (via === 'proxy') {
-    hops.push({ hop: 'dns', ok: true, detail: `not used: sent straight to the proxy listener 127.0.0.1:${snap.ports.proxyListener}` });
+    const why = captureOff && !opts.via ? ` (iptables capture is disabled in the config, so trace sends it as the application does: curl -x 127.0.0.1:${snap.ports.proxyListener} ...)` : '';
+    hops.push({ hop: 'dns', ok: true, detail: `not used: sent straight to the proxy listener 127.0.0.1:${snap.ports.proxyListener}${why}` });
   }
 
   // 2..6: the request itself.
