@@ -26,6 +26,7 @@ export interface HealthCheckConfig {
   timeoutMs?: number;
   healthyThreshold?: number;
   unhealthyThreshold?: number;
+  /** extra random delay in [0, jitterMs] added to each interval */
   jitterMs?: number;
 }
 

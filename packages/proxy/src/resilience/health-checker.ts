@@ -1,4 +1,5 @@
 import http from 'node:http';
+import type { HealthCheckConfig as ClusterHealthCheckConfig } from '../config/types';
 import type { ClusterStatScope, ResilienceHost } from './types';
 
 /**
@@ -11,14 +12,8 @@ import type { ClusterStatScope, ResilienceHost } from './types';
  * (a proxy told to fail by /healthcheck/fail) fails the host at once.
  */
 
-export interface HealthCheckConfig {
-  path: string;
-  intervalMs?: number;
-  timeoutMs?: number;
-  healthyThreshold?: number;
-  unhealthyThreshold?: number;
-  /** extra random delay in [0, jitterMs] added to each interval */
-  jitterMs?: number;
+/** The cluster's health check as configured, plus the Host header the probes send. */
+export interface HealthCheckConfig extends ClusterHealthCheckConfig {
   /** Host header; Envoy sends the cluster name by default */
   host?: string;
 }
