@@ -4,7 +4,10 @@ import { parseArgs } from 'node:util';
 import {
   EXIT_CODES,
   MeshError,
+  adoptedBy,
   dnsConfigSchema,
+  holdConnections,
+  holdDatagrams,
   isMeshError,
   isParentToChild,
   loadConfigFile,
@@ -13,11 +16,12 @@ import {
   runMain,
   type ChildToParent,
   type DnsConfig,
+  type HeldConnections,
+  type HeldDatagrams,
   type ParentToChild,
 } from '@mesh-agent/shared-config';
 import { createLogger, isLogLevel, type AdminServer, type LogLevel } from '@mesh-agent/admin-kit';
 import { startMeshDnsAdmin } from './admin';
-import { adoptedBy, holdConnections, holdDatagrams, type HeldConnections, type HeldDatagrams } from './handover';
 import { watchFile } from './file-watch';
 import { createMeshDns, LOG_SCOPES, type MeshDns, type MeshDnsOptions } from './server';
 import { VERSION } from './version';

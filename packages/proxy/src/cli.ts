@@ -1,7 +1,6 @@
 import fs from 'node:fs';
 import type net from 'node:net';
-import { EXIT_CODES, isParentToChild, loadConfigFile, MeshError, proxyBootstrapSchema, registrySnapshotSchema, parseConfig, runMain, type ParentToChild, type RegistrySnapshot } from '@mesh-agent/shared-config';
-import { adoptedBy, holdConnections, type HeldConnections } from './handover';
+import { adoptedBy, EXIT_CODES, holdConnections, isParentToChild, loadConfigFile, MeshError, proxyBootstrapSchema, registrySnapshotSchema, parseConfig, runMain, type HeldConnections, type ParentToChild, type RegistrySnapshot } from '@mesh-agent/shared-config';
 import { createProxy, type MeshProxy } from './proxy';
 
 const USAGE = `usage: mesh-proxy --config FILE

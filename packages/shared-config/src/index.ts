@@ -21,3 +21,5 @@ export { CONFIG_SCHEMAS, toJsonSchema, jsonSchemaText } from './json-schemas';
 export { HANDLE_NAMES, isChildToParent, isParentToChild } from './control-protocol';
 export type { ChildToParent, HandleName, ParentToChild } from './control-protocol';
 export { specFilePath } from './resolve';
+export { HOLD_LIMIT, HOLD_MS, adoptedBy, holdConnections, holdDatagrams } from './socket-handover';
+export type { HeldConnections, HeldDatagram, HeldDatagrams, HoldOptions } from './socket-handover';

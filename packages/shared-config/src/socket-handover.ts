@@ -1,10 +1,12 @@
-// A listening socket handed over by the agent accepts connections the moment it arrives in this
-// process (Node calls listen() on it at once), before the proxy exists. Without a listener those
-// connections would hang, so they are held here, bounded in count and time, and given to the proxy
-// once it serves.
+// A listening socket handed over by the agent accepts connections and receives datagrams the moment it
+// arrives in a child process (Node calls listen() / bind() on it at once), before the child's server
+// (mesh-dns's DNS server, the proxy's listener) exists.
+// Without a listener those connections would hang and those datagrams would be dropped, so they are
+// held here, bounded in count and time, and given to the server once it serves.
+import type dgram from 'node:dgram';
 import type net from 'node:net';
 
-/** At most this many connections are held; more are reset. */
+/** At most this many connections / datagrams are held; more are refused (reset) / dropped. */
 export const HOLD_LIMIT = 1024;
 /** What is still held this long after it arrived is given up: a reset beats a hang. */
 export const HOLD_MS = 10_000;
@@ -83,10 +85,30 @@ export function holdConnections(server: net.Server, opts: HoldOptions = {}): Hel
   return held;
 }
 
+export interface HeldDatagram {
+  msg: Buffer;
+  rinfo: dgram.RemoteInfo;
+}
+
+export interface HeldDatagrams {
+  readonly count: number;
+  release(deliver: (datagram: HeldDatagram) => void): void;
+  giveUp(why: string): void;
+}
+
+export function holdDatagrams(socket: dgram.Socket, opts: HoldOptions = {}): HeldDatagrams {
+  const held = new Held<HeldDatagram>(() => {}, opts);
+  socket.on('message', (msg, rinfo) => {
+    if (!held.isReleased) held.add({ msg, rinfo });
+  });
+  return held;
+}
+
 /**
  * The server that took a handed-over listening socket over with `server.listen(handle)` (admin-kit's
- * HTTP server and the proxy's listener do): Node moves the socket's accept callback to it. Node internals (the owner symbol
- * on the socket's handle), as in mesh-agent's sockets.ts; undefined when they change.
+ * HTTP server and the proxy's listener do): Node moves the socket's accept callback to it. Node
+ * internals (the owner symbol on the socket's handle), as in the agent's sockets.ts; undefined when
+ * they change.
  */
 export function adoptedBy(handle: net.Server): net.Server | undefined {
   const raw = (handle as unknown as { _handle?: object | null })._handle;
