@@ -1,106 +1,12 @@
-import http from 'node:http';
-import { PassThrough } from 'node:stream';
 import { execFile } from 'node:child_process';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
-import { createProxy, type MeshProxy } from '../src/proxy';
-import { deadPort, startUpstream, waitFor, type Upstream } from './resilience-upstreams';
+import { deadPort, waitFor } from './resilience-upstreams';
+import { admin, CLUSTER, closeProxies, closeUpstreams, endpointsOf, flagsOf, pollUntil, startProxy, stat, upstream, viaProxy } from './support/resilience-proxy';
 
 // End to end through the real proxy: real upstreams on loopback, requests in absolute form
 // (as `curl -x`), the access log captured from the proxy, /clusters and /stats read from its admin port.
-const ups: Upstream[] = [];
-const proxies: MeshProxy[] = [];
-afterEach(async () => {
-  await Promise.all(proxies.splice(0).map((p) => p.close()));
-});
-afterAll(async () => { await Promise.all(ups.map((u) => u.close())); });
-
-async function upstream(name: string, behavior: Upstream['behavior'] = 'ok') {
-  const u = await startUpstream(name, behavior);
-  ups.push(u);
-  return u;
-}
-
-interface Started { proxy: MeshProxy; port: number; admin: number; log: string[] }
-
-async function startProxy(clusters: object[], route: object, extra: object = {}): Promise<Started> {
-  const log: string[] = [];
-  const stream = new PassThrough();
-  stream.setEncoding('utf8');
-  stream.on('data', (chunk: string) => { for (const line of chunk.split('\n')) if (line) log.push(line); });
-  const proxy = createProxy({
-    version: 'resilience-e2e',
-    admin: { address: '127.0.0.1', port: 0 },
-    listener: { name: 'virtual', address: '127.0.0.1', port: 0 },
-    accessLog: { format: 'text', path: '/dev/null' },
-    clusters,
-    routes: { virtualHosts: [{ name: 'order', domains: ['order'], routes: [{ match: { prefix: '/' }, route }] }] },
-    ...extra,
-  }, { accessLogStream: stream });
-  proxies.push(proxy);
-  const addrs = await proxy.start();
-  return { proxy, port: addrs.listener.port, admin: addrs.admin!.port, log };
-}
-
-function endpointsOf(...u: Upstream[]) {
-  return u.map((x) => ({ address: x.address, port: x.port }));
-}
-
-interface Answer { status: number; body: string; headers: http.IncomingHttpHeaders }
-function viaProxy(port: number, opts: { method?: string; path?: string; agent?: http.Agent; body?: string; chunked?: boolean } = {}): Promise<Answer> {
-  return new Promise((resolve, reject) => {
-    const headers: Record<string, string> = opts.body === undefined || opts.chunked ? {} : { 'content-length': String(Buffer.byteLength(opts.body)) };
-    const req = http.request({ host: '127.0.0.1', port, method: opts.method ?? 'GET', path: `http://order${opts.path ?? '/'}`, agent: opts.agent ?? false, headers }, (res) => {
-      let body = '';
-      res.setEncoding('utf8');
-      res.on('data', (c: string) => { body += c; });
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body, headers: res.headers }));
-    });
-    req.on('error', reject);
-    if (opts.body !== undefined && opts.chunked) {
-      // two chunks, the second a little later: the body streams while the first try is under way
-      req.write(opts.body.slice(0, 10));
-      setTimeout(() => req.end(opts.body!.slice(10)), 20);
-    } else {
-      req.end(opts.body);
-    }
-  });
-}
-
-function admin(port: number, path: string, method = 'GET'): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const req = http.request({ host: '127.0.0.1', port, path, method, agent: false }, (res) => {
-      let body = '';
-      res.setEncoding('utf8');
-      res.on('data', (c: string) => { body += c; });
-      res.on('end', () => resolve(body));
-    });
-    req.on('error', reject);
-    req.end();
-  });
-}
-
-/** Polls an async reading until `done` accepts it (readiness by polling, never a fixed sleep). */
-async function pollUntil<T>(what: string, read: () => Promise<T>, done: (v: T) => boolean, timeoutMs = 15_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await read();
-    if (done(v)) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for: ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
-
-function stat(text: string, name: string): number | undefined {
-  const line = text.split('\n').find((l) => l.startsWith(`${name}: `));
-  return line === undefined ? undefined : Number(line.slice(name.length + 2));
-}
-
-/** The response-flags field of Envoy's default text access log line. */
-function flagsOf(line: string): string {
-  return /" (\d{3}) (\S+) /.exec(line)?.[2] ?? '?';
-}
-
-const CLUSTER = 'out#80#order';
+afterEach(closeProxies);
+afterAll(closeUpstreams);
 
 describe('resilience through the proxy', () => {
   it('a burst beyond max_requests gets 503 UO at once; counted in /stats and the access log', async () => {

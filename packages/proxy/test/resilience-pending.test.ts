@@ -1,18 +1,12 @@
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { MeshError } from '@mesh-agent/shared-config';
 import { createProxy } from '../src/proxy';
-import { startUpstream, waitFor, type Upstream } from './resilience-upstreams';
-import { admin, CLUSTER, closeProxies, endpointsOf, flagsOf, pollUntil, startProxy, stat, viaProxy } from './support/resilience-proxy';
+import { waitFor } from './resilience-upstreams';
+import { admin, CLUSTER, closeProxies, closeUpstreams, endpointsOf, flagsOf, pollUntil, startProxy, stat, upstream, viaProxy } from './support/resilience-proxy';
 
 // Envoy's pending queue and the route retry fields, through the real proxy with real upstreams on loopback.
-const ups: Upstream[] = [];
-async function upstream(name: string, behavior: Upstream['behavior'] = 'ok') {
-  const u = await startUpstream(name, behavior);
-  ups.push(u);
-  return u;
-}
 afterEach(closeProxies);
-afterAll(async () => { await Promise.all(ups.map((u) => u.close())); });
+afterAll(closeUpstreams);
 
 const safe = (p: Promise<{ status: number; body: string }>) => p.catch((e: Error) => ({ status: 0, body: e.message }));
 

@@ -1,17 +1,11 @@
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
-import { deadPort, startUpstream, waitFor, type Upstream } from './resilience-upstreams';
-import { admin, CLUSTER, closeProxies, endpointsOf, flagsOf, startProxy, stat, viaProxy } from './support/resilience-proxy';
+import { deadPort, waitFor } from './resilience-upstreams';
+import { admin, CLUSTER, closeProxies, closeUpstreams, endpointsOf, flagsOf, startProxy, stat, upstream, viaProxy } from './support/resilience-proxy';
 
 // Retries, per-try timeouts and the retry breaker through the real proxy (RequestRetryState in
 // DownstreamConnection), real upstreams on loopback: a resetting one, dead ports, a hanging one.
-const ups: Upstream[] = [];
-async function upstream(name: string, behavior: Upstream['behavior'] = 'ok') {
-  const u = await startUpstream(name, behavior);
-  ups.push(u);
-  return u;
-}
 afterEach(closeProxies);
-afterAll(async () => { await Promise.all(ups.map((u) => u.close())); });
+afterAll(closeUpstreams);
 
 describe('retries through the proxy', () => {
   it('a connection reset before the response is retried on reset, on the other host', async () => {

@@ -1,7 +1,7 @@
 import http from 'node:http';
 import { PassThrough } from 'node:stream';
 import { createProxy, type MeshProxy } from '../../src/proxy';
-import type { Upstream } from '../resilience-upstreams';
+import { startUpstream, type Upstream } from '../resilience-upstreams';
 
 // Shared by the resilience tests that go through the real proxy: a proxy on loopback ports,
 // requests in absolute form (as `curl -x`), its access log captured, its admin port read.
@@ -9,6 +9,18 @@ export const proxies: MeshProxy[] = [];
 /** For afterEach: closes every proxy started since the last call. */
 export async function closeProxies(): Promise<void> {
   await Promise.all(proxies.splice(0).map((p) => p.close()));
+}
+
+const upstreams: Upstream[] = [];
+/** Starts a real upstream on loopback that closeUpstreams() closes. */
+export async function upstream(name: string, behavior: Upstream['behavior'] = 'ok'): Promise<Upstream> {
+  const u = await startUpstream(name, behavior);
+  upstreams.push(u);
+  return u;
+}
+/** For afterAll: closes every upstream started by upstream(). */
+export async function closeUpstreams(): Promise<void> {
+  await Promise.all(upstreams.splice(0).map((u) => u.close()));
 }
 
 export interface Started { proxy: MeshProxy; port: number; admin: number; log: string[] }
