@@ -6,45 +6,14 @@
 // runs alternated (plain, resilient, plain, resilient) so machine load hits both alike.
 // Prints req/s, p99 and CPU per request for each, and the ratios. Target: resilience costs <= 10%.
 // Measures only; never fails on a speed. Bounded: BENCH_SECONDS (default 10) per run, ROUNDS (default 2).
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
+import { benchRun, canPin, freePort, have, parseWrk, pin, root, seconds, waitPort } from './common.mjs';
 
-const here = path.dirname(new URL(import.meta.url).pathname);
-const root = path.resolve(here, '../..');
-const seconds = Number(process.env.BENCH_SECONDS ?? 10);
 const rounds = Number(process.env.ROUNDS ?? 2);
-const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bench-resilience-'));
-const children = [];
-
-function have(cmd) { return spawnSync('sh', ['-c', `command -v ${cmd}`]).status === 0; }
-const canPin = have('taskset') && spawnSync('taskset', ['-c', '0', 'true']).status === 0 && os.cpus().length > 1;
-const pin = (core, cmd, args) => (canPin ? ['taskset', ['-c', String(core), cmd, ...args]] : [cmd, args]);
-
-async function freePort() {
-  return new Promise((resolve) => { const s = net.createServer(); s.listen(0, '127.0.0.1', () => { const p = s.address().port; s.close(() => resolve(p)); }); });
-}
-
-function start(cmd, args, name) {
-  const child = spawn(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'] });
-  let err = '';
-  child.stderr.on('data', (d) => { err += d; });
-  child.on('exit', (code) => { if (code && !child.killedByUs) console.error(`${name} exited ${code}: ${err}`); });
-  children.push(child);
-  return child;
-}
-
-async function waitPort(port, deadlineMs = 15000) {
-  const end = Date.now() + deadlineMs;
-  while (Date.now() < end) {
-    const ok = await new Promise((resolve) => { const s = net.connect(port, '127.0.0.1'); s.on('connect', () => { s.destroy(); resolve(true); }); s.on('error', () => resolve(false)); });
-    if (ok) return;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error(`port ${port} did not open`);
-}
+const { dir, start, cleanup } = benchRun('bench-resilience-');
 
 function cpuSeconds(pid) {
   try {
@@ -59,11 +28,7 @@ function wrk(port, pid) {
   const [cmd, args] = pin(1, 'wrk', ['-t1', '-c50', `-d${seconds}s`, '--latency', '-H', 'Host: bench', `http://127.0.0.1:${port}/`]);
   const out = spawnSync(cmd, args, { encoding: 'utf8', timeout: (seconds + 30) * 1000 }).stdout ?? '';
   const cpu = cpuSeconds(pid) - before;
-  const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1] ?? NaN);
-  const p99raw = /99%\s+([\d.]+)(us|ms|s)/.exec(out);
-  const p99 = p99raw ? Number(p99raw[1]) * (p99raw[2] === 'us' ? 0.001 : p99raw[2] === 's' ? 1000 : 1) : NaN;
-  const requests = Number(/(\d+) requests in/.exec(out)?.[1] ?? 0);
-  const non2xx = Number(/Non-2xx or 3xx responses:\s+(\d+)/.exec(out)?.[1] ?? 0);
+  const { rps, p99, requests, non2xx } = parseWrk(out);
   return { rps, p99, cpuUsPerRq: requests > 0 ? (cpu * 1e6) / requests : NaN, non2xx };
 }
 
@@ -122,11 +87,6 @@ http { access_log off; client_body_temp_path ${dir}; proxy_temp_path ${dir}; fas
   }
   const { plain, resilient } = summary;
   console.log(`ratio resilient / plain: ${(resilient.rps / plain.rps).toFixed(3)} by req/s, ${(plain.cpu / resilient.cpu).toFixed(3)} by CPU per request   (target: >= 0.90, resilience costs <= 10%; on a loaded machine CPU per request is the steadier figure)`);
-}
-
-function cleanup() {
-  for (const c of children) { c.killedByUs = true; try { c.kill('SIGTERM'); } catch { /* gone */ } }
-  try { fs.rmSync(dir, { recursive: true, force: true }); } catch { /* ignore */ }
 }
 
 const guard = setTimeout(() => { console.error('bench/proxy/resilience: time bound reached'); cleanup(); process.exit(1); }, (seconds * (rounds * 2 + 1) + 120) * 1000);

@@ -4,45 +4,14 @@
 // core 0 with taskset where it works; wrk and the upstream share the other core. Prints req/s,
 // p99, the ratio to nginx and mesh-proxy's peak RSS. Bounded: BENCH_SECONDS (default 10) per run.
 // Measures only; never fails on a speed.
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
+import { benchRun, canPin, freePort, have, parseWrk, pin, root, seconds, waitPort } from './common.mjs';
 
-const here = path.dirname(new URL(import.meta.url).pathname);
-const root = path.resolve(here, '../..');
-const seconds = Number(process.env.BENCH_SECONDS ?? 10);
 const connections = Number(process.env.BENCH_CONNECTIONS ?? 50);
-const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bench-proxy-'));
-const children = [];
-
-function have(cmd) { return spawnSync('sh', ['-c', `command -v ${cmd}`]).status === 0; }
-const canPin = have('taskset') && spawnSync('taskset', ['-c', '0', 'true']).status === 0 && os.cpus().length > 1;
-const pin = (core, cmd, args) => (canPin ? ['taskset', ['-c', String(core), cmd, ...args]] : [cmd, args]);
-
-async function freePort() {
-  return new Promise((resolve) => { const s = net.createServer(); s.listen(0, '127.0.0.1', () => { const p = s.address().port; s.close(() => resolve(p)); }); });
-}
-
-function start(cmd, args, name) {
-  const child = spawn(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'] });
-  let err = '';
-  child.stderr.on('data', (d) => { err += d; });
-  child.on('exit', (code) => { if (code && code !== 0 && !child.killedByUs) console.error(`${name} exited ${code}: ${err}`); });
-  children.push(child);
-  return child;
-}
-
-async function waitPort(port, deadlineMs = 15000) {
-  const end = Date.now() + deadlineMs;
-  while (Date.now() < end) {
-    const ok = await new Promise((resolve) => { const s = net.connect(port, '127.0.0.1'); s.on('connect', () => { s.destroy(); resolve(true); }); s.on('error', () => resolve(false)); });
-    if (ok) return;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error(`port ${port} did not open`);
-}
+const { dir, start, cleanup } = benchRun('bench-proxy-');
 
 function nginxConf(name, port, body) {
   const p = path.join(dir, name);
@@ -65,13 +34,9 @@ function wrk(port, host) {
   const [cmd, args] = pin(1, 'wrk', ['-t1', `-c${connections}`, `-d${seconds}s`, '--latency', '-H', `Host: ${host}`, `http://127.0.0.1:${port}/`]);
   const res = spawnSync(cmd, args, { encoding: 'utf8', timeout: (seconds + 30) * 1000 });
   const out = res.stdout ?? '';
-  const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1] ?? NaN);
-  const p99raw = /99%\s+([\d.]+)(us|ms|s)/.exec(out);
-  const p99 = p99raw ? Number(p99raw[1]) * (p99raw[2] === 'us' ? 0.001 : p99raw[2] === 's' ? 1000 : 1) : NaN;
-  const errors = /Non-2xx or 3xx responses:\s+(\d+)/.exec(out)?.[1] ?? '0';
+  const { rps, p99, requests, non2xx } = parseWrk(out);
   const sockErr = /Socket errors:[^\n]*/.exec(out)?.[0] ?? '';
-  const requests = Number(/(\d+) requests in/.exec(out)?.[1] ?? 0);
-  return { rps, p99, errors: Number(errors), sockErr, requests };
+  return { rps, p99, errors: non2xx, sockErr, requests };
 }
 
 /** CPU seconds (user + system) of a process and its direct children (nginx's worker). */
@@ -158,11 +123,6 @@ proxy.on('error',(e,q,s)=>{try{s.writeHead(502);s.end();}catch{}});http.createSe
   console.log(`ratio mesh-proxy / nginx: ${(ours.rps / ng.rps).toFixed(2)} by req/s in this run, ${(ours.perCore / ng.perCore).toFixed(2)} by CPU per request   (target: >= 22000 req/s per core, p99 < 3 ms, RSS < 100 MiB)`);
   console.log(`ratio mesh-proxy / http-proxy-3: ${(ours.rps / hp3.rps).toFixed(2)}`);
   console.log(`mesh-proxy peak RSS: ${rss.toFixed(1)} MiB`);
-}
-
-function cleanup() {
-  for (const c of children) { c.killedByUs = true; try { c.kill('SIGTERM'); } catch { /* gone */ } }
-  try { fs.rmSync(dir, { recursive: true, force: true }); } catch { /* ignore */ }
 }
 
 const guard = setTimeout(() => { console.error('bench/proxy: time bound reached'); cleanup(); process.exit(1); }, (seconds * 4 + 90) * 1000);
