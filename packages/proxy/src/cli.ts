@@ -83,9 +83,15 @@ async function runUnderAgent(): Promise<void> {
 
   const startServing = (): Promise<MeshProxy> => {
     starting ??= (async () => {
-      const next = createProxy(pendingConfig ?? {}, { listenerHandle: handles.listener, adminHandle: handles.admin, restartEpoch, onQuit: () => process.exit(0) });
+      const config = pendingConfig;
+      const registry = pendingRegistry;
+      const next = createProxy(config ?? {}, { listenerHandle: handles.listener, adminHandle: handles.admin, restartEpoch, onQuit: () => process.exit(0) });
+      // endpoints before start(): it adopts the listener, and a request accepted meanwhile must not see empty clusters (503 UH)
+      if (registry) next.updateRegistry(registry);
       await next.start();
-      if (pendingRegistry) next.updateRegistry(pendingRegistry);
+      // a config or registry that came while it started (proxy was still unset) is not lost
+      if (pendingConfig !== config) next.update(pendingConfig);
+      if (pendingRegistry && pendingRegistry !== registry) next.updateRegistry(pendingRegistry);
       proxy = next;
       // the proxy's listener and admin server adopted the sockets: the held connections go to them
       for (const name of ['listener', 'admin'] as const) {

@@ -281,9 +281,10 @@ export class MeshProxy {
     this.state = 'DRAINING';
     this.runtime.draining = true;
     this.server?.close();
-    // Idle connections go once idle for DRAIN_IDLE_GRACE_MS (the sweep), busy ones after their next response.
+    // Idle connections that served a request go once idle for DRAIN_IDLE_GRACE_MS (the sweep), busy ones
+    // after their next response, never-used ones after their first (or at the deadline).
     const now = Date.now();
-    for (const c of this.connections) if (c.idle && now - c.lastActivity >= DRAIN_IDLE_GRACE_MS) c.socket.end();
+    for (const c of this.connections) if (c.idle && c.responsesServed > 0 && now - c.lastActivity >= DRAIN_IDLE_GRACE_MS) c.socket.end();
     const deadline = Date.now() + drainTimeMs;
     while (this.connections.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
     // The drain time is up: what is still open is cut (Envoy's drain manager does the same).

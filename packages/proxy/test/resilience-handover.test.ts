@@ -203,6 +203,43 @@ describe('drain time up', () => {
   });
 });
 
+describe('drain and a connection not used yet', () => {
+  it('keeps a just-accepted connection open past the idle grace, serves its first request with Connection: close; a used idle one is closed', async () => {
+    const p = createProxy({ ...config(up), drainTimeMs: 10_000 });
+    try {
+      const addrs = await p.start();
+      // a keep-alive connection that has served a request, then sits idle
+      const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+      expect((await get(addrs.listener.port, agent)).status).toBe(200);
+      const usedSocket = Object.values(agent.freeSockets)[0]![0]!;
+      let usedClosed = false;
+      usedSocket.once('close', () => { usedClosed = true; });
+      // a connection accepted just before the drain whose request has not arrived yet (a slow client under load)
+      const fresh = net.connect(addrs.listener.port, '127.0.0.1');
+      await new Promise<void>((resolve) => fresh.once('connect', () => resolve()));
+      let freshClosed = false;
+      fresh.once('close', () => { freshClosed = true; });
+      await waitFor('proxy sees both connections', () => p.activeConnections === 2);
+      const drained = p.drain(10_000);
+      await waitFor('the used idle connection closed by the drain', () => usedClosed, 10_000);
+      expect(freshClosed).toBe(false);
+      const answer = new Promise<string>((resolve) => {
+        let text = '';
+        fresh.on('data', (c: Buffer) => { text += c.toString('latin1'); });
+        fresh.once('close', () => resolve(text));
+      });
+      fresh.write('GET http://order/ HTTP/1.1\r\nHost: order\r\n\r\n');
+      const text = await answer;
+      expect(text.startsWith('HTTP/1.1 200')).toBe(true);
+      expect(text.toLowerCase()).toContain('connection: close');
+      await drained;
+      agent.destroy();
+    } finally {
+      await p.close();
+    }
+  });
+});
+
 describe('/quitquitquit', () => {
   it('drains then exits 0: the request in flight still gets its answer', async () => {
     const slow = await startUpstream('quit-slow', 'hang');

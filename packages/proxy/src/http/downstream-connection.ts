@@ -22,6 +22,9 @@ const DEFAULT_ROUTE_TIMEOUT_MS = 15_000;
  * Draining closes a keep-alive connection after its next response (`connection: close`), or once
  * it has been idle this long: closing one that just went idle races with the client's next request
  * on it (the client would see a reset), so a busy client is told to go instead (issue 6).
+ * A connection that has not served a request yet is never closed this way: it was just accepted and its
+ * first request may still be on its way (slow under load); it is served with `connection: close`, or cut
+ * at the end of the drain time, as Envoy does.
  */
 export const DRAIN_IDLE_GRACE_MS = 1000;
 /** Transparent re-sends of a body-less request whose pooled connection turned out stale. */
@@ -50,6 +53,8 @@ export class DownstreamConnection implements UpstreamOwner {
   private pending: Buffer | undefined;
   private headStartedAt = 0;
   lastActivity = Date.now();
+  /** responses completed on this connection; a draining proxy leaves never-used connections open */
+  responsesServed = 0;
   private readonly reqFramer = new BodyFramer(400);
   private readonly resFramer = new BodyFramer(502);
   private readonly peer: string;
@@ -155,7 +160,7 @@ export class DownstreamConnection implements UpstreamOwner {
         this.rt.http.downstream_rq_timeout.inc();
         this.localReplyAndClose(408, 'request headers timeout\n', ResponseFlag.StreamIdleTimeout);
       }
-    } else if (now - this.lastActivity > this.rt.limits.idleTimeoutMs || (this.rt.draining && now - this.lastActivity >= DRAIN_IDLE_GRACE_MS)) {
+    } else if (now - this.lastActivity > this.rt.limits.idleTimeoutMs || (this.rt.draining && this.responsesServed > 0 && now - this.lastActivity >= DRAIN_IDLE_GRACE_MS)) {
       this.socket.end();
     }
   }
@@ -898,6 +903,7 @@ export class DownstreamConnection implements UpstreamOwner {
     this.snapshot = undefined;
     this.res = undefined;
     this.forwardedFor = undefined;
+    this.responsesServed++;
     if (this.closeAfterResponse) {
       this.state = St.Closed;
       this.pending = undefined;
