@@ -6,7 +6,7 @@ import fs from 'node:fs';
 const text = fs.readFileSync(0, 'utf8').replace(/\x1b\[[0-9;]*m/g, '');
 const totals = { passed: 0, failed: 0, skipped: 0 };
 for (const line of text.split('\n')) {
-  const m = /^\s*Tests\s+(.*)\(\d+\)\s*$/.exec(line);
+  const m = /(?:^|\s)Tests\s+(.*)\(\d+\)\s*$/.exec(line);
   if (!m) continue;
   for (const part of m[1].split('|')) {
     const p = /(\d+)\s+(passed|failed|skipped)/.exec(part);
