@@ -4,7 +4,7 @@
 // A watch on the prefix keeps the snapshot current and pushes every change at once.
 import { Etcd3, type Lease, type Watcher } from 'etcd3';
 import { EXIT_CODES, MeshError, serviceInstanceSchema, type RegistrySnapshot, type ServiceInstance } from '@mesh-agent/shared-config';
-import { mergeInstances, type LocalRegistration, type RegistryBackend } from './types';
+import { mergeInstances, RegistryChangeFeed, type LocalRegistration, type RegistryBackend } from './types';
 
 export interface EtcdRegistryOptions {
   endpoints: string[];
@@ -24,21 +24,20 @@ export function instanceKey(prefix: string, namespace: string, service: string, 
   return `${prefix.endsWith('/') ? prefix : prefix + '/'}services/${namespace}/${service}/${id}`;
 }
 
-export class EtcdRegistry implements RegistryBackend {
+export class EtcdRegistry extends RegistryChangeFeed implements RegistryBackend {
   readonly kind = 'etcd' as const;
   private readonly client: Etcd3;
   private readonly entries = new Map<string, Entry>();
   private readonly local = new Map<string, LocalRegistration>();
-  private listeners: Array<(s: RegistrySnapshot) => void> = [];
   private watcher: Watcher | undefined;
   private lease: Lease | undefined;
-  private revision = 0;
   private connected = false;
   private lastError: string | undefined;
   private closed = false;
   private reconnectTimer: NodeJS.Timeout | undefined;
 
   constructor(private readonly opts: EtcdRegistryOptions) {
+    super();
     this.client = new Etcd3({
       hosts: opts.endpoints,
       dialTimeout: opts.dialTimeoutMs,
@@ -135,16 +134,6 @@ export class EtcdRegistry implements RegistryBackend {
     return { ...mergeInstances({ services: [] }, registrations), revision: this.revision };
   }
 
-  onChange(listener: (s: RegistrySnapshot) => void): void {
-    this.listeners.push(listener);
-  }
-
-  private emit(): void {
-    this.revision += 1;
-    const snapshot = this.snapshot();
-    for (const l of this.listeners) l(snapshot);
-  }
-
   private grantLease(): Lease {
     const lease = this.client.lease(this.opts.leaseTtlSeconds);
     lease.on('lost', (err) => {
@@ -211,7 +200,7 @@ export class EtcdRegistry implements RegistryBackend {
   async close(): Promise<void> {
     this.closed = true;
     if (this.reconnectTimer) clearTimeout(this.reconnectTimer);
-    this.listeners = [];
+    this.stopFeed();
     await this.watcher?.cancel().catch(() => undefined);
     // revoking the lease deletes every key written under it
     await this.lease?.revoke().catch(() => undefined);

@@ -4,7 +4,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { ConfigError, loadConfigFile, registrySnapshotSchema, type RegistrySnapshot } from '@mesh-agent/shared-config';
-import { mergeInstances, type LocalRegistration, type RegistryBackend } from './types';
+import { mergeInstances, RegistryChangeFeed, type LocalRegistration, type RegistryBackend } from './types';
 
 export interface FileRegistryOptions {
   file: string;
@@ -13,18 +13,18 @@ export interface FileRegistryOptions {
   pollIntervalMs?: number;
 }
 
-export class FileRegistry implements RegistryBackend {
+export class FileRegistry extends RegistryChangeFeed implements RegistryBackend {
   readonly kind = 'file' as const;
   private base: RegistrySnapshot = { services: [] };
   private local = new Map<string, LocalRegistration>();
-  private listeners: Array<(s: RegistrySnapshot) => void> = [];
   private watcher: fs.FSWatcher | undefined;
   private poll: NodeJS.Timeout | undefined;
   private lastText = '';
-  private revision = 0;
   private lastError: string | undefined;
 
-  constructor(private readonly opts: FileRegistryOptions) {}
+  constructor(private readonly opts: FileRegistryOptions) {
+    super();
+  }
 
   async start(): Promise<void> {
     this.load(true);
@@ -79,16 +79,6 @@ export class FileRegistry implements RegistryBackend {
     return { ...mergeInstances(this.base, [...this.local.values()]), revision: this.revision };
   }
 
-  onChange(listener: (s: RegistrySnapshot) => void): void {
-    this.listeners.push(listener);
-  }
-
-  private emit(): void {
-    this.revision += 1;
-    const snapshot = this.snapshot();
-    for (const l of this.listeners) l(snapshot);
-  }
-
   async register(registration: LocalRegistration): Promise<void> {
     const key = `${registration.namespace}/${registration.service}/${registration.instance.id}`;
     const before = JSON.stringify(this.local.get(key));
@@ -111,6 +101,6 @@ export class FileRegistry implements RegistryBackend {
   async close(): Promise<void> {
     this.watcher?.close();
     if (this.poll) clearInterval(this.poll);
-    this.listeners = [];
+    this.stopFeed();
   }
 }

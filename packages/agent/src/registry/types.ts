@@ -25,6 +25,31 @@ export interface RegistryBackend {
   close(): Promise<void>;
 }
 
+/**
+ * The change feed both backends share: a revision that grows with every change, and the
+ * listeners given the whole new snapshot after each one.
+ */
+export abstract class RegistryChangeFeed {
+  private listeners: Array<(snapshot: RegistrySnapshot) => void> = [];
+  protected revision = 0;
+
+  abstract snapshot(): RegistrySnapshot;
+
+  onChange(listener: (snapshot: RegistrySnapshot) => void): void {
+    this.listeners.push(listener);
+  }
+
+  protected emit(): void {
+    this.revision += 1;
+    const snapshot = this.snapshot();
+    for (const listener of this.listeners) listener(snapshot);
+  }
+
+  protected stopFeed(): void {
+    this.listeners = [];
+  }
+}
+
 /** Adds or replaces instances into a snapshot, keeping services sorted for stable output. */
 export function mergeInstances(base: RegistrySnapshot, extra: LocalRegistration[]): RegistrySnapshot {
   const services = base.services.map((s) => ({ ...s, instances: [...s.instances] }));
