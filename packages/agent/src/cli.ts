@@ -26,6 +26,8 @@ Commands:
 
 Demo port flags (default: the usual ports): --admin-port ${DEMO_DEFAULT_PORTS.agentAdmin} --proxy-port ${DEMO_DEFAULT_PORTS.proxyListener}
   --proxy-admin-port ${DEMO_DEFAULT_PORTS.proxyAdmin} --dns-port ${DEMO_DEFAULT_PORTS.dns} --dns-admin-port ${DEMO_DEFAULT_PORTS.dnsAdmin} --app-port ${DEMO_DEFAULT_PORTS.app}
+Demo DNS flag: --dns-upstream IP[:PORT][,IP[:PORT]...]   resolvers for names outside the mesh
+  (default: the nameservers of /etc/resolv.conf)
 
 Exit codes: 0 ok, 1 failure, 2 bad arguments or config, 3 permission or missing tool,
 4 rules differ from what was applied, 5 a component or dependency unreachable (wait: timeout).`;
@@ -91,6 +93,7 @@ async function commandDemo(argv: string[]): Promise<number> {
     'dns-port': { type: 'string' },
     'dns-admin-port': { type: 'string' },
     'app-port': { type: 'string' },
+    'dns-upstream': { type: 'string' },
   });
   if (values.help) {
     process.stdout.write(`${USAGE}\n`);
@@ -105,6 +108,7 @@ async function commandDemo(argv: string[]): Promise<number> {
       dnsAdmin: portFlag(values['dns-admin-port'], '--dns-admin-port'),
       app: portFlag(values['app-port'], '--app-port'),
     },
+    ...(values['dns-upstream'] ? { dnsUpstreams: String(values['dns-upstream']).split(',').map((u) => u.trim()).filter(Boolean) } : {}),
     out: process.stdout,
   });
   const signal = await Promise.race([untilSignal(), demo.stoppedBySelf]);

@@ -6,6 +6,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { afterAll, describe, expect, it } from 'vitest';
+import { startDnsmasq, type Dnsmasq } from './dnsmasq';
 import { freePort } from './etcd-server';
 import { eventually } from './helpers';
 import { pidAlive } from './netns';
@@ -15,15 +16,19 @@ const agentBin = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../
 
 describe('mesh-agent demo', { timeout: 120_000 }, () => {
   const started: number[] = [];
+  let dnsmasq: Dnsmasq | undefined;
   afterAll(() => {
     for (const pid of started) if (pidAlive(pid)) process.kill(pid, 'SIGKILL');
+    dnsmasq?.stop();
   });
 
   it('runs with no configuration, answers the printed commands, and stops cleanly on SIGINT', async () => {
     const ports = { admin: await freePort(), proxy: await freePort(), proxyAdmin: await freePort(), dns: await freePort(), dnsAdmin: await freePort(), app: await freePort() };
+    // names outside the mesh go to a resolver this test starts, never to the machine's own
+    dnsmasq = await startDnsmasq({ 'outside.test': '198.18.5.5' });
     const child = spawn(
       process.execPath,
-      [agentBin, 'demo', '--admin-port', String(ports.admin), '--proxy-port', String(ports.proxy), '--proxy-admin-port', String(ports.proxyAdmin), '--dns-port', String(ports.dns), '--dns-admin-port', String(ports.dnsAdmin), '--app-port', String(ports.app)],
+      [agentBin, 'demo', '--admin-port', String(ports.admin), '--proxy-port', String(ports.proxy), '--proxy-admin-port', String(ports.proxyAdmin), '--dns-port', String(ports.dns), '--dns-admin-port', String(ports.dnsAdmin), '--app-port', String(ports.app), '--dns-upstream', dnsmasq.upstream],
       { stdio: ['ignore', 'pipe', 'pipe'] },
     );
     started.push(child.pid!);
@@ -47,6 +52,8 @@ describe('mesh-agent demo', { timeout: 120_000 }, () => {
     const answers = [await curl('-x', `127.0.0.1:${ports.proxy}`, 'http://order/'), await curl('-x', `127.0.0.1:${ports.proxy}`, 'http://order/')];
     expect(answers.map((a) => a.split(' (')[0]).sort()).toEqual(['hello from order-1', 'hello from order-2']);
     expect((await exec('dig', ['+short', '+tries=1', '+time=5', '@127.0.0.1', '-p', String(ports.dns), 'order'])).stdout.trim()).toBe('240.240.0.1');
+    // --dns-upstream: a name outside the mesh is forwarded to the given resolver
+    expect((await exec('dig', ['+short', '+tries=1', '+time=5', '@127.0.0.1', '-p', String(ports.dns), 'outside.test'])).stdout.trim()).toBe('198.18.5.5');
     expect(await curl(`127.0.0.1:${ports.admin}/status`)).toBe('<SERVICE_REGISTERED>\n');
     const inLines = (await curl(`127.0.0.1:${ports.proxyAdmin}/clusters`)).split('\n').filter((l) => l.includes('in#'));
     expect(inLines).toContain(`in#${ports.app}#user::127.0.0.1:${ports.app}::health_flags::healthy`);

@@ -1,12 +1,14 @@
 // Doctor, trace and the home page against the real demo (iptables capture deliberately off, config
 // built in): no false alarms. Everything from outside: the demo and the CLI run as processes, the page
 // is rendered in headless Chromium. Ports are free ones (the usual ones may be taken on this machine).
+// mesh-dns forwards to a dnsmasq the test starts (never to this machine's own resolver).
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { chromium } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startDnsmasq, type Dnsmasq } from './dnsmasq';
 import { freePort } from './etcd-server';
 import { eventually } from './helpers';
 import { pidAlive } from './netns';
@@ -36,14 +38,16 @@ describe('diagnostics against the demo (capture disabled, built-in config)', { t
   let out = '';
   let admin = '';
   let proxyPort = 0;
+  let dnsmasq: Dnsmasq | undefined;
 
   beforeAll(async () => {
+    dnsmasq = await startDnsmasq({ 'outside.test': '198.18.5.5' });
     const ports = { admin: await freePort(), proxy: await freePort(), proxyAdmin: await freePort(), dns: await freePort(), dnsAdmin: await freePort(), app: await freePort() };
     proxyPort = ports.proxy;
     admin = `http://127.0.0.1:${ports.admin}`;
     demo = spawn(
       process.execPath,
-      [agentBin, 'demo', '--admin-port', String(ports.admin), '--proxy-port', String(ports.proxy), '--proxy-admin-port', String(ports.proxyAdmin), '--dns-port', String(ports.dns), '--dns-admin-port', String(ports.dnsAdmin), '--app-port', String(ports.app)],
+      [agentBin, 'demo', '--admin-port', String(ports.admin), '--proxy-port', String(ports.proxy), '--proxy-admin-port', String(ports.proxyAdmin), '--dns-port', String(ports.dns), '--dns-admin-port', String(ports.dnsAdmin), '--app-port', String(ports.app), '--dns-upstream', dnsmasq.upstream],
       { stdio: ['ignore', 'pipe', 'pipe'] },
     );
     demo.stdout!.on('data', (d) => (out += d));
@@ -65,6 +69,7 @@ describe('diagnostics against the demo (capture disabled, built-in config)', { t
       await Promise.race([exited, new Promise((resolve) => setTimeout(resolve, 20_000))]);
       if (pidAlive(demo.pid)) demo.kill('SIGKILL');
     }
+    dnsmasq?.stop();
   });
 
   it('the agent says capture is disabled (what the doctor reads)', async () => {
@@ -88,6 +93,7 @@ describe('diagnostics against the demo (capture disabled, built-in config)', { t
     // the hops that are in use are still checked for real
     for (const hop of ['agent', 'mesh-dns', 'proxy', 'route:order', 'cluster:order', 'local-app', 'registry']) expect(byHop.has(hop), hop).toBe(true);
     expect(byHop.get('cluster:order').evidence).toMatch(/2\/2 healthy/);
+    expect(byHop.get('mesh-dns').evidence).toContain(`upstream ${dnsmasq!.upstream} reachable`);
   });
 
   it('doctor (text) prints no FAIL and exits 0', async () => {

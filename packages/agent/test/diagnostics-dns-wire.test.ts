@@ -1,38 +1,23 @@
 // Doctor and trace ask DNS questions on the wire; here against a real dnsmasq the test starts on loopback.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { queryA, systemNameserver } from '../src/diagnostics/dns-wire';
+import { DNSMASQ, startDnsmasq, type Dnsmasq } from './dnsmasq';
+import { freePort } from './etcd-server';
 
-const hasDnsmasq = existsSync('/usr/sbin/dnsmasq');
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const server = createServer().listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
-    });
-  });
-}
+const hasDnsmasq = existsSync(DNSMASQ);
 
 describe.skipIf(!hasDnsmasq && !process.env.CI)('diagnostics DNS queries', () => {
-  let dnsmasq: ChildProcess | undefined;
+  let dnsmasq: Dnsmasq | undefined;
   let port = 0;
   const dir = mkdtempSync(join(tmpdir(), 'diag-dns-'));
   beforeAll(async () => {
-    port = await freePort();
-    writeFileSync(join(dir, 'hosts'), '240.240.0.1 order\n');
-    dnsmasq = spawn('/usr/sbin/dnsmasq', ['--keep-in-foreground', '--no-resolv', '--no-hosts', `--addn-hosts=${join(dir, 'hosts')}`, '--listen-address=127.0.0.1', '--bind-interfaces', `--port=${port}`, '--pid-file=', '--user=root'], { stdio: 'ignore' });
-    for (let i = 0; i < 100; i++) {
-      const answer = await queryA('127.0.0.1', port, 'order', 300);
-      if (answer.addresses.length) return;
-    }
-    throw new Error('dnsmasq did not start');
+    dnsmasq = await startDnsmasq({ order: '240.240.0.1' });
+    port = dnsmasq.port;
   });
-  afterAll(() => { dnsmasq?.kill('SIGKILL'); rmSync(dir, { recursive: true, force: true }); });
+  afterAll(() => { dnsmasq?.stop(); rmSync(dir, { recursive: true, force: true }); });
 
   it('gets the A record and its rcode', async () => {
     const answer = await queryA('127.0.0.1', port, 'order');

@@ -20,6 +20,8 @@ export interface DemoOptions {
   out?: Writable;
   /** Where the proxy's and mesh-dns' output goes (default: their stderr only). */
   childStdio?: 'inherit' | 'ignore' | 'stderr';
+  /** mesh-dns' upstream resolvers, `IP` or `IP:PORT` (default: the nameservers of /etc/resolv.conf). */
+  dnsUpstreams?: string[];
 }
 
 export interface RunningDemo {
@@ -101,6 +103,7 @@ export async function runDemo(opts: DemoOptions = {}): Promise<RunningDemo> {
       app: { configDir: dir, specFile },
       ports: { agentAdmin: want.agentAdmin, proxyAdmin: want.proxyAdmin, proxyListener: want.proxyListener, dns: want.dns, dnsAdmin: want.dnsAdmin },
       mesh: { globalConfigFile: globalFile },
+      dns: { upstreams: opts.dnsUpstreams ?? [] },
       registry: { backend: 'file', file: { path: registryFile } },
       iptables: { enabled: false, stateFile: path.join(dir, 'iptables-state.json') },
       log: { level: 'warn' },
