@@ -35,7 +35,7 @@ describe('published JSON Schemas', () => {
     expect(service.required).toEqual(['name', 'ports']);
     expect(service.additionalProperties).toBe(false);
     expect(service.properties.ports.items.properties.targetPort).toMatchObject({ type: 'integer', minimum: 1, maximum: 65535 });
-    expect(service.properties.ports.items.properties.protocol).toMatchObject({ enum: ['http', 'dubbo'], default: 'http' });
+    expect(service.properties.ports.items.properties.protocol).toMatchObject({ enum: ['http', 'http2', 'https', 'grpc', 'tcp', 'tls', 'dubbo', 'redis', 'mysql', 'mongo'], default: 'http' });
     expect(new RegExp(service.properties.healthCheck.properties.path.pattern).test('/health')).toBe(true);
     expect(new RegExp(service.properties.healthCheck.properties.path.pattern).test('health')).toBe(false);
   });

@@ -101,15 +101,19 @@ describe('servicesSpecSchema (TSF spec.yaml)', () => {
     });
   });
 
-  it('defaults protocol to http, accepts dubbo, rejects others', () => {
-    const spec = parseConfig(servicesSpecSchema, { spec: { services: [{ name: 'a', ports: [{ targetPort: 1 }, { targetPort: 65535, protocol: 'dubbo' }] }] } });
+  it("defaults protocol to http, accepts dubbo and Istio's protocol names, rejects others", () => {
+    const spec = parseConfig(servicesSpecSchema, {
+      spec: { services: [{ name: 'a', ports: [{ targetPort: 1 }, { targetPort: 65535, protocol: 'dubbo' }, { targetPort: 2, protocol: 'tcp' }, { targetPort: 3, protocol: 'grpc' }] }] },
+    });
     expect(spec.spec.services[0].ports).toEqual([
       { targetPort: 1, protocol: 'http' },
       { targetPort: 65535, protocol: 'dubbo' },
+      { targetPort: 2, protocol: 'tcp' },
+      { targetPort: 3, protocol: 'grpc' },
     ]);
-    expect(paths(() => parseConfig(servicesSpecSchema, { spec: { services: [{ name: 'a', ports: [{ targetPort: 65536, protocol: 'grpc' }] }] } }))).toEqual([
+    expect(paths(() => parseConfig(servicesSpecSchema, { spec: { services: [{ name: 'a', ports: [{ targetPort: 65536, protocol: 'smtp' }] }] } }))).toEqual([
       'spec.services[0].ports[0].targetPort: a port is 1..65535',
-      'spec.services[0].ports[0].protocol: expected one of http, dubbo',
+      'spec.services[0].ports[0].protocol: expected one of http, http2, https, grpc, tcp, tls, dubbo, redis, mysql, mongo',
     ]);
   });
 

@@ -3,16 +3,24 @@ import { serviceName, servicePort } from './common';
 
 /** TSF's `spec.yaml`: the services the local application offers (reference: tsf-mesh-notes.md). */
 
-export const SERVICE_PROTOCOLS = ['http', 'dubbo'] as const;
+/**
+ * What a port speaks: TSF's `http` and `dubbo`, and Istio's protocol names. Only `http` (HTTP/1.x)
+ * is captured and proxied; every other port is left out of the inbound capture (the proxy speaks
+ * HTTP/1.1 only until the TCP proxy exists), and the agent's /health and doctor say so.
+ */
+export const SERVICE_PROTOCOLS = ['http', 'http2', 'https', 'grpc', 'tcp', 'tls', 'dubbo', 'redis', 'mysql', 'mongo'] as const;
 
 export const servicePortSchema = z.strictObject({
   targetPort: servicePort.describe('Port the local application listens on'),
-  protocol: z.enum(SERVICE_PROTOCOLS, { error: `expected one of ${SERVICE_PROTOCOLS.join(', ')}` }).default('http').describe('`http` or `dubbo`'),
+  protocol: z
+    .enum(SERVICE_PROTOCOLS, { error: `expected one of ${SERVICE_PROTOCOLS.join(', ')}` })
+    .default('http')
+    .describe('What the port speaks; only `http` is captured and proxied, any other port is reached directly (not captured inbound)'),
 });
 
 export const serviceSpecSchema = z.strictObject({
   name: serviceName.describe('Service name other services call'),
-  ports: z.array(servicePortSchema).min(1, { error: 'a service needs at least one port' }).describe('Ports of the service; each is captured inbound'),
+  ports: z.array(servicePortSchema).min(1, { error: 'a service needs at least one port' }).describe('Ports of the service; each `http` port is captured inbound'),
   healthCheck: z
     .strictObject({
       path: z
