@@ -3,6 +3,7 @@
 // next start ends such leftovers first: only pids whose command line is one of our child bins.
 import fs from 'node:fs';
 import path from 'node:path';
+import { processRunning } from '@mesh-agent/shared-config';
 
 export function childrenFile(runDir: string): string {
   return path.join(runDir, 'children.json');
@@ -45,9 +46,9 @@ export async function endStaleChildren(runDir: string, bins: string[]): Promise<
       // gone already
     }
   }
-  // wait until the kernel released them (their sockets with them)
+  // wait until the kernel released them (their sockets with them); a zombie already has
   const deadline = Date.now() + 5000;
-  while (ended.some((pid) => commandLine(pid) !== undefined) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+  while (ended.some(processRunning) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
   fs.rmSync(childrenFile(runDir), { force: true });
   return ended;
 }

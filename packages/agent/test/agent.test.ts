@@ -9,6 +9,7 @@ import { stringify } from 'yaml';
 import { startApp, startTestAgent, type TestAgent, type TestApp } from './agent-fixture';
 import { queryA } from './dns-client';
 import { eventually, httpGet, httpRequest, steadyLoad } from './helpers';
+import { pidAlive } from './netns';
 
 const exec = promisify(execFile);
 
@@ -240,15 +241,7 @@ describe('mesh-agent with the real proxy and mesh-dns', () => {
   it('stops cleanly: children gone, sockets closed, registration removed', async () => {
     const pids = [t.agent.supervisors.get('envoy')!.pid!, t.agent.supervisors.get('mesh-dns')!.pid!];
     await t.agent.stop();
-    const alive = (pid: number) => {
-      try {
-        process.kill(pid, 0);
-        return true;
-      } catch {
-        return false;
-      }
-    };
-    expect(pids.filter(alive)).toEqual([]);
+    expect(pids.filter(pidAlive)).toEqual([]);
     expect(t.agent.registrations()).toEqual([]);
     await expect(httpGet(`${t.admin}/status`, { timeoutMs: 2000 })).rejects.toThrow();
     await expect(viaProxy('http://order/')).rejects.toThrow();

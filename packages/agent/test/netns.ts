@@ -2,6 +2,7 @@
 // inside, and removes them afterwards. Nothing touches the machine's own namespace.
 import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { promisify } from 'node:util';
+import { processRunning } from '@mesh-agent/shared-config';
 
 const exec = promisify(execFile);
 
@@ -114,11 +115,5 @@ export async function natRules(ns: string): Promise<string> {
     .join('\n');
 }
 
-export function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
+/** Still running (a zombie waiting to be reaped counts as gone: it runs nothing and holds no socket). */
+export const pidAlive = processRunning;

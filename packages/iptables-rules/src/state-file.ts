@@ -1,6 +1,6 @@
 import { closeSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { dirname } from 'node:path';
-import { DEFAULT_IPTABLES_STATE_FILE, EXIT_CODES, MeshError } from '@mesh-agent/shared-config';
+import { DEFAULT_IPTABLES_STATE_FILE, EXIT_CODES, MeshError, processRunning } from '@mesh-agent/shared-config';
 import type { IpFamily } from './addresses';
 
 /** One default for the agent and the CLI (shared-config's): a reboot clears rules and record together. */
@@ -68,15 +68,6 @@ export function removeState(file: string): void {
   rmSync(file, { force: true });
 }
 
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
 /**
  * Runs `fn` holding `STATE_FILE.lock`, so two runs against the same record (an agent restarting
  * while the old one cleans up, two operators) never plan from the same stale read: without it both
@@ -112,7 +103,7 @@ export async function withStateLock<T>(stateFile: string, fn: () => Promise<T>, 
       } catch {
         continue; // released meanwhile
       }
-      if (!Number.isInteger(holder) || holder <= 0 || !isAlive(holder)) {
+      if (!Number.isInteger(holder) || holder <= 0 || !processRunning(holder)) {
         rmSync(lock, { force: true });
         continue;
       }

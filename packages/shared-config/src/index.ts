@@ -23,3 +23,4 @@ export type { ChildToParent, HandleName, ParentToChild } from './control-protoco
 export { specFilePath } from './resolve';
 export { HOLD_LIMIT, HOLD_MS, adoptedBy, holdConnections, holdDatagrams } from './socket-handover';
 export type { HeldConnections, HeldDatagram, HeldDatagrams, HoldOptions } from './socket-handover';
+export { processRunning } from './process-state';
