@@ -6,6 +6,7 @@ import { ConfigError, isMeshError } from '@mesh-agent/shared-config';
 import type { MeshAgent } from './agent';
 import { agentVersion } from './children';
 import { diagnosticsRoutes } from './diagnostics/index';
+import { uncapturedPorts } from './port-protocols';
 import { parseUpdateBody, UPDATE_HELP } from './update';
 import type { ComponentName } from './supervisor';
 
@@ -79,10 +80,14 @@ export function healthReport(agent: MeshAgent): HealthReport {
   if (!captureOk) problems.push(`${capture.detail}${capture.hint ? ` (fix: ${capture.hint})` : ''}`);
   for (const a of app) if (a.healthy !== true) problems.push(`local application ${a.service}: ${a.detail}`);
   if (!registry.ok) problems.push(`registry: ${registry.detail}`);
+  // not a failure of the sidecar (it does what spec.yaml says), so it does not turn /health 503
+  const uncaptured = agent.spec ? uncapturedPorts(agent.spec) : [];
   return {
     healthy: problems.length === 0,
     status: agent.status.status,
     problems,
+    warnings: uncaptured.map((u) => u.reason),
+    uncapturedPorts: uncaptured,
     components,
     capture,
     app,

@@ -29,6 +29,7 @@ import { createAgentAdmin } from './admin-routes';
 import { detectNodeIp, localServiceName, nodeIdOf, type BoundPorts, type MeshModel } from './mesh-model';
 import { createRegistry, mergeInstances, type LocalRegistration, type RegistryBackend } from './registry/index';
 import { bindTcp, bindUdp, type OwnedSocket } from './sockets';
+import { isProxiedProtocol } from './port-protocols';
 import { endStaleChildren, recordChildren } from './stale-children';
 import { StatusMachine } from './status';
 import { ChildSupervisor, type ComponentName } from './supervisor';
@@ -311,12 +312,13 @@ export class MeshAgent {
   private startHealthChecks(): void {
     const hc = this.global.healthCheck;
     for (const service of this.spec.spec.services) {
-      for (const { targetPort } of service.ports) {
+      for (const { targetPort, protocol } of service.ports) {
         const checker = new AppHealthChecker({
           service: service.name,
           host: '127.0.0.1',
           port: targetPort,
-          path: service.healthCheck?.path,
+          // the HTTP path is probed on HTTP ports only; a dubbo or tcp port is checked by connecting
+          path: isProxiedProtocol(protocol) ? service.healthCheck?.path : undefined,
           intervalMs: hc.intervalMs,
           timeoutMs: hc.timeoutMs,
           healthyThreshold: hc.healthyThreshold,

@@ -3,6 +3,7 @@
 import type { Cluster, DnsConfig, ProxyBootstrapInput, GlobalMeshConfig, ProxyBootstrap, RegistryService, VirtualHost } from '@mesh-agent/shared-config';
 import type { MeshModel } from './mesh-model';
 import { localServiceName } from './mesh-model';
+import { isProxiedProtocol } from './port-protocols';
 
 /** Naming scheme of the source document: in#PORT#SERVICE and out#PORT#SERVICE. */
 export function inboundClusterName(port: number, service: string): string {
@@ -32,23 +33,30 @@ export function policyFor(global: GlobalMeshConfig, service: string) {
   };
 }
 
-/** Host header values a service answers to: its DNS aliases, with and without a port. */
-export function serviceDomains(service: { name: string; namespace: string; vip?: string }, suffixes: string[], ports: number[]): string[] {
+/** The names a service is called by: its DNS aliases and its per-service VIP. */
+export function serviceAliases(service: { name: string; namespace: string; vip?: string }, suffixes: string[]): string[] {
   const { name, namespace } = service;
   const names = [name, `${name}.${namespace}`, `${name}.${namespace}.svc`, ...suffixes.map((suffix) => `${name}.${namespace}.${suffix}`)];
   if (service.vip) names.push(service.vip);
-  const unique = [...new Set(names)];
-  const withPorts = unique.flatMap((n) => [n, `${n}:80`, ...ports.filter((p) => p !== 80).map((p) => `${n}:${p}`)]);
+  return [...new Set(names)];
+}
+
+/** Host header values a service answers to: its DNS aliases, bare, with `:80` and with each of `ports`. */
+export function serviceDomains(service: { name: string; namespace: string; vip?: string }, suffixes: string[], ports: number[]): string[] {
+  const withPorts = serviceAliases(service, suffixes).flatMap((n) => [n, `${n}:80`, ...ports.filter((p) => p !== 80).map((p) => `${n}:${p}`)]);
   return [...new Set(withPorts)];
 }
 
 /**
- * The port a service's cluster is named after: the one most of its instances use (lowest on a tie).
- * All instances are endpoints of that one cluster, each with its own port.
+ * A service's default port: the one its main cluster is named after, and where a call by bare name
+ * (`http://order/`, i.e. port 80) goes in a multi-port service. Port 80 when an instance listens on
+ * it (`order` and `order:80` are the same Host to HTTP), else the port most instances use (lowest
+ * on a tie); 80 for a service without instances.
  */
 export function servicePort(service: RegistryService): number {
   const counts = new Map<number, number>();
   for (const i of service.instances) counts.set(i.port, (counts.get(i.port) ?? 0) + 1);
+  if (counts.has(80)) return 80;
   let best = 80;
   let bestCount = 0;
   for (const [port, count] of [...counts].sort((a, b) => a[0] - b[0])) {
@@ -57,12 +65,48 @@ export function servicePort(service: RegistryService): number {
   return best;
 }
 
-function outboundCluster(model: MeshModel, service: RegistryService): Cluster {
+/** The node an instance runs on: `metadata.node` (the agent sets it on what it registers), else the instance itself. */
+function nodeOf(instance: RegistryService['instances'][number]): string {
+  return instance.metadata.node || `instance ${instance.id}`;
+}
+
+/**
+ * Whether the service has several ports: some node serves two of them (the registry holds one port
+ * per instance, so that node is two instances, e.g. the agent's registrations of a spec.yaml
+ * service with two ports). Instances that are each their own node are copies of one port even
+ * when their port numbers differ (a registry may give every copy its own port).
+ */
+export function isMultiPort(service: RegistryService): boolean {
+  const portsOf = new Map<string, Set<number>>();
+  for (const instance of service.instances) {
+    const ports = portsOf.get(nodeOf(instance)) ?? new Set<number>();
+    ports.add(instance.port);
+    if (ports.size > 1) return true;
+    portsOf.set(nodeOf(instance), ports);
+  }
+  return false;
+}
+
+/**
+ * The service's clusters, the default first, each with the ports it is called on. A multi-port
+ * service has one per port (a call to `multi:8091` must never reach a node's 8090); any other
+ * service one cluster with every instance, each on its own port (as before).
+ */
+function outboundPortGroups(service: RegistryService): Array<{ port: number; instancePorts: number[] }> {
+  const first = servicePort(service);
+  const others = [...new Set(service.instances.map((i) => i.port))].filter((p) => p !== first).sort((a, b) => a - b);
+  if (!isMultiPort(service)) return [{ port: first, instancePorts: [first, ...others] }];
+  return [first, ...others].map((port) => ({ port, instancePorts: [port] }));
+}
+
+function outboundCluster(model: MeshModel, service: RegistryService, port: number, instancePorts: number[]): Cluster {
   const policy = policyFor(model.global, service.name);
-  const endpoints = service.instances.map((i) => ({ address: i.address, port: i.port, weight: i.weight, healthy: i.healthy, metadata: { id: i.id } }));
+  const endpoints = service.instances
+    .filter((i) => instancePorts.includes(i.port))
+    .map((i) => ({ address: i.address, port: i.port, weight: i.weight, healthy: i.healthy, metadata: { id: i.id } }));
   const { enabled: outlierEnabled, ...outlier } = policy.outlierDetection;
   return {
-    name: outboundClusterName(servicePort(service), service),
+    name: outboundClusterName(port, service),
     lbPolicy: policy.loadBalancing.policy,
     ...(policy.loadBalancing.hashHeader ? { hashHeader: policy.loadBalancing.hashHeader } : {}),
     connectTimeoutMs: policy.timeouts.connectMs,
@@ -73,6 +117,26 @@ function outboundCluster(model: MeshModel, service: RegistryService): Cluster {
   };
 }
 
+function routesTo(cluster: string, policy: ReturnType<typeof policyFor>): VirtualHost['routes'] {
+  return [
+    {
+      match: { prefix: '/', headers: [] },
+      route: {
+        cluster,
+        timeoutMs: policy.timeouts.requestMs,
+        retryPolicy: {
+          retryOn: policy.retries.retryOn,
+          numRetries: policy.retries.numRetries,
+          perTryTimeoutMs: policy.retries.perTryTimeoutMs,
+          // Envoy's defaults: no extra status codes, and never retry a non-idempotent request
+          retriableStatusCodes: [],
+          retryNonIdempotent: false,
+        },
+      },
+    },
+  ] as VirtualHost['routes'];
+}
+
 export function buildProxyBootstrap(model: MeshModel, version: string): ProxyBootstrapInput {
   const { agent, spec, global, registry, ports } = model;
   const clusters: Cluster[] = [];
@@ -81,7 +145,8 @@ export function buildProxyBootstrap(model: MeshModel, version: string): ProxyBoo
 
   for (const service of spec.spec.services) {
     const policy = policyFor(global, service.name);
-    for (const { targetPort } of service.ports) {
+    // a non-HTTP port gets no inbound cluster: it is not captured (port-protocols.ts)
+    for (const { targetPort } of service.ports.filter((p) => isProxiedProtocol(p.protocol))) {
       const name = inboundClusterName(targetPort, service.name);
       inbound.push({ port: targetPort, cluster: name });
       clusters.push({
@@ -100,30 +165,17 @@ export function buildProxyBootstrap(model: MeshModel, version: string): ProxyBoo
     const policy = policyFor(global, service.name);
     // a service with no instance still gets a route and an empty cluster: calls fail with
     // "no healthy upstream" (503) instead of "no route", which names the real problem
-    const cluster = outboundCluster(model, service);
-    clusters.push(cluster);
-    const ports = [...new Set([servicePort(service), ...service.instances.map((i) => i.port)])];
-    virtualHosts.push({
-      name: qualifiedName(service),
-      domains: serviceDomains(service, agent.dns.suffixes, ports),
-      routes: [
-        {
-          match: { prefix: '/', headers: [] },
-          route: {
-            cluster: cluster.name,
-            timeoutMs: policy.timeouts.requestMs,
-            retryPolicy: {
-              retryOn: policy.retries.retryOn,
-              numRetries: policy.retries.numRetries,
-              perTryTimeoutMs: policy.retries.perTryTimeoutMs,
-              // Envoy's defaults: no extra status codes, and never retry a non-idempotent request
-              retriableStatusCodes: [],
-              retryNonIdempotent: false,
-            },
-          },
-        },
-      ] as VirtualHost['routes'],
-    });
+    const [main, ...perPort] = outboundPortGroups(service);
+    const mainCluster = outboundCluster(model, service, main.port, main.instancePorts);
+    clusters.push(mainCluster);
+    // the bare names and :80 go to the default port's cluster; another port of a multi-port service only by NAME:PORT
+    virtualHosts.push({ name: qualifiedName(service), domains: serviceDomains(service, agent.dns.suffixes, main.instancePorts), routes: routesTo(mainCluster.name, policy) });
+    for (const group of perPort) {
+      const cluster = outboundCluster(model, service, group.port, group.instancePorts);
+      clusters.push(cluster);
+      const domains = serviceAliases(service, agent.dns.suffixes).map((alias) => `${alias}:${group.port}`);
+      virtualHosts.push({ name: `${qualifiedName(service)}:${group.port}`, domains, routes: routesTo(cluster.name, policy) });
+    }
   }
 
   return {
@@ -132,6 +184,7 @@ export function buildProxyBootstrap(model: MeshModel, version: string): ProxyBoo
     admin: { address: agent.adminAddress, port: ports.proxyAdmin },
     listener: { name: 'virtual', address: model.listenerAddress ?? '0.0.0.0', port: ports.proxyListener },
     localAddresses: [...new Set([model.nodeIp])],
+    outboundCidrs: [...new Set([agent.mesh.vip, agent.mesh.vipCidr, ...agent.iptables.includeOutboundCidrs])], // what capture.ts DNATs to the listener
     inbound,
     ...(agent.proxy.accessLog ? { accessLog: agent.proxy.accessLog } : {}),
     clusters,

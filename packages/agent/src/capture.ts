@@ -13,6 +13,7 @@ import {
 } from '@mesh-agent/iptables-rules';
 import { EXIT_CODES, isMeshError, MeshError } from '@mesh-agent/shared-config';
 import type { MeshModel } from './mesh-model';
+import { proxiedPorts } from './port-protocols';
 
 export type CaptureMode = 'pending' | 'applied' | 'disabled' | 'unavailable' | 'failed' | 'removed';
 
@@ -26,7 +27,8 @@ export interface CaptureState {
 export function captureRulesConfig(model: MeshModel): CaptureRulesConfig {
   const { agent, spec, ports } = model;
   const excluded = new Set(agent.iptables.excludeInboundPorts);
-  const inboundPorts = [...new Set(spec.spec.services.flatMap((s) => s.ports.map((p) => p.targetPort)))].filter((p) => !excluded.has(p));
+  // only the ports the proxy can serve: a captured dubbo or tcp port would hang its clients
+  const inboundPorts = [...new Set(proxiedPorts(spec).map((p) => p.port))].filter((p) => !excluded.has(p));
   return {
     localIp: model.nodeIp,
     inboundPorts,

@@ -55,6 +55,8 @@ export interface TestAgent {
 
 export interface TestAgentOptions {
   appPort: number;
+  /** spec.yaml's services (default: `user` on appPort with /health) */
+  services?: unknown[];
   registry?: unknown;
   config?: Partial<AgentConfigInput>;
   global?: unknown;
@@ -73,7 +75,7 @@ export async function startTestAgent(opts: TestAgentOptions): Promise<TestAgent>
     fs.writeFileSync(file, stringify(value));
     return file;
   };
-  const specFile = write('spec.yaml', { apiVersion: 'v1', kind: 'Application', spec: { services: [{ name: 'user', ports: [{ targetPort: opts.appPort }], healthCheck: { path: '/health' } }] } });
+  const specFile = write('spec.yaml', { apiVersion: 'v1', kind: 'Application', spec: { services: opts.services ?? [{ name: 'user', ports: [{ targetPort: opts.appPort }], healthCheck: { path: '/health' } }] } });
   const registryFile = write('registry.yaml', opts.registry ?? { services: [] });
   const globalFile = write('global.yaml', opts.global ?? { healthCheck: { intervalMs: 200, timeoutMs: 1000, unhealthyThreshold: 1 }, outlierDetection: { enabled: false } });
   const config = parseConfig(agentConfigSchema, {

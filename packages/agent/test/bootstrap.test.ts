@@ -2,6 +2,7 @@
 import { describe, expect, it } from 'vitest';
 import { agentConfigSchema, globalMeshConfigSchema, parseConfig, proxyBootstrapSchema, servicesSpecSchema } from '@mesh-agent/shared-config';
 import { buildDnsConfig, buildProxyBootstrap, serviceDomains } from '../src/bootstrap';
+import { captureRulesConfig } from '../src/capture';
 import type { MeshModel } from '../src/mesh-model';
 import { parseUpdateBody } from '../src/update';
 
@@ -43,7 +44,7 @@ describe('buildProxyBootstrap', () => {
     expect(bootstrap.version).toBe('7');
   });
 
-  it('makes one outbound cluster per registry service with every instance, health and weight', () => {
+  it('makes one outbound cluster per registry service and port with its instances, health and weight', () => {
     const order = bootstrap.clusters.find((c) => c.name === 'out#8080#order')!;
     expect(order.endpoints.map((e) => [e.address, e.port, e.healthy, e.weight])).toEqual([
       ['198.18.0.3', 8080, true, 1],
@@ -89,6 +90,58 @@ describe('buildProxyBootstrap', () => {
       '1',
     );
     expect(b.clusters!.map((c) => c.name)).toContain('out#9001#order');
+    // three copies of one port, each its own node: one cluster, every copy on its own port
+    expect(b.clusters!.find((c) => c.name === 'out#9001#order')!.endpoints!.map((e) => e.port)).toEqual([9001, 9000, 9001]);
+    expect(b.clusters!.some((c) => c.name === 'out#9000#order')).toBe(false);
+  });
+
+  it('a multi-port service (a node serving two ports): one cluster and one virtual host per port, the bare name to the default port', () => {
+    const instance = (id: string, node: string, port: number) => ({ id, address: node === 'h1' ? '198.18.0.3' : '198.18.0.4', port, healthy: true, weight: 1, metadata: { node } });
+    const b = buildProxyBootstrap(
+      model({
+        registry: {
+          services: [{ name: 'multi', namespace: 'default', instances: [instance('h1:9001', 'h1', 9001), instance('h1:9000', 'h1', 9000), instance('h2:9001', 'h2', 9001)] }],
+        },
+      }),
+      '1',
+    );
+    const endpoints = (name: string) => b.clusters!.find((c) => c.name === name)?.endpoints!.map((e) => `${e.metadata!.id}@${e.port}`);
+    expect(endpoints('out#9001#multi')).toEqual(['h1:9001@9001', 'h2:9001@9001']);
+    expect(endpoints('out#9000#multi')).toEqual(['h1:9000@9000']);
+    const hosts = b.routes!.virtualHosts!.filter((h) => h.name.startsWith('multi'));
+    expect(hosts.map((h) => [h.name, h.routes![0].route!.cluster])).toEqual([
+      ['multi', 'out#9001#multi'],
+      ['multi:9000', 'out#9000#multi'],
+    ]);
+    expect(hosts[0].domains).toEqual(expect.arrayContaining(['multi', 'multi:80', 'multi:9001', 'multi.default.svc.cluster.local:9001']));
+    expect(hosts[0].domains).not.toContain('multi:9000');
+    expect(hosts[1].domains).toEqual(['multi:9000', 'multi.default:9000', 'multi.default.svc:9000', 'multi.default.svc.cluster.local:9000']);
+  });
+
+  it('a multi-port service with a port-80 instance takes 80 as its default port (a bare name is port 80 to HTTP)', () => {
+    const b = buildProxyBootstrap(
+      model({
+        registry: {
+          services: [{ name: 'web', namespace: 'default', instances: [8080, 80, 8080].map((port, i) => ({ id: `w${i}`, address: '198.18.0.3', port, healthy: true, weight: 1, metadata: { node: i === 2 ? 'h2' : 'h1' } })) }],
+        },
+      }),
+      '1',
+    );
+    const web = b.routes!.virtualHosts!.find((h) => h.name === 'web')!;
+    expect(web.routes![0].route!.cluster).toBe('out#80#web');
+    expect(web.domains).toEqual(expect.arrayContaining(['web', 'web:80']));
+    expect(b.routes!.virtualHosts!.find((h) => h.name === 'web:8080')!.routes![0].route!.cluster).toBe('out#8080#web');
+  });
+
+  it("gives a non-HTTP port of spec.yaml no inbound cluster (it is not captured; see capture's inboundPorts)", () => {
+    const m = model();
+    m.spec = parseConfig(servicesSpecSchema, {
+      spec: { services: [{ name: 'user', ports: [{ targetPort: 8089 }, { targetPort: 20880, protocol: 'dubbo' }, { targetPort: 6379, protocol: 'tcp' }], healthCheck: { path: '/health' } }] },
+    });
+    const b = parseConfig(proxyBootstrapSchema, buildProxyBootstrap(m, '1'));
+    expect(b.inbound).toEqual([{ port: 8089, cluster: 'in#8089#user' }]);
+    expect(b.clusters.filter((c) => c.name.startsWith('in#')).map((c) => c.name)).toEqual(['in#8089#user']);
+    expect(captureRulesConfig(m).inboundPorts).toEqual([8089]);
   });
 });
 

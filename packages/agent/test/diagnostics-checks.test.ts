@@ -18,7 +18,7 @@ function snapshot(overrides: Partial<SidecarSnapshot>): SidecarSnapshot {
     agent: { status: ok('s', '<SERVICE_REGISTERED>'), health: ok('h'), latestError: ok('e'), config: ok('c'), services: ok('sv') },
     dns: { health: ok('dh'), dump: ok('dd'), dumpJson: { services: [{ name: 'order' }, { name: 'pay' }] } },
     proxy: { listeners: ok('l'), clusters: ok('c'), stats: ok('st'), dump: ok('d'), serverInfo: ok('si') },
-    localServices: [{ name: 'user', port: 8089, healthPath: '/health' }],
+    localServices: [{ name: 'user', port: 8089, healthPath: '/health', ports: [{ port: 8089, protocol: 'http' }] }],
     clusterStatus: parseClustersText('out#8089#order::198.18.0.3:8089::health_flags::healthy\n'),
     virtualHosts: [{ name: 'order', domains: ['order', 'order:80'], clusters: ['out#8089#order'], directResponse: false }],
     stats: new Map(),

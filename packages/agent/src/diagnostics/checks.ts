@@ -7,7 +7,8 @@ import { execFile } from 'node:child_process';
 import { describeAnswer, httpRequest } from './http-get.js';
 import { queryA, systemNameserver } from './dns-wire.js';
 import { parseIptablesSave, serviceOfCluster, matchVirtualHost, type NatRule } from './envoy-formats.js';
-import type { SidecarSnapshot } from './sidecar.js';
+import type { LocalPort, SidecarSnapshot } from './sidecar.js';
+import { isProxiedProtocol, notCapturedReason } from '../port-protocols.js';
 import { formatDifference, SpawnExecutor, verifyRules, type RuleDifference } from '@mesh-agent/iptables-rules';
 import { agentConfigSchema, ConfigError, formatConfigIssue, loadConfigFile, servicesSpecSchema } from '@mesh-agent/shared-config';
 
@@ -282,16 +283,26 @@ export function checkInboundCapture(ctx: CheckContext): CheckResult {
   const notUsed = captureDisabled(snap);
   if (notUsed) return { hop, status: 'OK', evidence: notUsed };
   if (nat.error) return { hop, status: 'WARN', evidence: `cannot read the rules: ${nat.error}`, fix: 'run mesh-agent doctor as root' };
+  const excluded = new Set<number>((snap.agent.configJson?.iptables?.excludeInboundPorts ?? []).map(Number));
+  const captured = snap.localServices.flatMap((svc) => svc.ports.filter((p) => isHttpPort(p) && !excluded.has(p.port)).map((p) => ({ ...p, service: svc.name })));
+  // spec.yaml's non-HTTP ports are left to the application on purpose (the proxy speaks HTTP only): named, not a fault
+  const uncaptured = snap.localServices.flatMap((svc) => svc.ports.filter((p) => !isHttpPort(p)).map((p) => notCapturedReason(svc.name, p.port, p.protocol)));
+  const notCaptured = uncaptured.length ? `; ${uncaptured.join('; ')}` : '';
+  if (!captured.length) return { hop, status: 'OK', evidence: `no port captured inbound${notCaptured}` };
   const wanted = [
     { label: 'PREROUTING -j ISTIO_INBOUND', chain: 'PREROUTING', test: (s: string) => /-j ISTIO_INBOUND\b/.test(s) },
     { label: `ISTIO_REDIRECT REDIRECT to ${snap.ports.proxyListener}`, chain: 'ISTIO_REDIRECT', test: (s: string) => /-j REDIRECT/.test(s) && s.includes(String(snap.ports.proxyListener)) },
-    ...snap.localServices.map((svc) => ({ label: `ISTIO_INBOUND tcp dpt:${svc.port} -> ISTIO_REDIRECT (${svc.name})`, chain: 'ISTIO_INBOUND', test: (s: string) => new RegExp(`--dport ${svc.port}\\b`).test(s) && /-j ISTIO_REDIRECT/.test(s) })),
+    ...captured.map((p) => ({ label: `ISTIO_INBOUND tcp dpt:${p.port} -> ISTIO_REDIRECT (${p.service})`, chain: 'ISTIO_INBOUND', test: (s: string) => new RegExp(`--dport ${p.port}\\b`).test(s) && /-j ISTIO_REDIRECT/.test(s) })),
   ];
   const missing = missingRules(nat, wanted);
-  if (missing.length) return { hop, status: 'FAIL', evidence: `rule(s) missing: ${missing.join('; ')}`, fix: 'restart the agent to re-apply and verify its rules; iptables -t nat -S ISTIO_INBOUND shows what is there' };
+  if (missing.length) return { hop, status: 'FAIL', evidence: `rule(s) missing: ${missing.join('; ')}${notCaptured}`, fix: 'restart the agent to re-apply and verify its rules; iptables -t nat -S ISTIO_INBOUND shows what is there' };
   const differs = differencesFor(ctx, hop);
   if (differs.length) return { hop, status: 'FAIL', evidence: `nat table differs from what the agent applied: ${differs.join('; ')}`, fix: `restart the agent to re-apply its rules; mesh-iptables verify --state-file ${ctx.verify?.stateFile} lists the differences` };
-  return { hop, status: 'OK', evidence: `${chainRules(nat, 'ISTIO_INBOUND').length} inbound rule(s)${ctx.verify && !ctx.verify.error ? ' (equal to what was applied)' : ''} for ${snap.localServices.map((s) => s.port).join(', ') || 'no port'}` };
+  return { hop, status: 'OK', evidence: `${chainRules(nat, 'ISTIO_INBOUND').length} inbound rule(s)${ctx.verify && !ctx.verify.error ? ' (equal to what was applied)' : ''} for ${captured.map((p) => p.port).join(', ')}${notCaptured}` };
+}
+
+function isHttpPort(port: LocalPort): boolean {
+  return isProxiedProtocol(port.protocol);
 }
 
 export async function checkLocalApp({ snap }: CheckContext): Promise<CheckResult> {
@@ -300,7 +311,16 @@ export async function checkLocalApp({ snap }: CheckContext): Promise<CheckResult
   const results: string[] = [];
   let failed = false;
   for (const svc of snap.localServices) {
-    const answer = await httpRequest(`http://127.0.0.1:${svc.port}${svc.healthPath ?? '/'}`, { timeoutMs: 2_000 });
+    const http = svc.ports.find(isHttpPort);
+    if (!http) {
+      // a service without an HTTP port (dubbo, tcp): the agent's own check is a TCP connect too
+      const port = svc.ports[0].port;
+      const refused = await tcpConnect('127.0.0.1', port);
+      if (refused) failed = true;
+      results.push(`${svc.name}: ${refused ? refused : `accepts on ${port} (protocol ${svc.ports[0].protocol})`}`);
+      continue;
+    }
+    const answer = await httpRequest(`http://127.0.0.1:${http.port}${svc.healthPath ?? '/'}`, { timeoutMs: 2_000 });
     const ok = answer.status >= 200 && answer.status < 400;
     if (!ok) failed = true;
     results.push(`${svc.name}: ${ok ? `HTTP ${answer.status}` : describeAnswer(answer)}`);

@@ -6,7 +6,9 @@ import { parseClustersText, parseListenersText, parseStatsText, virtualHostsFrom
 
 export interface SidecarPorts { agentAdmin: number; dnsAdmin: number; proxyAdmin: number; proxyListener: number; dns: number }
 
-export interface LocalService { name: string; port: number; healthPath?: string }
+export interface LocalPort { port: number; protocol: string }
+/** A service of spec.yaml: `port` is its first port, `ports` all of them with their protocol (absent = http). */
+export interface LocalService { name: string; port: number; healthPath?: string; ports: LocalPort[] }
 
 export interface SidecarSnapshot {
   agentAdminUrl: string;
@@ -47,8 +49,9 @@ export function localServicesFrom(services: any): LocalService[] {
   const list: any[] = pick(services?.local?.spec?.services, services?.spec?.spec?.services, services?.spec?.services, services?.services, Array.isArray(services) ? services : undefined) ?? [];
   const out: LocalService[] = [];
   for (const svc of list) {
-    const port = Number(svc?.ports?.[0]?.targetPort ?? svc?.port);
-    if (svc?.name && port) out.push({ name: String(svc.name), port, healthPath: svc?.healthCheck?.path });
+    const declared: any[] = Array.isArray(svc?.ports) ? svc.ports : [{ targetPort: svc?.port }];
+    const ports = declared.map((p) => ({ port: Number(p?.targetPort), protocol: String(p?.protocol ?? 'http') })).filter((p) => p.port > 0);
+    if (svc?.name && ports.length) out.push({ name: String(svc.name), port: ports[0].port, healthPath: svc?.healthCheck?.path, ports });
   }
   return out;
 }
