@@ -1,6 +1,6 @@
 import { z } from 'zod';
-import { ADMIN_HOST, DEFAULT_PORTS } from '../defaults';
-import { ipAddress, listenAddress, listenPort, metadata, millis, nonEmptyString, nonNegativeInt, percent, positiveInt, servicePort } from './common';
+import { ADMIN_HOST, DEFAULT_MESH_VIP, DEFAULT_PORTS, DEFAULT_VIP_CIDR } from '../defaults';
+import { cidr, ipAddress, listenAddress, listenPort, metadata, millis, nonEmptyString, nonNegativeInt, percent, positiveInt, servicePort } from './common';
 
 export const LB_POLICIES = ['round_robin', 'least_request', 'random', 'ring_hash'] as const;
 export const lbPolicySchema = z.enum(LB_POLICIES, { error: `expected one of ${LB_POLICIES.join(', ')}` });
@@ -21,8 +21,16 @@ export const circuitBreakersSchema = z.strictObject({
   maxRetries: nonNegativeInt.default(3),
 });
 
+/** The name of the proxy's own cluster for refused connections (Envoy's and Istio's name); no configured cluster may take it. */
+export const BLACKHOLE_CLUSTER = 'BlackHoleCluster';
+
 export const healthCheckSchema = z.strictObject({
-  path: z.string().startsWith('/', { error: 'a health-check path starts with "/"' }).default('/health'),
+  // visible ASCII only: a space or a control character cannot be sent in a request line (Node's http.request throws)
+  path: z
+    .string()
+    .startsWith('/', { error: 'a health-check path starts with "/"' })
+    .regex(/^\/[\x21-\x7e]*$/, { error: 'a health-check path is "/" followed by visible ASCII characters (no spaces; percent-encode anything else, e.g. %20)' })
+    .default('/health'),
   intervalMs: positiveInt.default(5000),
   timeoutMs: positiveInt.default(1000),
   healthyThreshold: positiveInt.default(1),
@@ -173,8 +181,10 @@ export const proxyBootstrapSchema = z
     listener: z
       .strictObject({ name: z.string().default('virtual'), address: ipAddress.default('0.0.0.0'), port: listenPort.default(DEFAULT_PORTS.proxyListener) })
       .prefault({}),
-    /** A connection whose original destination is one of these (or loopback) is inbound. */
+    /** This host's addresses: a redirected connection whose original destination is one of these (or loopback) and an `inbound` port is inbound; a direct connection from one of them is local. */
     localAddresses: z.array(ipAddress).default([]),
+    /** What the capture rules send to the listener as outbound (the mesh VIP, the VIP range, extra captured CIDRs): a redirected connection whose original destination is in one of these is outbound. */
+    outboundCidrs: z.array(z.union([ipAddress, cidr], { error: 'expected an IP address or a CIDR such as 240.240.0.0/16' })).default([DEFAULT_MESH_VIP, DEFAULT_VIP_CIDR]),
     /** Original destination port -> inbound cluster. */
     inbound: z.array(inboundPortSchema).default([]),
     accessLog: accessLogSchema.optional(),
@@ -197,6 +207,7 @@ export const proxyBootstrapSchema = z
     const names = new Set<string>();
     bootstrap.clusters.forEach((cluster, index) => {
       if (names.has(cluster.name)) ctx.addIssue({ code: 'custom', path: ['clusters', index, 'name'], message: `cluster "${cluster.name}" is defined twice` });
+      if (cluster.name === BLACKHOLE_CLUSTER) ctx.addIssue({ code: 'custom', path: ['clusters', index, 'name'], message: `the cluster name "${BLACKHOLE_CLUSTER}" is reserved (the proxy's cluster for refused connections); choose another name` });
       names.add(cluster.name);
     });
     const known = (name: string) => names.has(name);
