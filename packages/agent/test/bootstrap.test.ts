@@ -143,6 +143,14 @@ describe('buildProxyBootstrap', () => {
     expect(b.clusters.filter((c) => c.name.startsWith('in#')).map((c) => c.name)).toEqual(['in#8089#user']);
     expect(captureRulesConfig(m).inboundPorts).toEqual([8089]);
   });
+
+  it('tells the proxy exactly the outbound destinations the capture DNATs to it (outboundCidrs): the rest of its listener is refused', () => {
+    const m = model();
+    m.agent = parseConfig(agentConfigSchema, { node: { ip: '198.18.0.2' }, mesh: { vip: '240.240.0.9' }, iptables: { includeOutboundCidrs: ['198.19.0.0/16'] } });
+    const b = parseConfig(proxyBootstrapSchema, buildProxyBootstrap(m, '1'));
+    expect(b.outboundCidrs).toEqual(['240.240.0.9', '240.240.0.0/16', '198.19.0.0/16']);
+    expect(b.outboundCidrs).toEqual(captureRulesConfig(m).outboundCidrs);
+  });
 });
 
 describe('buildDnsConfig', () => {
