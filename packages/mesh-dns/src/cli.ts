@@ -217,8 +217,13 @@ async function runStandalone(args: CliArgs): Promise<number | void> {
  * and exit, so the next agent can bind the ports.
  */
 function runAsChild(args: CliArgs): Promise<number | void> {
+  const logger = createLogger({ component: 'mesh-dns', scopes: LOG_SCOPES, level: args.logLevel });
   const send = (msg: ChildToParent): void => {
-    if (process.connected) process.send?.(msg);
+    // With a callback a failed write (the agent died meanwhile: EPIPE) is reported here; without
+    // one Node emits it as 'error' on process, which nothing handles.
+    if (process.connected) process.send?.(msg, undefined, {}, (err) => {
+      if (err) logger.scope('default').warn({ type: msg.type, err: err.message }, 'could not send to the agent');
+    });
   };
   const handles: { udp?: dgram.Socket; tcp?: net.Server; admin?: net.Server } = {};
   const held: { udp?: HeldDatagrams; tcp?: HeldConnections; admin?: HeldConnections } = {};
@@ -227,7 +232,6 @@ function runAsChild(args: CliArgs): Promise<number | void> {
   let admin: AdminServer | undefined;
   let starting: Promise<void> | undefined;
   let registryServices: DnsConfig['services'] | undefined;
-  const logger = createLogger({ component: 'mesh-dns', scopes: LOG_SCOPES, level: args.logLevel });
   const holdOptions = {
     onGiveUp: (count: number, why: string) => logger.scope('default').warn({ count, why }, 'gave up connections or datagrams that arrived before mesh-dns served'),
   };
@@ -342,8 +346,14 @@ function runAsChild(args: CliArgs): Promise<number | void> {
     process.on('message', onMessage);
     // The agent went away (killed, crashed): nobody will send 'drain', and a child that lingers
     // holds the ports the next agent needs. Finish what is in flight briefly, then exit.
-    process.once('disconnect', () => void finish(ORPHAN_DRAIN_MS));
-    process.once('SIGTERM', () => void finish(0));
+    const finishSafely = (drainTimeMs: number): void => {
+      finish(drainTimeMs).catch((err: unknown) => {
+        logger.scope('default').error({ err: err instanceof Error ? err.message : String(err) }, 'stopping failed; exiting anyway');
+        process.exit(EXIT_CODES.failure);
+      });
+    };
+    process.once('disconnect', () => finishSafely(ORPHAN_DRAIN_MS));
+    process.once('SIGTERM', () => finishSafely(0));
   });
 }
 

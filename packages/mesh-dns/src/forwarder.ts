@@ -5,13 +5,55 @@ import { sameQuestion } from './wire';
 import { formatUpstream, type Upstream } from './upstreams';
 
 /** Why one upstream attempt failed; the forwarder then tries the next server. */
+export type AttemptReason = 'timeout' | 'refused' | 'unreachable' | 'blocked' | 'reset' | 'closed' | 'error';
+
 export class UpstreamAttemptError extends Error {
   constructor(
     readonly upstream: Upstream,
-    readonly reason: 'timeout' | 'refused' | 'error' | 'closed',
+    readonly reason: AttemptReason,
     message: string,
+    /** the socket error's code (ENETUNREACH, ECONNREFUSED, ...) when the kernel gave one */
+    readonly errno?: string,
   ) {
     super(`${formatUpstream(upstream)}: ${message}`);
+  }
+}
+
+/** Every upstream failed for one query: each attempt's failure, in the order they were tried. */
+export class UpstreamsFailedError extends Error {
+  constructor(readonly failures: UpstreamAttemptError[]) {
+    super(failures.length > 0 ? failures.map((f) => f.message).join('; ') : 'no upstream resolvers configured');
+  }
+}
+
+/** A socket error of an upstream attempt in words: what the errno means for an operator. */
+export function attemptFailed(upstream: Upstream, transport: 'UDP' | 'TCP', err: NodeJS.ErrnoException): UpstreamAttemptError {
+  const code = err.code;
+  switch (code) {
+    case 'ECONNREFUSED':
+      return new UpstreamAttemptError(
+        upstream,
+        'refused',
+        `${transport === 'UDP' ? 'query refused (ECONNREFUSED, ICMP port unreachable)' : 'TCP connection refused (ECONNREFUSED)'}: nothing listens there`,
+        code,
+      );
+    case 'ENETUNREACH':
+      return new UpstreamAttemptError(upstream, 'unreachable', `network unreachable (ENETUNREACH): this host has no route to ${upstream.address}`, code);
+    case 'EHOSTUNREACH':
+      return new UpstreamAttemptError(upstream, 'unreachable', `host unreachable (EHOSTUNREACH): ${upstream.address} cannot be reached from this host`, code);
+    case 'EADDRNOTAVAIL':
+    case 'EAFNOSUPPORT':
+      return new UpstreamAttemptError(upstream, 'unreachable', `no local address to reach ${upstream.address} from (${code})`, code);
+    case 'EPERM':
+    case 'EACCES':
+      return new UpstreamAttemptError(upstream, 'blocked', `the kernel refused to send to it (${code}): a firewall rule drops these packets`, code);
+    case 'ECONNRESET':
+    case 'EPIPE':
+      return new UpstreamAttemptError(upstream, 'reset', `${transport} connection reset by the upstream (${code})`, code);
+    case 'ETIMEDOUT':
+      return new UpstreamAttemptError(upstream, 'timeout', `${transport} connection timed out (ETIMEDOUT)`, code);
+    default:
+      return new UpstreamAttemptError(upstream, 'error', `${transport} ${err.message}`, code);
   }
 }
 
@@ -49,21 +91,26 @@ export function queryUdp(upstream: Upstream, query: Buffer, questionEnd: number,
       else resolve(answer!);
     };
     const timer = setTimeout(() => finish(new UpstreamAttemptError(upstream, 'timeout', `no answer within ${timeoutMs} ms`)), timeoutMs);
-    socket.on('error', (err: NodeJS.ErrnoException) => {
-      const refused = err.code === 'ECONNREFUSED';
-      finish(new UpstreamAttemptError(upstream, refused ? 'refused' : 'error', refused ? 'connection refused (nothing listens there)' : err.message));
-    });
+    socket.on('error', (err: NodeJS.ErrnoException) => finish(attemptFailed(upstream, 'UDP', err)));
     socket.on('message', (msg) => {
       if (msg.length < 12 || msg.readUInt16BE(0) !== id || (msg[2] & 0x80) === 0) return;
       if (!sameQuestion(packet, questionEnd, msg)) return;
       finish(undefined, msg);
     });
-    socket.connect(upstream.port, upstream.address, () => {
+    // connect() reports its failure (ENETUNREACH: no route) to this callback only, not as 'error'
+    // (Node's types omit the argument); sending on the unconnected socket after it would throw.
+    const onConnect = (err?: NodeJS.ErrnoException): void => {
       if (done) return;
-      socket.send(packet, (err) => {
-        if (err) finish(new UpstreamAttemptError(upstream, 'error', err.message));
-      });
-    });
+      if (err) return finish(attemptFailed(upstream, 'UDP', err));
+      try {
+        socket.send(packet, (sendErr) => {
+          if (sendErr) finish(attemptFailed(upstream, 'UDP', sendErr));
+        });
+      } catch (sendErr) {
+        finish(attemptFailed(upstream, 'UDP', sendErr as NodeJS.ErrnoException));
+      }
+    };
+    socket.connect(upstream.port, upstream.address, onConnect);
   }).finally(() => inFlight?.delete(id));
 }
 
@@ -84,10 +131,7 @@ export function queryTcp(upstream: Upstream, query: Buffer, questionEnd: number,
       else resolve(answer!);
     };
     const timer = setTimeout(() => finish(new UpstreamAttemptError(upstream, 'timeout', `no TCP answer within ${timeoutMs} ms`)), timeoutMs);
-    socket.on('error', (err: NodeJS.ErrnoException) => {
-      const refused = err.code === 'ECONNREFUSED';
-      finish(new UpstreamAttemptError(upstream, refused ? 'refused' : 'error', refused ? 'TCP connection refused' : err.message));
-    });
+    socket.on('error', (err: NodeJS.ErrnoException) => finish(attemptFailed(upstream, 'TCP', err)));
     socket.on('close', () => finish(new UpstreamAttemptError(upstream, 'closed', 'TCP connection closed before an answer')));
     socket.on('connect', () => {
       const frame = Buffer.allocUnsafe(2 + packet.length);
@@ -119,7 +163,7 @@ export interface ForwardOutcome {
 /**
  * Asks each upstream in turn until one answers: over TCP when the client asked over TCP, else over
  * UDP (a truncated UDP answer is relayed as is, so the client retries over TCP and so do we).
- * `onFailure` hears about every failed attempt. Rejects with the last failure when all fail.
+ * `onFailure` hears about every failed attempt. Rejects with every attempt's failure when all fail.
  */
 export async function forwardQuery(
   upstreams: readonly Upstream[],
@@ -130,16 +174,17 @@ export async function forwardQuery(
   onFailure: (err: UpstreamAttemptError) => void,
   inFlight?: InFlightIds,
 ): Promise<ForwardOutcome> {
-  let last: Error = new Error('no upstream resolvers configured');
+  const failures: UpstreamAttemptError[] = [];
   for (const upstream of upstreams) {
     try {
       const answer =
         transport === 'tcp' ? await queryTcp(upstream, query, questionEnd, timeoutMs, inFlight) : await queryUdp(upstream, query, questionEnd, timeoutMs, inFlight);
       return { answer, upstream };
     } catch (err) {
-      last = err as Error;
-      if (err instanceof UpstreamAttemptError) onFailure(err);
+      const failure = err instanceof UpstreamAttemptError ? err : attemptFailed(upstream, transport === 'tcp' ? 'TCP' : 'UDP', err as NodeJS.ErrnoException);
+      failures.push(failure);
+      onFailure(failure);
     }
   }
-  throw last;
+  throw new UpstreamsFailedError(failures);
 }

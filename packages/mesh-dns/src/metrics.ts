@@ -54,7 +54,7 @@ export class DnsMetrics {
   cacheHits = 0;
   droppedPackets = 0;
 
-  constructor(cacheSize: () => number) {
+  constructor(cacheSize: () => number, upstreamHealth: () => Record<string, boolean> = () => ({})) {
     // prom-client calls `collect` with `this` bound to the metric; reach our counters through these.
     const queries = this.queries;
     const latency = this.latency;
@@ -80,12 +80,22 @@ export class DnsMetrics {
     simple('mesh_dns_dropped_packets_total', 'packets dropped without an answer (responses, runts, over limits)', () => this.droppedPackets);
     new Counter({
       name: 'mesh_dns_upstream_failures_total',
-      help: 'upstream queries that timed out, were refused or gave a mismatched answer, by upstream',
+      help: 'failed upstream attempts (forwarded queries and /health probes: timed out, refused, unreachable, blocked, reset), by upstream',
       labelNames: ['upstream'],
       registers: [this.registry],
       collect() {
         this.reset();
         for (const [upstream, value] of upstreamFailureCounts) this.inc({ upstream }, value);
+      },
+    });
+    new Gauge({
+      name: 'mesh_dns_upstream_healthy',
+      help: 'whether the upstream answered its last query or probe (1) or failed it (0), by upstream',
+      labelNames: ['upstream'],
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        for (const [upstream, healthy] of Object.entries(upstreamHealth())) this.set({ upstream }, healthy ? 1 : 0);
       },
     });
     new Gauge({ name: 'mesh_dns_cache_entries', help: 'answers held in the upstream answer cache', registers: [this.registry], collect() { this.set(cacheSize()); } });

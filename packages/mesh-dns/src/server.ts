@@ -7,10 +7,11 @@ import { createLogger, type MeshLogger } from '@mesh-agent/admin-kit';
 import dnsPacket from 'dns-packet';
 import { AnswerCache } from './answer-cache';
 import { watchFile } from './file-watch';
-import { forwardQuery, queryUdp, type InFlightIds, type UpstreamAttemptError } from './forwarder';
+import { forwardQuery, queryUdp, UpstreamAttemptError, UpstreamsFailedError, type InFlightIds } from './forwarder';
 import { DnsMetrics } from './metrics';
 import { buildNameTable, type MeshService, type NameTable } from './name-table';
 import { serveTcpConnection } from './tcp-connection';
+import { failureHint, UpstreamHealthBook } from './upstream-health';
 import { formatUpstream, isSelf, parseResolvConf, parseUpstream, refuseSelfUpstreams, type Upstream } from './upstreams';
 import {
   buildErrorAnswer,
@@ -71,11 +72,12 @@ export interface MeshDnsAddresses {
   tcp: { address: string; port: number };
 }
 
-interface UpstreamHealth {
-  lastSuccess?: string;
-  lastFailure?: string;
-  lastError?: string;
-  failures: number;
+/** The newest error, for /latest_error: what happened and, when known, what to do. */
+export interface MeshDnsLatestError {
+  time: string;
+  message: string;
+  code?: string;
+  hint?: string;
 }
 
 export type MeshDnsState = 'INIT' | 'SERVING' | 'DRAINING' | 'CLOSED';
@@ -96,7 +98,7 @@ export class MeshDns {
   private upstreams: Upstream[] = [];
   private upstreamSource: string;
   private configuredUpstreams: Upstream[];
-  private readonly upstreamHealth = new Map<string, UpstreamHealth>();
+  private readonly upstreamHealth = new UpstreamHealthBook();
   private readonly listen: { address: string; port: number };
   private udp?: dgram.Socket;
   private tcp?: net.Server;
@@ -107,7 +109,7 @@ export class MeshDns {
   /** `ID|name|type` of our upstream queries in flight -> how many (IDs are random: two may collide) */
   private readonly ownQueries = new Map<string, number>();
   private state: MeshDnsState = 'INIT';
-  private lastError?: { time: string; message: string; code?: string };
+  private lastError?: MeshDnsLatestError;
   private tableVersion = 0;
   private tableUpdatedAt = new Date().toISOString();
 
@@ -127,7 +129,7 @@ export class MeshDns {
     if (this.listen.port !== 0) refuseSelfUpstreams(this.configuredUpstreams, this.listen, 'upstreams');
     this.upstreamSource = this.configuredUpstreams.length > 0 ? 'config' : `resolv.conf ${this.resolvConfPath}`;
     this.cache = new AnswerCache(options.cacheMaxEntries ?? 10000);
-    this.metrics = new DnsMetrics(() => this.cache.stats().entries);
+    this.metrics = new DnsMetrics(() => this.cache.stats().entries, () => this.upstreamHealthReport());
   }
 
   private get resolvConfPath(): string {
@@ -311,24 +313,46 @@ export class MeshDns {
 
   private onUdpMessage(msg: Buffer, rinfo: dgram.RemoteInfo): void {
     const started = this.startClock();
-    const udp = this.udp!;
+    if (rinfo.port === 0) {
+      // Source port 0 means "no reply expected" (RFC 768), and dgram's send throws on port 0.
+      this.metrics.droppedPackets++;
+      return;
+    }
     const q = parseQuery(msg);
     if (typeof q === 'string') {
       const answer = this.problemAnswer(msg, q);
-      if (answer !== undefined) udp.send(answer, rinfo.port, rinfo.address);
+      if (answer !== undefined) this.replyUdp(answer, rinfo);
       return;
     }
     const local = this.answerLocally(msg, q);
     if (local !== undefined) {
-      udp.send(local, rinfo.port, rinfo.address);
+      this.replyUdp(local, rinfo);
       if (started >= 0) this.metrics.observe('local', (performance.now() - started) / 1000);
       return;
     }
     this.answerFromOutside(msg, q, 'udp', started >= 0 ? started : performance.now()).then(
-      (answer) => udp.send(answer, rinfo.port, rinfo.address, () => undefined),
+      (answer) => this.replyUdp(answer, rinfo),
       (err) => this.recordError(err, 'udp'),
     );
   }
+
+  /**
+   * Sends one UDP answer; never throws. An upstream answer may arrive after close() (the socket is
+   * gone: dropped), and a send error goes to the callback instead of the socket's 'error' event.
+   */
+  private replyUdp(answer: Buffer, rinfo: dgram.RemoteInfo): void {
+    const udp = this.udp;
+    if (udp === undefined || this.state === 'CLOSED') return;
+    try {
+      udp.send(answer, rinfo.port, rinfo.address, this.onUdpSent);
+    } catch (err) {
+      this.recordError(err, `udp answer to ${rinfo.address}:${rinfo.port}`);
+    }
+  }
+
+  private readonly onUdpSent = (err: Error | null): void => {
+    if (err) this.recordError(err, 'udp answer');
+  };
 
   private onTcpConnection(socket: net.Socket): void {
     if (this.state !== 'SERVING') {
@@ -444,8 +468,12 @@ export class MeshDns {
     } catch (err) {
       this.metrics.query(q.qtype, 'servfail');
       this.metrics.observe('error', (performance.now() - started) / 1000);
+      const failures = err instanceof UpstreamsFailedError ? err.failures : [];
       this.recordError(
-        new MeshError('MESH_DNS_UPSTREAMS_FAILED', `every upstream failed for ${queryKey(msg, q) || '.'} (type ${q.qtype}): ${(err as Error).message}`, { cause: err }),
+        new MeshError('MESH_DNS_UPSTREAMS_FAILED', `every upstream failed for ${queryKey(msg, q) || '.'} (type ${q.qtype}): ${(err as Error).message}`, {
+          cause: err,
+          hint: failureHint(failures, this.timeoutMs),
+        }),
         'forward',
       );
       return buildErrorAnswer(msg, RCODE_SERVFAIL, q.questionEnd);
@@ -473,32 +501,26 @@ export class MeshDns {
   private upstreamFailed(err: UpstreamAttemptError): void {
     const name = formatUpstream(err.upstream);
     this.metrics.upstreamFailure(name);
-    const health = this.healthOf(name);
-    health.failures++;
-    health.lastFailure = new Date().toISOString();
-    health.lastError = err.message;
+    this.upstreamHealth.failed(err);
     const kind = `upstream ${name}`;
-    if (this.logLimiter.allow(kind)) this.logger.scope('default').warn({ upstream: name, reason: err.reason, suppressed: this.logLimiter.suppressed(kind) }, err.message);
+    if (this.logLimiter.allow(kind)) this.logger.scope('default').warn({ upstream: name, reason: err.reason, errno: err.errno, suppressed: this.logLimiter.suppressed(kind) }, err.message);
   }
 
   private upstreamOk(upstream: Upstream): void {
-    this.healthOf(formatUpstream(upstream)).lastSuccess = new Date().toISOString();
+    this.upstreamHealth.answered(upstream);
   }
 
-  private healthOf(name: string): UpstreamHealth {
-    let health = this.upstreamHealth.get(name);
-    if (health === undefined) {
-      health = { failures: 0 };
-      this.upstreamHealth.set(name, health);
-    }
-    return health;
+  /** upstream -> healthy, for the current upstreams (the mesh_dns_upstream_healthy gauge). */
+  private upstreamHealthReport(): Record<string, boolean> {
+    return Object.fromEntries(Object.entries(this.upstreamHealth.report(this.upstreams)).map(([name, h]) => [name, h.healthy]));
   }
 
   recordError(err: unknown, where: string): void {
     const message = err instanceof Error ? err.message : String(err);
     const code = typeof (err as MeshError)?.code === 'string' ? (err as MeshError).code : undefined;
-    this.lastError = { time: new Date().toISOString(), message: `${where}: ${message}`, code };
-    if (this.logLimiter.allow(code ?? where)) this.logger.scope('default').error({ where, code, suppressed: this.logLimiter.suppressed(code ?? where) }, message);
+    const hint = typeof (err as MeshError)?.hint === 'string' ? (err as MeshError).hint : undefined;
+    this.lastError = { time: new Date().toISOString(), message: `${where}: ${message}`, ...(code ? { code } : {}), ...(hint ? { hint } : {}) };
+    if (this.logLimiter.allow(code ?? where)) this.logger.scope('default').error({ where, code, hint, suppressed: this.logLimiter.suppressed(code ?? where) }, message);
   }
 
   /** At most one log line per second per kind: a dead upstream under load must not flood the log (counters keep the totals). */
@@ -525,13 +547,16 @@ export class MeshDns {
     };
   })();
 
-  get latestError(): { time: string; message: string; code?: string } | undefined {
+  get latestError(): MeshDnsLatestError | undefined {
     return this.lastError;
   }
 
   // ---- reports -------------------------------------------------------------------------------
 
-  /** Asks every upstream for the root NS over UDP (bounded by the upstream timeout, at most 1 s). */
+  /**
+   * Asks every upstream for the root NS over UDP (bounded by the upstream timeout, at most 1 s); the
+   * outcome counts for its health like a forwarded query's.
+   */
   async probeUpstreams(): Promise<{ upstream: string; reachable: boolean; error?: string }[]> {
     const probe = Buffer.from([0, 0, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 1]);
     const timeout = Math.min(this.timeoutMs, 1000);
@@ -539,8 +564,10 @@ export class MeshDns {
       this.upstreams.map(async (u) => {
         try {
           await queryUdp(u, probe, 17, timeout);
+          this.upstreamOk(u);
           return { upstream: formatUpstream(u), reachable: true };
         } catch (err) {
+          if (err instanceof UpstreamAttemptError) this.upstreamFailed(err);
           return { upstream: formatUpstream(u), reachable: false, error: (err as Error).message };
         }
       }),
@@ -580,7 +607,7 @@ export class MeshDns {
         source: this.upstreamSource,
         servers: this.upstreams.map(formatUpstream),
         timeoutMs: this.timeoutMs,
-        health: Object.fromEntries(this.upstreamHealth),
+        health: this.upstreamHealth.report(this.upstreams),
       },
       cache: { ...this.cache.stats(), entriesSample: this.cache.list(100).map(({ key, ttlRemaining, bytes }) => ({ key, ttlRemaining, ...describeAnswer(bytes) })) },
       stats: this.metrics.snapshot(),

@@ -24,7 +24,8 @@ export function serveTcpConnection(socket: net.Socket, limits: TcpLimits, answer
   });
 
   const send = (response: Buffer | undefined): void => {
-    if (closed || response === undefined) return;
+    // the client may have gone while its upstream query was in flight: nothing to answer then
+    if (closed || socket.destroyed || response === undefined) return;
     const frame = Buffer.allocUnsafe(2 + response.length);
     frame.writeUInt16BE(response.length, 0);
     response.copy(frame, 2);

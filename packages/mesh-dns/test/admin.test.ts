@@ -96,6 +96,9 @@ describe('mesh-dns admin', () => {
     expect(byName[`127.0.0.1:${upstream.port}`].reachable).toBe(true);
     expect(byName[`127.0.0.1:${deadPort}`].reachable).toBe(false);
     expect(byName[`127.0.0.1:${deadPort}`].error).toMatch(/refused|no answer/);
+    // the probe counts for each upstream's health, as a forwarded query does
+    expect(byName[`127.0.0.1:${upstream.port}`].healthy).toBe(true);
+    expect(byName[`127.0.0.1:${deadPort}`]).toMatchObject({ healthy: false, lastReason: 'refused', lastErrno: 'ECONNREFUSED' });
   });
 
   it('prints status, version and the latest error', async () => {

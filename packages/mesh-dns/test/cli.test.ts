@@ -7,7 +7,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { dig, freePort, startDnsmasq, stopChild, tempDir, waitFor, type Dnsmasq } from './helpers';
+import { dig, freePort, startBlackhole, startDnsmasq, stopChild, tempDir, waitFor, type Dnsmasq } from './helpers';
 
 const execFileAsync = promisify(execFile);
 const packageDir = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -99,6 +99,29 @@ describe('mesh-dns bin', () => {
     child.kill('SIGTERM');
     expect(await exited).toBe(0);
     expect(stderr).not.toMatch(/error/i);
+  });
+
+  it('exits 0 on SIGTERM while an upstream query is in flight: its late SERVFAIL is dropped, not sent on the closed socket', async () => {
+    const blackhole = await startBlackhole();
+    const port = await freePort();
+    const child = spawn(process.execPath, [bin, '--listen', `127.0.0.1:${port}`, '--no-admin', '--service', 'order', '-u', `127.0.0.1:${blackhole.port}`, '--upstream-timeout', '1500', '--log-level', 'none'], {
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    children.push(child);
+    let stderr = '';
+    child.stderr!.on('data', (d) => (stderr += d));
+    try {
+      await waitFor(async () => (await dig(port, 'order', 'A', ['+timeout=1'])).answers.length > 0, 'mesh-dns to answer');
+      const pending = dig(port, 'slow.example.test', 'A', ['+timeout=3']);
+      await waitFor(() => blackhole.received() >= 1, 'the query to reach the upstream');
+      const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+      child.kill('SIGTERM');
+      expect(await exited).toBe(0); // the process lives until the upstream attempt times out, then ends cleanly
+      expect(stderr).toBe('');
+      await pending;
+    } finally {
+      await blackhole.close();
+    }
   });
 
   it('follows the control protocol when started by the agent: handles, config, start, ready, registry, drain', async () => {

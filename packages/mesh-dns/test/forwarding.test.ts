@@ -1,6 +1,7 @@
 // Outside names forwarded to a real upstream (dnsmasq started here), checked with the real dig.
 import dgram from 'node:dgram';
 import fs from 'node:fs';
+import net from 'node:net';
 import path from 'node:path';
 import dnsPacket from 'dns-packet';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -89,20 +90,69 @@ describe('upstream failures', () => {
     });
     try {
       const { udp } = await dns.start();
+      const healthOf = (name: string) => (dns.configDump() as { upstreams: { health: Record<string, Record<string, unknown>> } }).upstreams.health[name];
       for (const extra of [[], ['+tcp']]) {
         // dig waits 8 s: an answer at all proves mesh-dns gave up on its own timeout, well before that
         const r = await dig(udp.port, 'www.example.test', 'A', extra);
         expect(r.status).toBe('SERVFAIL');
         expect(r.question).toBe('www.example.test.');
+        if (extra.length > 0) continue;
+        // over UDP: each upstream's failure, in the order tried, and what to do about each
+        expect(dns.latestError?.message).toContain(`127.0.0.1:${closedPort}: query refused (ECONNREFUSED, ICMP port unreachable)`);
+        expect(dns.latestError?.message).toContain(`127.0.0.1:${blackhole.port}: no answer within 300 ms`);
+        expect(dns.latestError?.hint).toContain(`nothing serves DNS on 127.0.0.1:${closedPort}`);
+        expect(dns.latestError?.hint).toContain(`127.0.0.1:${blackhole.port} did not answer within 300 ms`);
+        expect(healthOf(`127.0.0.1:${closedPort}`)).toMatchObject({ healthy: false, lastReason: 'refused', lastErrno: 'ECONNREFUSED' });
+        expect(healthOf(`127.0.0.1:${blackhole.port}`)).toMatchObject({ healthy: false, lastReason: 'timeout' });
       }
       expect(blackhole.received()).toBeGreaterThanOrEqual(1); // the second upstream was tried after the first failed
       const failures = dns.metrics.snapshot().upstreamFailures;
       expect(failures[`127.0.0.1:${closedPort}`]).toBeGreaterThanOrEqual(2);
       expect(failures[`127.0.0.1:${blackhole.port}`]).toBeGreaterThanOrEqual(1);
       expect(dns.latestError?.message).toMatch(/every upstream failed for www.example.test/);
+      expect(dns.latestError?.message).toContain(`127.0.0.1:${closedPort}: TCP connection refused (ECONNREFUSED)`); // then over TCP
+      expect(await dns.metrics.text()).toMatch(new RegExp(`^mesh_dns_upstream_healthy\\{upstream="127\\.0\\.0\\.1:${closedPort}"\\} 0$`, 'm'));
     } finally {
       await dns.close();
       await blackhole.close();
+    }
+  });
+
+  it('over TCP: an upstream that resets the connection gives SERVFAIL and is unhealthy until it answers again', async () => {
+    // a TCP resolver that resets every connection once it has read a query, until told to answer
+    let reset = true;
+    const server = net.createServer((conn) => {
+      conn.on('error', () => undefined);
+      conn.once('data', (frame) => {
+        if (reset) return conn.resetAndDestroy();
+        const q = dnsPacket.decode(frame.subarray(2));
+        const name = q.questions![0].name;
+        const answer = dnsPacket.encode({ type: 'response', id: q.id, flags: dnsPacket.RECURSION_DESIRED | dnsPacket.RECURSION_AVAILABLE, questions: q.questions, answers: [{ type: 'A', name, ttl: 60, data: '198.18.9.9' }] });
+        const out = Buffer.alloc(2 + answer.length);
+        out.writeUInt16BE(answer.length, 0);
+        answer.copy(out, 2);
+        conn.end(out);
+      });
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()));
+    const name = `127.0.0.1:${(server.address() as net.AddressInfo).port}`;
+    const dns = createMeshDns({ listen: { port: 0 }, services: [{ name: 'order' }], upstreams: [name], upstreamTimeoutMs: 2000, logger: quietLogger() });
+    try {
+      const { udp } = await dns.start();
+      const failed = await dig(udp.port, 'www.ext.test', 'A', ['+tcp']);
+      expect(failed.status).toBe('SERVFAIL');
+      expect((await dig(udp.port, 'order', 'A', ['+tcp'])).answers.map((a) => a.data)).toEqual(['240.240.0.1']);
+      const healthOf = () => (dns.configDump() as { upstreams: { health: Record<string, Record<string, unknown>> } }).upstreams.health[name];
+      expect(healthOf()).toMatchObject({ healthy: false, lastReason: 'reset', lastErrno: 'ECONNRESET', consecutiveFailures: 1 });
+      expect(dns.latestError?.message).toContain(`${name}: TCP connection reset by the upstream (ECONNRESET)`);
+      expect(dns.latestError?.hint).toContain(`${name} closed the TCP connection before answering`);
+      reset = false;
+      const ok = await dig(udp.port, 'www.ext.test', 'A', ['+tcp']);
+      expect(ok.answers.map((a) => a.data)).toEqual(['198.18.9.9']);
+      expect(healthOf()).toMatchObject({ healthy: true, consecutiveFailures: 0, failures: 1 });
+    } finally {
+      await dns.close();
+      await new Promise((resolve) => server.close(resolve));
     }
   });
 
