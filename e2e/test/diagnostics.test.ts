@@ -7,7 +7,8 @@ import { preflight } from './support/preflight.js';
 import { nsRun, run, waitFor } from './support/exec.js';
 import { createWorld, hostRules, APP_PORT, type World } from './support/world.js';
 import { startApp } from './support/infra.js';
-import { adminJson, mesh, startSidecar, type Role } from './support/mesh.js';
+import { adminJson, appCurl, mesh, startSidecar, type Role } from './support/mesh.js';
+import { GATEWAY } from './support/netns.js';
 
 const pre = preflight();
 /** Set E2E_CAPTURE_DIR to keep the text output of doctor and trace (docs/troubleshooting.md quotes it). */
@@ -71,12 +72,13 @@ describe.skipIf(!pre.ok)('e2e: doctor and trace find the broken hop', () => {
   it('with no fault every hop is OK and trace shows each hop of a request to B', async () => {
     const report = await healthy();
     const hops = report.checks.map((c) => c.hop);
-    expect(hops).toEqual(['agent', 'config', 'mesh-dns', 'dns-capture', 'outbound-capture', 'proxy', 'route:order', 'cluster:order', 'inbound-capture', 'local-app', 'registry']);
+    expect(hops).toEqual(['agent', 'config', 'mesh-dns', 'dns-capture', 'vip-route', 'outbound-capture', 'proxy', 'route:order', 'cluster:order', 'inbound-capture', 'local-app', 'registry']);
+    expect(report.checks.find((c) => c.hop === 'vip-route')!.evidence).toBe(`240.240.0.1 via ${GATEWAY} dev eth0 src ${world.host('a').address}`);
     expect(report.checks.find((c) => c.hop === 'dns-capture')!.evidence).toMatch(/^order -> 240\.240\./);
     const { code, report: t } = await trace('http://order/hello');
     expect(code).toBe(0);
     expect(t.ok).toBe(true);
-    expect(t.hops.map((h) => h.hop)).toEqual(['dns', 'capture', 'listener', 'route', 'endpoint', 'upstream']);
+    expect(t.hops.map((h) => h.hop)).toEqual(['dns', 'vip-route', 'capture', 'listener', 'route', 'endpoint', 'upstream']);
     expect(t.hops.find((h) => h.hop === 'endpoint')!.detail).toContain(`${world.host('b').address}:${APP_PORT}`);
     expect(t.hops.find((h) => h.hop === 'capture')!.detail).toMatch(/DNAT/);
     expect(t.status).toBe(200);
@@ -138,6 +140,32 @@ describe.skipIf(!pre.ok)('e2e: doctor and trace find the broken hop', () => {
       await capture('trace-proxy-stopped', ['trace', 'http://order/hello']);
     } finally {
       await run('kill', ['-CONT', String(pid)]);
+    }
+    await healthy();
+  });
+
+  it('no route to the mesh VIP (default route removed): doctor FAILs vip-route, trace blames it, not the capture rule', async () => {
+    const a = world.host('a').ns;
+    await nsRun(a, 'ip', ['route', 'del', 'default']);
+    try {
+      // what the application sees: connect() fails before any iptables rule is involved
+      const app = await appCurl(a, 'http://order/hello', ['-S']);
+      expect(app.stderr).toMatch(/Network is unreachable|Couldn't connect/);
+      const { code, report } = await doctor();
+      expect(code).toBe(1);
+      expect(fails(report)).toEqual(['vip-route']);
+      const route = report.checks.find((c) => c.hop === 'vip-route')!;
+      expect(route.evidence).toBe('no route to the mesh VIP 240.240.0.1 (ip route get: Network is unreachable): connect() fails with ENETUNREACH before the capture rules see it');
+      expect(route.fix).toBe('add a default route (ip route add default via <gateway>) or a route for the mesh VIPs: ip route add 240.240.0.0/16 dev eth0');
+      expect(report.checks.find((c) => c.hop === 'outbound-capture')!.status).toBe('OK');
+      const t = await trace('http://order/hello');
+      expect(t.code).toBe(1);
+      expect(t.report.failedHop).toBe('vip-route');
+      expect(t.report.hops.map((h) => `${h.hop}:${h.ok}`)).toEqual(['dns:true', 'vip-route:false']);
+      await capture('doctor-no-vip-route', ['doctor']);
+      await capture('trace-no-vip-route', ['trace', 'http://order/hello']);
+    } finally {
+      await nsRun(a, 'ip', ['route', 'add', 'default', 'via', GATEWAY]);
     }
     await healthy();
   });

@@ -66,7 +66,7 @@ describe.skipIf(!pre.ok || !hasChromium)('e2e: the admin home page in headless C
     expect(components).toMatch(/mesh-dns\s*healthy\s*0/);
     expect(components).toMatch(/envoy\s*healthy\s*0/);
     const checks = await page.textContent('#checks-table');
-    for (const hop of ['agent', 'mesh-dns', 'dns-capture', 'outbound-capture', 'proxy', 'route:order', 'cluster:order', 'inbound-capture', 'local-app', 'registry']) expect(checks).toContain(hop);
+    for (const hop of ['agent', 'mesh-dns', 'dns-capture', 'vip-route', 'outbound-capture', 'proxy', 'route:order', 'cluster:order', 'inbound-capture', 'local-app', 'registry']) expect(checks).toContain(hop);
     expect(await page.locator('#checks-table .FAIL').count()).toBe(0);
     const services = await page.textContent('#services-table');
     expect(services).toContain('out#8089#order');

@@ -2,7 +2,8 @@
 // "a route missing while mesh-dns serves the name" cannot be produced with a real agent (it always builds a
 // route for each registry service, with an empty cluster rather than none), so this state is built by hand here.
 import { describe, expect, it } from 'vitest';
-import { checkCluster, checkRoute, meshServices, type CheckContext } from '../src/diagnostics/checks';
+import { checkCluster, checkRoute, meshServices, vipTargets, type CheckContext } from '../src/diagnostics/checks';
+import { firstHostOf } from '../src/diagnostics/vip-route';
 import { renderDoctor } from '../src/diagnostics/doctor';
 import { parseClustersText } from '../src/diagnostics/envoy-formats';
 import type { SidecarSnapshot } from '../src/diagnostics/sidecar';
@@ -60,5 +61,18 @@ describe('doctor checks on a snapshot', () => {
       '1 OK, 0 WARN, 1 FAIL; first broken hop: route:pay',
       '',
     ].join('\n'));
+  });
+
+  it('vip-route checks the mesh VIP, each per-service VIP and the VIP range once each', () => {
+    const snap = snapshot({});
+    snap.agent.configJson = { mesh: { vip: '240.240.0.1', vipCidr: '240.240.0.0/16' } };
+    snap.agent.servicesJson = { registry: { services: [{ name: 'pay', namespace: 'shop', vip: '240.240.0.7' }, { name: 'order', namespace: 'default' }] } };
+    expect(vipTargets(snap)).toEqual([
+      { address: '240.240.0.1', label: 'the mesh VIP 240.240.0.1' },
+      { address: '240.240.0.7', label: 'the VIP 240.240.0.7 of pay.shop' },
+    ]);
+    snap.agent.configJson.mesh.vipCidr = '198.19.0.0/16';
+    expect(vipTargets(snap).map((t) => t.label)).toContain('the VIP range 198.19.0.0/16 (198.19.0.1)');
+    expect([firstHostOf('240.240.0.0/16'), firstHostOf('240.240.3.9/24'), firstHostOf('198.18.0.5/32'), firstHostOf('fd00::/8')]).toEqual(['240.240.0.1', '240.240.3.1', '198.18.0.5', undefined]);
   });
 });

@@ -86,7 +86,7 @@ describe('diagnostics against the demo (capture disabled, built-in config)', { t
     expect(report.ok).toBe(true);
     expect(run.code).toBe(0);
     const byHop = new Map<string, any>(report.checks.map((c: any) => [c.hop, c]));
-    for (const hop of ['dns-capture', 'outbound-capture', 'inbound-capture']) {
+    for (const hop of ['dns-capture', 'vip-route', 'outbound-capture', 'inbound-capture']) {
       expect(byHop.get(hop)?.evidence).toBe(`${NOT_USED}${proxyPort} ...)`);
     }
     expect(byHop.get('config')?.evidence).toMatch(/^built-in demo configuration/);
@@ -99,7 +99,7 @@ describe('diagnostics against the demo (capture disabled, built-in config)', { t
   it('doctor (text) prints no FAIL and exits 0', async () => {
     const run = await cli('doctor', '--admin', admin);
     expect(run.stdout).not.toMatch(/^FAIL/m);
-    expect(run.stdout).toMatch(/11 OK, 0 WARN, 0 FAIL/);
+    expect(run.stdout).toMatch(/12 OK, 0 WARN, 0 FAIL/);
     expect(run.code).toBe(0);
   });
 

@@ -8,6 +8,7 @@ import { describeAnswer, httpRequest } from './http-get.js';
 import { queryA, systemNameserver } from './dns-wire.js';
 import { parseIptablesSave, serviceOfCluster, matchVirtualHost, type NatRule } from './envoy-formats.js';
 import type { LocalPort, SidecarSnapshot } from './sidecar.js';
+import { describeRoute, firstHostOf, routeFix, routeGet } from './vip-route.js';
 import { isProxiedProtocol, notCapturedReason } from '../port-protocols.js';
 import { formatDifference, SpawnExecutor, verifyRules, type RuleDifference } from '@mesh-agent/iptables-rules';
 import { agentConfigSchema, ConfigError, formatConfigIssue, loadConfigFile, servicesSpecSchema } from '@mesh-agent/shared-config';
@@ -207,6 +208,40 @@ export async function checkDnsCapture(ctx: CheckContext, dependsOnFailed?: strin
     return { hop, status: 'FAIL', evidence: `query ${name} A to ${answer.server}: ${answer.rcodeName} ${answer.addresses.join(',') || 'no address'} (expected the mesh VIP ${snap.meshVip})`, fix: `the query did not reach mesh-dns or mesh-dns does not know ${name}: check iptables -t nat -S DNS_OUTPUT and curl -s ${snap.adminHost}:${snap.ports.dnsAdmin}/config_dump` };
   }
   return { hop, status: 'OK', evidence: `${name} -> ${vip} via ${answer.server} (captured to 127.0.0.1:${port}) in ${answer.ms} ms` };
+}
+
+/** The VIPs an application connects to: the mesh VIP, the registry's per-service VIPs, the VIP range. */
+export function vipTargets(snap: SidecarSnapshot): Array<{ address: string; label: string }> {
+  const targets = [{ address: snap.meshVip, label: `the mesh VIP ${snap.meshVip}` }];
+  const services: any[] = snap.agent.servicesJson?.registry?.services ?? [];
+  for (const svc of services) {
+    if (typeof svc?.vip === 'string') targets.push({ address: svc.vip, label: `the VIP ${svc.vip} of ${svc.name}${svc.namespace && svc.namespace !== 'default' ? `.${svc.namespace}` : ''}` });
+  }
+  const cidr = snap.agent.configJson?.mesh?.vipCidr;
+  const first = firstHostOf(cidr);
+  if (first) targets.push({ address: first, label: `the VIP range ${cidr} (${first})` });
+  const seen = new Set<string>();
+  // bounded: a registry with many per-service VIPs costs one `ip route get` each
+  return targets.filter((t) => !seen.has(t.address) && seen.add(t.address)).slice(0, 32);
+}
+
+export async function checkVipRoute({ snap }: CheckContext): Promise<CheckResult> {
+  const hop = 'vip-route';
+  const notUsed = captureDisabled(snap);
+  if (notUsed) return { hop, status: 'OK', evidence: notUsed };
+  const cidr = snap.agent.configJson?.mesh?.vipCidr ?? `${snap.meshVip}/32`;
+  const ok: string[] = [];
+  for (const target of vipTargets(snap)) {
+    const route = await routeGet(target.address);
+    if (route.ok) { ok.push(describeRoute(route)); continue; }
+    if (route.noTool) return { hop, status: 'WARN', evidence: `cannot check the route to ${target.label}: ${route.error}`, fix: `install iproute2, or check by hand that there is a default route or one for ${cidr} (ip route)` };
+    return {
+      hop, status: 'FAIL',
+      evidence: `no route to ${target.label} (ip route get: ${route.error}): connect() fails with ENETUNREACH before the capture rules see it`,
+      fix: routeFix(cidr, snap.localAddress),
+    };
+  }
+  return { hop, status: 'OK', evidence: ok.join('; ') };
 }
 
 export function checkOutboundCapture(ctx: CheckContext): CheckResult {

@@ -2,7 +2,7 @@
 import { gatherSnapshot, type SidecarSnapshot } from './sidecar.js';
 import {
   captureDisabled, checkAgent, checkCluster, checkConfig, checkDnsCapture, checkInboundCapture, checkLocalApp, checkMeshDns,
-  checkOutboundCapture, checkProxy, checkRegistry, checkRoute, meshServices, readNatRules, verifyApplied, type CheckContext, type CheckResult,
+  checkOutboundCapture, checkProxy, checkRegistry, checkRoute, checkVipRoute, meshServices, readNatRules, verifyApplied, type CheckContext, type CheckResult,
 } from './checks.js';
 
 export interface DoctorReport { ok: boolean; time: string; agentAdminUrl: string; checks: CheckResult[] }
@@ -19,6 +19,8 @@ export async function doctorChecks(agentAdminUrl: string, opts: { snapshot?: Sid
   const meshDns = checkMeshDns(ctx);
   checks.push(meshDns);
   checks.push(await checkDnsCapture(ctx, meshDns.status === 'FAIL' ? 'mesh-dns' : undefined));
+  // the kernel looks the route up before the nat OUTPUT chain: without one nothing reaches the capture rules
+  checks.push(await checkVipRoute(ctx));
   checks.push(checkOutboundCapture(ctx));
   const proxy = await checkProxy(ctx);
   checks.push(proxy);

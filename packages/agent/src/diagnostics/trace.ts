@@ -7,8 +7,9 @@ import { queryA, systemNameserver } from './dns-wire.js';
 import { parseClustersText, matchVirtualHost, type NatRule } from './envoy-formats.js';
 import { captureDisabled, readNatRules } from './checks.js';
 import { gatherSnapshot, type SidecarSnapshot } from './sidecar.js';
+import { describeRoute, routeFix, routeGet } from './vip-route.js';
 
-export type TraceHopName = 'dns' | 'capture' | 'listener' | 'route' | 'endpoint' | 'upstream';
+export type TraceHopName = 'dns' | 'vip-route' | 'capture' | 'listener' | 'route' | 'endpoint' | 'upstream';
 export interface TraceHop { hop: TraceHopName; ok: boolean; detail: string; ms?: number }
 export interface TraceReport { url: string; via: 'capture' | 'proxy'; ok: boolean; failedHop?: TraceHopName; hops: TraceHop[]; status?: number; totalMs: number; fix?: string }
 
@@ -57,9 +58,30 @@ export async function traceRequest(url: string, agentAdminUrl: string, opts: { v
     hops.push({ hop: 'dns', ok: true, detail: `not used: sent straight to the proxy listener 127.0.0.1:${snap.ports.proxyListener}${why}` });
   }
 
-  // 2..6: the request itself.
+  // 2. The route: connect() looks it up before the nat OUTPUT chain sees the packet, so without one
+  // the capture rules are never reached and must not be blamed.
+  const vipCidr: string = snap.agent.configJson?.mesh?.vipCidr ?? `${snap.meshVip}/32`;
+  const noRoute = (why: string) => `no route to ${address} (${why}): connect() fails with ENETUNREACH before the capture rules see it`;
+  if (via === 'capture') {
+    const route = await routeGet(address);
+    if (route.ok) hops.push({ hop: 'vip-route', ok: true, detail: describeRoute(route) });
+    else if (route.noTool) hops.push({ hop: 'vip-route', ok: true, detail: `not checked: ${route.error}` });
+    else {
+      hops.push({ hop: 'vip-route', ok: false, detail: noRoute(`ip route get: ${route.error}`) });
+      return report('vip-route', routeFix(vipCidr, snap.localAddress));
+    }
+  }
+
+  // 3..7: the request itself.
   const connectTo = via === 'proxy' ? { host: '127.0.0.1', port: snap.ports.proxyListener } : { host: address, port };
   const answer = await httpRequest(url, { connectTo, timeoutMs: 10_000, headers: { 'user-agent': 'mesh-agent-trace', 'x-request-id': `trace-${Date.now()}` } });
+  if (via === 'capture' && answer.status === 0 && /ENETUNREACH|EHOSTUNREACH/.test(answer.error ?? '')) {
+    // the route went away between the lookup and the request, or `ip` could not tell
+    const last = hops[hops.length - 1];
+    if (last?.hop === 'vip-route') hops.pop();
+    hops.push({ hop: 'vip-route', ok: false, detail: noRoute(answer.error ?? ''), ms: answer.ms });
+    return report('vip-route', routeFix(vipCidr, snap.localAddress), answer);
+  }
   const natAfter = await readNatRules();
   const clustersAfter = proxyAdminUp ? await httpRequest(clustersUrl) : noAnswer;
 
