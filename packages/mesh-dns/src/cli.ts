@@ -234,6 +234,7 @@ function runAsChild(args: CliArgs): Promise<number | void> {
   let registryServices: DnsConfig['services'] | undefined;
   const holdOptions = {
     onGiveUp: (count: number, why: string) => logger.scope('default').warn({ count, why }, 'gave up connections or datagrams that arrived before mesh-dns served'),
+    onError: (err: Error) => logger.scope('default').error({ err }, 'a handed-over socket failed before mesh-dns served'),
   };
 
   /** Starts the server (once), then the admin server; hands over what was held. */

@@ -72,13 +72,15 @@ async function runUnderAgent(): Promise<void> {
   let pendingRegistry: RegistrySnapshot | undefined;
   let restartEpoch = Number(process.env.MESH_AGENT_EPOCH) || 0;
   let finishing = false;
-  const send = (m: object) => { if (process.connected) process.send?.(m); };
+  // with a callback a send that races the agent's exit is no 'error' event (which would end the process); 'disconnect' handles it
+  const send = (m: object) => { if (process.connected) process.send?.(m, undefined, undefined, () => {}); };
   const fail = (err: unknown) => {
     const e = err as MeshError;
     send({ type: 'error', code: e.code ?? 'MESH_PROXY_FAILED', message: e.message });
   };
   const holdOptions = {
     onGiveUp: (count: number, why: string) => process.stderr.write(`mesh-proxy: reset ${count} connection(s) that arrived before the proxy served: ${why}\n`),
+    onError: (err: Error) => process.stderr.write(`mesh-proxy: a handed-over socket failed before the proxy served: ${err.message}\n`),
   };
 
   const startServing = (): Promise<MeshProxy> => {

@@ -16,6 +16,12 @@ export interface HoldOptions {
   holdMs?: number;
   /** Told how many were given up and why (for the log and /latest_error). */
   onGiveUp?: (count: number, why: string) => void;
+  /**
+   * Told of an error of the handed-over socket while it is held (an accept failing with EMFILE, a
+   * UDP receive error): without a listener Node would throw it and end the child. After release
+   * the server that took the socket over handles its errors.
+   */
+  onError?: (err: Error) => void;
 }
 
 class Held<T> {
@@ -75,6 +81,18 @@ export interface HeldConnections {
   giveUp(why: string): void;
 }
 
+/** Keeps `emitter`'s errors from killing the process while held; `release` hands them back. */
+function heldErrors<T>(emitter: net.Server | dgram.Socket, held: Held<T>, opts: HoldOptions): Held<T> {
+  const onError = (err: Error) => opts.onError?.(err);
+  emitter.on('error', onError);
+  const release = held.release.bind(held);
+  held.release = (deliver) => {
+    emitter.removeListener('error', onError);
+    release(deliver);
+  };
+  return held;
+}
+
 export function holdConnections(server: net.Server, opts: HoldOptions = {}): HeldConnections {
   const held = new Held<net.Socket>((socket) => socket.destroy(), opts);
   server.on('connection', (socket) => {
@@ -82,7 +100,7 @@ export function holdConnections(server: net.Server, opts: HoldOptions = {}): Hel
     socket.on('error', () => {}); // a client giving up while held is no error of ours
     held.add(socket);
   });
-  return held;
+  return heldErrors(server, held, opts);
 }
 
 export interface HeldDatagram {
@@ -101,7 +119,7 @@ export function holdDatagrams(socket: dgram.Socket, opts: HoldOptions = {}): Hel
   socket.on('message', (msg, rinfo) => {
     if (!held.isReleased) held.add({ msg, rinfo });
   });
-  return held;
+  return heldErrors(socket, held, opts);
 }
 
 /**
