@@ -18,8 +18,8 @@ function here(): string {
 }
 
 /**
- * Loads packages/proxy/native (getsockopt SO_ORIGINAL_DST) when it was built;
- * without it the proxy falls back to the Host header and the peer address.
+ * Loads packages/proxy/native (getsockopt SO_ORIGINAL_DST) when it was built; without it the
+ * proxy cannot tell a captured connection from a direct one and serves only this host's peers.
  */
 export function loadOriginalDstAddon(): NativeAddon | null {
   if (addon !== undefined) return addon;
@@ -48,19 +48,23 @@ export function originalDstStatus(): { loaded: boolean; error?: string } {
   return a ? { loaded: true } : { loaded: false, error: loadError };
 }
 
-/** The pre-NAT destination of an accepted socket, or undefined (no addon, no conntrack entry, not redirected). */
-export function originalDestination(socket: net.Socket): OriginalDestination | undefined {
+const DIRECT: OriginalDestination = Object.freeze({ kind: 'direct' });
+
+/** The pre-NAT destination of an accepted socket: redirected (by the capture rules), direct, or unknown (no addon). */
+export function originalDestination(socket: net.Socket): OriginalDestination {
   const a = loadOriginalDstAddon();
-  if (!a) return undefined;
+  if (!a) return { kind: 'unknown', reason: `the SO_ORIGINAL_DST addon is not loaded (${loadError ?? 'not built'})` };
   const fd = (socket as unknown as { _handle?: { fd?: number } })._handle?.fd;
-  if (typeof fd !== 'number' || fd < 0) return undefined;
+  if (typeof fd !== 'number' || fd < 0) return { kind: 'unknown', reason: 'the accepted socket has no file descriptor' };
+  let dst: { address: string; port: number } | null | undefined;
   try {
-    const dst = a.getOriginalDst(fd);
-    if (!dst) return undefined;
-    // Not redirected: the original destination is the listener itself.
-    if (dst.port === socket.localPort && dst.address === socket.localAddress?.replace(/^::ffff:/, '')) return undefined;
-    return dst;
-  } catch {
-    return undefined;
+    dst = a.getOriginalDst(fd);
+  } catch (err) {
+    return { kind: 'unknown', reason: `getsockopt(SO_ORIGINAL_DST) failed: ${(err as Error).message}` };
   }
+  // No conntrack entry means no NAT rule touched the connection: it came to the listener directly.
+  if (!dst) return DIRECT;
+  // Not redirected: the original destination is the listener itself.
+  if (dst.port === socket.localPort && dst.address === socket.localAddress?.replace(/^::ffff:/, '')) return DIRECT;
+  return { kind: 'redirected', address: dst.address, port: dst.port };
 }

@@ -1,14 +1,15 @@
 import net from 'node:net';
 import { createAdminServer, createLogger, type AdminServer, type MeshLogger } from '@mesh-agent/admin-kit';
-import { MeshError, parseConfig, proxyBootstrapSchema, type RegistrySnapshot } from '@mesh-agent/shared-config';
+import { BLACKHOLE_CLUSTER, ConfigError, MeshError, parseConfig, proxyBootstrapSchema, type RegistrySnapshot } from '@mesh-agent/shared-config';
 import { Cluster } from './cluster/cluster';
 import type { Host } from './cluster/host';
 import type { ClusterConfig, ProxyBootstrap } from './config/types';
+import { outboundDestinationList } from './http/connection-origin';
 import { DownstreamConnection, DRAIN_IDLE_GRACE_MS } from './http/downstream-connection';
 import type { RequestHead } from './http/head-parser';
 import { registerAdminRoutes } from './admin/register';
 import { AccessLogger } from './observability/access-log';
-import { originalDestination } from './original-dst';
+import { originalDestination, originalDstStatus } from './original-dst';
 import { RouteTable } from './routing/router';
 import type { ConfigSnapshot, HttpConnManagerStats, ProxyRuntime, ResolvedLimits } from './runtime';
 import { StatsStore, type Gauge } from './stats/store';
@@ -37,6 +38,9 @@ export interface ListenAddress { address: string; port: number }
 const DEFAULT_LIMITS: ResolvedLimits = { maxHeadersBytes: 60 * 1024, maxHeadersCount: 100, headersTimeoutMs: 10_000, idleTimeoutMs: 300_000, streamIdleTimeoutMs: 300_000 };
 
 export const PROXY_VERSION = '0.1.0';
+
+/** Refused connections are logged at most this often (with the count since the last line): a scan must not flood the log. */
+export const REFUSED_LOG_INTERVAL_MS = 10_000;
 
 function parseClusterName(name: string): { direction: 'in' | 'out'; port: number; service: string } | undefined {
   const m = /^(in|out)#(\d+)#(.+)$/.exec(name);
@@ -75,6 +79,10 @@ export class MeshProxy {
   private listenerAddress: ListenAddress | undefined;
   private readonly uptime: Gauge;
   private closed = false;
+  /** Envoy's (and Istio's) BlackHoleCluster: no endpoints; counts what the listener refuses (502 NR). */
+  readonly blackhole: Cluster;
+  private refusedSinceLog = 0;
+  private lastRefusedLog = 0;
 
   constructor(config: unknown, readonly opts: ProxyOptions = {}) {
     this.config = MeshProxy.validate(config);
@@ -86,9 +94,10 @@ export class MeshProxy {
     const http = {} as Record<string, unknown>;
     for (const leaf of ['downstream_cx_total', 'downstream_cx_destroy', 'downstream_cx_protocol_error', 'downstream_rq_total', 'downstream_rq_completed',
       'downstream_rq_1xx', 'downstream_rq_2xx', 'downstream_rq_3xx', 'downstream_rq_4xx', 'downstream_rq_5xx', 'downstream_rq_timeout', 'downstream_rq_idle_timeout',
-      'downstream_rq_ws_on_non_ws_route', 'downstream_cx_upgrades_total', 'no_route', 'no_cluster']) http[leaf] = this.stats.counter('http.', listenerName, leaf);
+      'downstream_rq_ws_on_non_ws_route', 'downstream_cx_upgrades_total', 'downstream_rq_non_relative_path', 'no_route', 'no_cluster']) http[leaf] = this.stats.counter('http.', listenerName, leaf);
     for (const leaf of ['downstream_cx_active', 'downstream_rq_active']) http[leaf] = this.stats.gauge('http.', listenerName, leaf);
     const limits = { ...DEFAULT_LIMITS, ...((this.config as { limits?: Partial<ResolvedLimits> }).limits ?? {}) };
+    this.blackhole = new Cluster({ name: BLACKHOLE_CLUSTER, endpoints: [] }, this.stats);
     this.runtime = {
       snapshot: this.buildSnapshot(this.config),
       pool: this.pool,
@@ -98,6 +107,9 @@ export class MeshProxy {
       // Replaced in start() once the listener's address is known.
       listenerStats: { downstream_cx_total: this.stats.counter('listener.', 'pending', 'downstream_cx_total'), downstream_cx_active: this.stats.gauge('listener.', 'pending', 'downstream_cx_active') },
       originalDst: originalDestination,
+      blackhole: this.blackhole,
+      onRefused: (peer, reason) => this.noteRefused(peer, reason),
+      onInternalError: (err, where) => this.logger.scope('connection').error({ err, where }, 'internal error in a connection callback; the connection was closed'),
       handleUpgrade: (head, path, socket, rest, cluster, host) => this.forwardUpgrade(head, path, socket, rest, cluster, host),
       draining: false,
       healthCheckFailed: false,
@@ -109,9 +121,19 @@ export class MeshProxy {
     return parseConfig(proxyBootstrapSchema, config, { source: 'proxy bootstrap' }) as unknown as ProxyBootstrap;
   }
 
+  /** Opens the access log; a path that cannot be opened is a config error (nothing applied), never a crash later. */
   private makeAccessLog(config: ProxyBootstrap): AccessLogger | undefined {
-    if (!config.accessLog) return undefined;
-    return new AccessLogger({ format: config.accessLog.format, path: config.accessLog.path, stream: this.opts.accessLogStream });
+    const cfg = config.accessLog;
+    if (!cfg) return undefined;
+    try {
+      return new AccessLogger({
+        format: cfg.format, path: cfg.path, stream: this.opts.accessLogStream,
+        onError: (err) => this.logger.scope('main').error({ err: err.message, path: cfg.path }, 'access log write failed; access logging stops until the config changes'),
+      });
+    } catch (err) {
+      throw new ConfigError([{ path: 'accessLog.path', message: `cannot open ${JSON.stringify(cfg.path)} for appending: ${(err as Error).message}` }],
+        { source: 'proxy bootstrap', hint: 'choose a path in an existing directory that the proxy user can write, or /dev/stdout' });
+    }
   }
 
   /** Clusters are kept by name across updates so host state (stats, health flags, pools) survives. */
@@ -144,7 +166,19 @@ export class MeshProxy {
       clusters: next,
       inboundByPort: new Map((config.inbound ?? []).map((i) => [i.port, i.cluster])),
       localAddresses: new Set(config.localAddresses ?? []),
+      outboundDestinations: outboundDestinationList(config.outboundCidrs ?? []),
     };
+  }
+
+  /** A refused connection (BlackHoleCluster): one warning per REFUSED_LOG_INTERVAL_MS, with how many since the last one. */
+  private noteRefused(peer: string, reason: string): void {
+    this.refusedSinceLog++;
+    const now = Date.now();
+    if (now - this.lastRefusedLog < REFUSED_LOG_INTERVAL_MS) return;
+    this.logger.scope('connection').warn({ peer, reason, refused: this.refusedSinceLog, cluster: BLACKHOLE_CLUSTER },
+      'refused a connection the capture rules did not bring (502 NR); see docs/troubleshooting.md, "502 NR from 15001"');
+    this.refusedSinceLog = 0;
+    this.lastRefusedLog = now;
   }
 
   /** A cluster without static endpoints takes the registry's instances of the service in its name (`out#PORT#SERVICE`). */
@@ -164,13 +198,15 @@ export class MeshProxy {
   update(config: unknown): void {
     const valid = MeshProxy.validate(config);
     const oldLog = this.runtime.accessLog;
-    const oldLogConfig = JSON.stringify(this.config.accessLog ?? null);
+    const logChanged = JSON.stringify(valid.accessLog ?? null) !== JSON.stringify(this.config.accessLog ?? null);
+    // opened before anything changes: a bad path rejects the whole update
+    const nextLog = logChanged ? this.makeAccessLog(valid) : oldLog;
     this.config = valid;
     this.runtime.snapshot = this.buildSnapshot(valid);
     this.configVersion = valid.version ?? '1';
     this.lastUpdated = new Date();
-    if (JSON.stringify(valid.accessLog ?? null) !== oldLogConfig) {
-      this.runtime.accessLog = this.makeAccessLog(valid);
+    if (logChanged) {
+      this.runtime.accessLog = nextLog;
       void oldLog?.close();
     }
     for (const c of this.clusters.values()) c.stats.update_success.inc();
@@ -184,9 +220,13 @@ export class MeshProxy {
   }
 
   get clusterMap(): ReadonlyMap<string, Cluster> { return this.clusters; }
+  /** What /clusters lists: the configured clusters, then BlackHoleCluster (as Istio's Envoy does). */
+  get adminClusters(): Cluster[] { return [...this.clusters.values(), this.blackhole]; }
   get listener(): ListenAddress | undefined { return this.listenerAddress; }
   get adminAddress(): ListenAddress | undefined { return this.admin?.address; }
   get activeConnections(): number { return this.connections.size + this.upgraded.size; }
+  /** Whether an upgraded (WebSocket) connection is still open. */
+  get upgradedOpen(): boolean { return this.upgraded.size > 0; }
 
   refreshServerStats(): void {
     this.uptime.set(Math.floor((Date.now() - this.startedAt) / 1000));
@@ -235,6 +275,11 @@ export class MeshProxy {
     }
     this.sweeper = setInterval(() => this.sweep(), 1000);
     this.sweeper.unref();
+    const odst = originalDstStatus();
+    if (!odst.loaded) {
+      this.logger.scope('main').warn({ reason: odst.error },
+        'SO_ORIGINAL_DST is unavailable: captured connections cannot be told from direct ones, so only connections from this host are served; others get 502 NR (BlackHoleCluster). Build the addon: pnpm --filter @mesh-agent/proxy build');
+    }
     this.state = 'LIVE';
     return { listener: this.listenerAddress, admin: this.admin?.address };
   }
@@ -245,12 +290,23 @@ export class MeshProxy {
     rt.listenerStats.downstream_cx_active.inc();
     rt.http.downstream_cx_total.inc();
     rt.http.downstream_cx_active.inc();
-    const conn = new DownstreamConnection(socket, rt, (c) => {
-      this.connections.delete(c);
+    let conn: DownstreamConnection;
+    try {
+      conn = new DownstreamConnection(socket, rt, (c) => {
+        this.connections.delete(c);
+        rt.listenerStats.downstream_cx_active.dec();
+        rt.http.downstream_cx_active.dec();
+        rt.http.downstream_cx_destroy.inc();
+      });
+    } catch (err) {
+      // a 'connection' callback must never throw: that would end the process
+      rt.onInternalError(err, 'accept');
       rt.listenerStats.downstream_cx_active.dec();
       rt.http.downstream_cx_active.dec();
-      rt.http.downstream_cx_destroy.inc();
-    });
+      socket.on('error', () => {});
+      socket.destroy();
+      return;
+    }
     this.connections.add(conn);
   }
 
@@ -260,11 +316,8 @@ export class MeshProxy {
     this.upgraded.add(socket);
     cluster.stats.upstream_rq_total.inc();
     host.stats.rq_total++;
-    this.upgrades.forward(head, path, socket, rest, host, () => {
-      this.upgraded.delete(socket);
-      this.runtime.listenerStats.downstream_cx_active.dec();
-      this.runtime.http.downstream_cx_active.dec();
-    });
+    // the downstream connection's own 'close' handler still counts the close (downstream_cx_active): only forget it here
+    this.upgrades.forward(head, path, socket, rest, host, () => { this.upgraded.delete(socket); });
   }
 
   private sweep(): void {

@@ -14,6 +14,8 @@ export interface ConfigSnapshot {
   readonly clusters: ReadonlyMap<string, Cluster>;
   readonly inboundByPort: ReadonlyMap<number, string>;
   readonly localAddresses: ReadonlySet<string>;
+  /** `outboundCidrs`: a redirected connection whose original destination is in here is outbound. */
+  readonly outboundDestinations: net.BlockList;
 }
 
 export interface ResolvedLimits {
@@ -40,13 +42,22 @@ export interface HttpConnManagerStats {
   downstream_rq_5xx: Counter;
   downstream_rq_timeout: Counter;
   downstream_rq_idle_timeout: Counter;
+  /** Envoy's counter for a request target that is not a path (`OPTIONS *`): answered 404 locally. */
+  downstream_rq_non_relative_path: Counter;
   downstream_rq_ws_on_non_ws_route: Counter;
   downstream_cx_upgrades_total: Counter;
   no_route: Counter;
   no_cluster: Counter;
 }
 
-export interface OriginalDestination { address: string; port: number }
+/**
+ * What SO_ORIGINAL_DST says about an accepted connection: rewritten by a NAT rule (the capture), not
+ * rewritten (someone connected to the listener itself, or no NAT entry exists), or unknown (no addon).
+ */
+export type OriginalDestination =
+  | { kind: 'redirected'; address: string; port: number }
+  | { kind: 'direct' }
+  | { kind: 'unknown'; reason: string };
 
 export interface ProxyRuntime {
   snapshot: ConfigSnapshot;
@@ -55,8 +66,14 @@ export interface ProxyRuntime {
   accessLog: AccessLogger | undefined;
   readonly http: HttpConnManagerStats;
   readonly listenerStats: { downstream_cx_total: Counter; downstream_cx_active: Gauge };
-  /** SO_ORIGINAL_DST of an accepted socket; undefined without the addon or without a NAT entry. */
-  originalDst(socket: net.Socket): OriginalDestination | undefined;
+  /** SO_ORIGINAL_DST of an accepted socket. */
+  originalDst(socket: net.Socket): OriginalDestination;
+  /** Envoy's BlackHoleCluster: where connections the listener must not serve are counted (502 NR). */
+  readonly blackhole: Cluster;
+  /** A connection was refused (BlackHoleCluster): logged, rate limited. */
+  onRefused(peer: string, reason: string): void;
+  /** A bug surfaced inside a socket or timer callback: logged; the connection is closed, the process lives on. */
+  onInternalError(err: unknown, where: string): void;
   /** Hands an Upgrade (WebSocket) request to http-proxy-3; the socket is no longer ours. */
   handleUpgrade(head: RequestHead, path: string, socket: net.Socket, rest: Buffer, cluster: Cluster, host: Host): void;
   /** Draining: responses carry `connection: close` and idle connections are closed (issue 6). */

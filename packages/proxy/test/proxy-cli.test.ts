@@ -110,6 +110,61 @@ describe('mesh-proxy CLI', () => {
     await new Promise((r) => child.once('exit', r));
   }, 90_000);
 
+  // Issue 12 audit: no input may kill the proxy. Each of these ended the process before.
+  it('exits 2 naming the field when the access log cannot be opened, and rejects such a live edit while serving on', async () => {
+    const file = path.join(dir, 'bad-log.json');
+    fs.writeFileSync(file, JSON.stringify({ ...config(0, a, 'log'), accessLog: { path: path.join(dir, 'no-such-dir', 'access.log') } }));
+    const r = await run(['--config', file]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain('MESH_CONFIG_INVALID');
+    expect(r.stderr).toMatch(/accessLog\.path: cannot open ".*no-such-dir\/access\.log" for appending: ENOENT/);
+
+    const port = await freePort();
+    const live = path.join(dir, 'live-log.json');
+    fs.writeFileSync(live, JSON.stringify(config(port, a, 'v1')));
+    const child = spawn(process.execPath, [bin, '--config', live], { stdio: ['ignore', 'ignore', 'pipe'] });
+    children.push(child);
+    let stderr = '';
+    child.stderr!.on('data', (d: Buffer) => { stderr += d.toString(); });
+    await waitFor(() => stderr.includes('listening on'), 'the proxy to start', 30_000);
+    // the edit also moves the cluster to B: rejected whole, so A keeps answering
+    fs.writeFileSync(live, JSON.stringify({ ...config(port, b, 'v2'), accessLog: { path: path.join(dir, 'no-such-dir', 'access.log') } }));
+    await waitFor(() => stderr.includes('config rejected'), 'the bad edit to be rejected', 30_000);
+    expect(stderr).toContain('accessLog.path: cannot open');
+    expect((await curl(['-x', `127.0.0.1:${port}`, 'http://order/still'])).stdout).toBe('A GET /still 0\n');
+    expect(child.exitCode).toBeNull();
+    child.kill('SIGTERM');
+    await new Promise((res) => child.once('exit', res));
+  }, 90_000);
+
+  it('exits 2 naming file, line and field for a health-check path it could never send (a space)', async () => {
+    const file = path.join(dir, 'bad-hc.yaml');
+    fs.writeFileSync(file, 'clusters:\n  - name: "out#80#x"\n    endpoints: [{ address: 127.0.0.1, port: 9 }]\n    healthCheck:\n      path: "/he alth"\n');
+    const r = await run(['--config', file]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain('MESH_CONFIG_INVALID');
+    expect(r.stderr).toMatch(/bad-hc\.yaml:5: clusters\[0\]\.healthCheck\.path: a health-check path is "\/" followed by visible ASCII characters/);
+  });
+
+  it('keeps serving when the reader of its stdout access log goes away (EPIPE), and says so once', async () => {
+    const port = await freePort();
+    const file = path.join(dir, 'stdout-log.json');
+    fs.writeFileSync(file, JSON.stringify({ ...config(port, a, 'pipe'), accessLog: { path: '/dev/stdout' } }));
+    const child = spawn(process.execPath, [bin, '--config', file], { stdio: ['ignore', 'pipe', 'pipe'] });
+    children.push(child);
+    let stderr = '';
+    child.stderr!.on('data', (d: Buffer) => { stderr += d.toString(); });
+    await waitFor(() => stderr.includes('listening on'), 'the proxy to start', 30_000);
+    child.stdout!.destroy(); // the log collector is gone: the proxy's next access log write fails with EPIPE
+    for (let i = 0; i < 5; i++) expect((await curl(['-x', `127.0.0.1:${port}`, `http://order/p${i}`])).stdout).toBe(`A GET /p${i} 0\n`);
+    await waitFor(() => stderr.includes('access log write failed'), 'the access log failure to be reported', 30_000);
+    expect(stderr.split('access log write failed').length - 1).toBe(1);
+    expect((await curl(['-x', `127.0.0.1:${port}`, 'http://order/after'])).stdout).toBe('A GET /after 0\n');
+    expect(child.exitCode).toBeNull();
+    child.kill('SIGTERM');
+    await new Promise((res) => child.once('exit', res));
+  }, 90_000);
+
   it('under a parent: takes handed-over sockets, config and registry, answers ready, drains on request', async () => {
     const listener = net.createServer();
     const admin = net.createServer();

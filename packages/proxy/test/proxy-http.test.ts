@@ -137,6 +137,7 @@ describe('HTTP/1.1 data plane', () => {
   });
 
   it('passes a WebSocket upgrade through (echo via http-proxy-3)', async () => {
+    const active = () => p.proxy.stats.gauge('http.', 'virtual', 'downstream_cx_active').value;
     const ws = new WebSocket(`ws://127.0.0.1:${p.port}/chat`, { headers: { host: 'ws' } });
     const reply = await new Promise<string>((resolve, reject) => {
       ws.on('open', () => ws.send('hello'));
@@ -145,6 +146,10 @@ describe('HTTP/1.1 data plane', () => {
     });
     ws.close();
     expect(reply).toBe('echo:hello:127.0.0.1');
+    // the closed upgraded connection is counted once (it used to be subtracted twice): the gauge is the open connections
+    await new Promise<void>((resolve) => ws.once('close', () => resolve()));
+    await waitFor(() => !p.proxy.upgradedOpen, 'the proxy to see the upgraded connection close');
+    expect(active()).toBe(p.proxy.activeConnections);
   });
 
   it('answers a malformed request with 400 and closes the connection', async () => {
@@ -197,6 +202,49 @@ describe('HTTP/1.1 data plane', () => {
     const badChunk = await rawExchange(p.port, 'POST /c HTTP/1.1\r\nHost: echo\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n');
     expect(badChunk.text).toMatch(/^HTTP\/1.1 400 /);
     expect(echo.requests.slice(before).some((r) => r.url === '/smuggled')).toBe(false);
+  });
+
+  // Issue 12, item 7: RFC 9112 3.2 — a request with more than one Host, or a Host that is not
+  // uri-host [":" port], MUST get 400. Each of these used to be forwarded with 200.
+  it('refuses a Host that is a list, empty, has a path or userinfo (400, connection closed, never forwarded)', async () => {
+    const before = echo.requests.length;
+    const dpeBefore = p.log.filter((l) => l.includes(' 400 DPE ')).length;
+    const bad = ['echo, other.example.com', 'echo,other.example.com', '', 'echo/path', 'user@echo', 'echo other', 'echo:80x', '[::1', '[not-v6]:80'];
+    for (const host of bad) {
+      const r = await rawExchange(p.port, `GET /h HTTP/1.1\r\nHost: ${host}\r\n\r\n`);
+      expect(r.text, JSON.stringify(host)).toMatch(/^HTTP\/1.1 400 /);
+      expect(r.closed).toBe(true);
+    }
+    // userinfo in an absolute-form target is refused the same way
+    const abs = await rawExchange(p.port, 'GET http://user@echo/h HTTP/1.1\r\nHost: echo\r\n\r\n');
+    expect(abs.text).toMatch(/^HTTP\/1.1 400 /);
+    expect(echo.requests.length).toBe(before);
+    await waitFor(() => p.log.filter((l) => l.includes(' 400 DPE ')).length >= dpeBefore + bad.length + 1, 'the DPE access log lines');
+    // valid forms still pass: a port, upper case, an IP literal (no virtual host: 404, not 400)
+    expect((await rawExchange(p.port, 'GET /ok HTTP/1.1\r\nHost: echo:80\r\nConnection: close\r\n\r\n')).text).toMatch(/^HTTP\/1.1 200 /);
+    expect((await rawExchange(p.port, 'GET /ok HTTP/1.1\r\nHost: ECHO\r\nConnection: close\r\n\r\n')).text).toMatch(/^HTTP\/1.1 200 /);
+    expect((await rawExchange(p.port, 'GET /ok HTTP/1.1\r\nHost: [::1]:80\r\nConnection: close\r\n\r\n')).text).toMatch(/^HTTP\/1.1 404 /);
+  });
+
+  it('absolute-form: the upstream gets the target\'s authority as Host (RFC 9112 3.2.2), an empty Host is then allowed', async () => {
+    const r = await curl(['-x', `http://127.0.0.1:${p.port}`, '-H', 'Host: somewhere-else', 'http://echo/abs']);
+    expect(JSON.parse(r.stdout).headers.host).toBe('echo');
+    const empty = await rawExchange(p.port, 'GET http://echo/abs2 HTTP/1.1\r\nHost: \r\nConnection: close\r\n\r\n');
+    expect(empty.text).toMatch(/^HTTP\/1.1 200 /);
+    expect(JSON.parse(empty.text.slice(empty.text.indexOf('\r\n\r\n') + 4)).headers.host).toBe('echo');
+  });
+
+  it('answers OPTIONS * as Envoy does: 404 with no body, never routed, counted, the connection kept', async () => {
+    const before = echo.requests.length;
+    const r = await rawExchange(p.port, 'OPTIONS * HTTP/1.1\r\nHost: echo\r\n\r\nGET /after-options HTTP/1.1\r\nHost: echo\r\nConnection: close\r\n\r\n');
+    expect(r.text).toMatch(/^HTTP\/1.1 404 Not Found\r\ncontent-length: 0\r\nserver: envoy\r\n\r\nHTTP\/1.1 200 OK\r\n/);
+    expect(echo.requests.slice(before).map((q) => `${q.method} ${q.url}`)).toEqual(['GET /after-options']);
+    await waitFor(() => p.log.some((l) => l.includes('"OPTIONS * HTTP/1.1" 404 - ')), 'the OPTIONS * access log line');
+    expect(p.proxy.stats.counter('http.', 'virtual', 'downstream_rq_non_relative_path').value).toBe(1);
+    // any local reply keeps a pipelined request behind it (it used to be dropped, the client left waiting)
+    const nr = await rawExchange(p.port, 'GET /x HTTP/1.1\r\nHost: nowhere\r\n\r\nGET /after-404 HTTP/1.1\r\nHost: echo\r\nConnection: close\r\n\r\n');
+    expect(nr.text).toMatch(/^HTTP\/1.1 404 Not Found\r\n[\s\S]*no route for host "nowhere"\nHTTP\/1.1 200 OK\r\n/);
+    expect(nr.closed).toBe(true);
   });
 
   it('gives 503 with UF on a refused connection, UC on a reset, UH with no endpoints (access log flags)', async () => {

@@ -3,6 +3,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { waitFor } from './support/proxy-harness';
 
 // Inbound vs outbound on the one listener, for real: two network namespaces joined by a veth pair
 // (198.18.20.0/24), iptables REDIRECT rules inside the sidecar's namespace (OUTPUT for the VIP,
@@ -36,6 +37,15 @@ if (missing && process.env.CI) throw new Error(`proxy-original-dst: ${missing}`)
 describe.skipIf(missing !== undefined)('original destination (SO_ORIGINAL_DST) in network namespaces', () => {
   const children: ChildProcess[] = [];
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'proxy-odst-'));
+  const accessLogFile = path.join(dir, 'access.log');
+  let proxyOut: () => string = () => '';
+  /** The proxy's JSON access log lines so far. */
+  const accessLog = (): Record<string, unknown>[] => (fs.existsSync(accessLogFile) ? fs.readFileSync(accessLogFile, 'utf8').trim().split('\n').filter(Boolean).map((l) => JSON.parse(l)) : []);
+  const stat = (ns: string, adminPort: number, name: string): number => {
+    const line = inNs(ns, ['curl', '-s', `http://127.0.0.1:${adminPort}/stats?filter=${encodeURIComponent(`^${name.replace(/[.#]/g, (c) => `\\${c}`)}$`)}`]).stdout.trim();
+    return Number(line.split(': ')[1] ?? NaN);
+  };
+  const httpCode = (r: { stdout: string }) => r.stdout.slice(-3);
 
   function startIn(ns: string, args: string[], env: Record<string, string> = {}): { child: ChildProcess; out: () => string } {
     const child = spawn('ip', ['netns', 'exec', ns, ...args], { env: { ...process.env, PATH, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
@@ -71,6 +81,10 @@ describe.skipIf(missing !== undefined)('original destination (SO_ORIGINAL_DST) i
     // Sidecar capture inside nsA: outbound to the VIP and inbound to the service port go to 15001.
     inNs(nsA, ['iptables', '-t', 'nat', '-A', 'OUTPUT', '-p', 'tcp', '-d', '240.240.0.9', '--dport', '80', '-j', 'REDIRECT', '--to-ports', '15001']);
     inNs(nsA, ['iptables', '-t', 'nat', '-A', 'PREROUTING', '-p', 'tcp', '--dport', '8089', '-j', 'REDIRECT', '--to-ports', '15001']);
+    // Captured outbound to a destination outside outboundCidrs (default: the mesh VIP and 240.240.0.0/16).
+    inNs(nsA, ['iptables', '-t', 'nat', '-A', 'OUTPUT', '-p', 'tcp', '-d', '198.19.7.7', '--dport', '80', '-j', 'REDIRECT', '--to-ports', '15001']);
+    // A captured port no inbound entry names (a stale or too wide rule): its traffic must not be routed either.
+    inNs(nsA, ['iptables', '-t', 'nat', '-A', 'PREROUTING', '-p', 'tcp', '--dport', '8095', '-j', 'REDIRECT', '--to-ports', '15001']);
 
     startIn(nsA, [process.execPath, '-e', server('local-user', '127.0.0.1', 18089)]);
     startIn(nsB, [process.execPath, '-e', server('remote-order', '198.18.20.2', 8080)]);
@@ -80,13 +94,14 @@ describe.skipIf(missing !== undefined)('original destination (SO_ORIGINAL_DST) i
       listener: { name: 'virtual', address: '0.0.0.0', port: 15001 },
       localAddresses: ['198.18.20.1'],
       inbound: [{ port: 8089, cluster: 'in#8089#user' }],
+      accessLog: { format: 'json', path: accessLogFile },
       clusters: [
         { name: 'in#8089#user', endpoints: [{ address: '127.0.0.1', port: 18089 }] },
         { name: 'out#80#order', endpoints: [{ address: '198.18.20.2', port: 8080 }] },
       ],
       routes: { virtualHosts: [{ name: 'order', domains: ['order', 'order:80', '240.240.0.9'], routes: [{ match: { prefix: '/' }, route: { cluster: 'out#80#order' } }] }] },
     }));
-    startIn(nsA, [process.execPath, path.join(pkg, 'bin', 'mesh-proxy.js'), '--config', cfg]);
+    proxyOut = startIn(nsA, [process.execPath, path.join(pkg, 'bin', 'mesh-proxy.js'), '--config', cfg]).out;
     await waitHttp(nsA, 'http://127.0.0.1:15000/ready');
     await waitHttp(nsB, 'http://198.18.20.2:8080/');
     await waitHttp(nsA, 'http://127.0.0.1:18089/');
@@ -121,20 +136,66 @@ describe.skipIf(missing !== undefined)('original destination (SO_ORIGINAL_DST) i
     expect(clusters.split('\n').filter((l) => l.includes('in#') && l.includes('::rq_total::'))).toEqual(['in#8089#user::127.0.0.1:18089::rq_total::1']);
   });
 
-  it('without the addon, the fallback (remote peer => inbound, Host port picks the service) still routes inbound', async () => {
+  // Issue 12, item 4: port 15001 is no open relay. Another host may neither use it as a proxy into the
+  // mesh nor reach the local application through it; only what the capture rules brought is served.
+  it('an explicit-proxy request from another host (curl -x A:15001) is refused: 502 NR, BlackHoleCluster, counted and logged', async () => {
+    const routedBefore = stat(nsA, 15000, 'cluster.out#80#order.upstream_rq_total');
+    const r = inNs(nsB, ['curl', '-s', '--max-time', '10', '-w', '%{http_code}', '-x', 'http://198.18.20.1:15001', 'http://order/relay']);
+    expect(httpCode(r)).toBe('502');
+    expect(r.stdout).toContain('BlackHoleCluster');
+    expect(stat(nsA, 15000, 'cluster.out#80#order.upstream_rq_total')).toBe(routedBefore); // never routed into the mesh
+    expect(stat(nsA, 15000, 'cluster.BlackHoleCluster.upstream_cx_total')).toBeGreaterThanOrEqual(1);
+    expect(stat(nsA, 15000, 'cluster.BlackHoleCluster.upstream_rq_5xx')).toBeGreaterThanOrEqual(1);
+    await waitFor(() => accessLog().some((l) => l.path === 'http://order/relay'), 'the access log line of the refused request');
+    expect(accessLog().find((l) => l.path === 'http://order/relay')).toMatchObject({ response_code: 502, response_flags: 'NR', upstream_cluster: 'BlackHoleCluster', upstream_host: null });
+    await waitFor(() => proxyOut().includes('refused a connection the capture rules did not bring'), 'the warning in the proxy log', 5000);
+    const warning = proxyOut().split('\n').find((l) => l.includes('refused a connection the capture rules did not bring'));
+    expect(warning).toBeDefined();
+    expect(JSON.parse(warning!)).toMatchObject({ level: 'warn', peer: '198.18.20.2', cluster: 'BlackHoleCluster' });
+    expect(inNs(nsA, ['curl', '-s', 'http://127.0.0.1:15000/clusters']).stdout).toContain('BlackHoleCluster::added_via_api::false');
+  });
+
+  it('a direct request from another host to A:15001 is refused too (502 NR): it never reaches the local application', () => {
+    const inboundBefore = stat(nsA, 15000, 'cluster.in#8089#user.upstream_rq_total');
+    const r = inNs(nsB, ['curl', '-s', '--max-time', '10', '-w', '%{http_code}', '-H', 'Host: 198.18.20.1:8089', 'http://198.18.20.1:15001/direct']);
+    expect(httpCode(r)).toBe('502');
+    expect(stat(nsA, 15000, 'cluster.in#8089#user.upstream_rq_total')).toBe(inboundBefore);
+  });
+
+  it('captured traffic to a local port that is no registered inbound port is refused (502 NR), whatever its Host', () => {
+    const r = inNs(nsB, ['curl', '-s', '--max-time', '10', '-w', '%{http_code}', '-H', 'Host: order', 'http://198.18.20.1:8095/stale']);
+    expect(httpCode(r)).toBe('502');
+  });
+
+  it('captured outbound to a destination outside outboundCidrs is refused (502 NR), even with a routable Host', () => {
+    const r = inNs(nsA, ['curl', '-s', '--max-time', '10', '-w', '%{http_code}', '-H', 'Host: order', 'http://198.19.7.7/not-a-vip']);
+    expect(httpCode(r)).toBe('502');
+  });
+
+  it('explicit-proxy requests from this host are served: from loopback and from its own address', () => {
+    const lo = inNs(nsA, ['curl', '-s', '--max-time', '10', '-x', 'http://127.0.0.1:15001', 'http://order/from-lo']);
+    expect(lo.stdout).toBe('remote-order /from-lo 127.0.0.1\n');
+    const own = inNs(nsA, ['curl', '-s', '--max-time', '10', '-x', 'http://198.18.20.1:15001', 'http://order/from-own']);
+    expect(own.stdout).toBe('remote-order /from-own 198.18.20.1\n');
+  });
+
+  it('without the addon only this host is served: another host\'s connection (captured or not) gets 502 NR, and the proxy says why', async () => {
     const cfg = path.join(dir, 'proxy.json');
     const fallbackCfg = path.join(dir, 'proxy-fallback.json');
     const c = JSON.parse(fs.readFileSync(cfg, 'utf8'));
     c.listener.port = 15011;
     c.admin.port = 15010;
+    delete c.accessLog;
     fs.writeFileSync(fallbackCfg, JSON.stringify(c));
     inNs(nsA, ['iptables', '-t', 'nat', '-I', 'PREROUTING', '-p', 'tcp', '--dport', '8090', '-j', 'REDIRECT', '--to-ports', '15011']);
-    startIn(nsA, [process.execPath, path.join(pkg, 'bin', 'mesh-proxy.js'), '--config', fallbackCfg], { MESH_PROXY_NO_ORIGINAL_DST: '1' });
+    const fallback = startIn(nsA, [process.execPath, path.join(pkg, 'bin', 'mesh-proxy.js'), '--config', fallbackCfg], { MESH_PROXY_NO_ORIGINAL_DST: '1' });
     await waitHttp(nsA, 'http://127.0.0.1:15010/ready');
-    // Remote peer, Host with port 8089 => in#8089#user.
-    const r = inNs(nsB, ['curl', '-s', '--max-time', '10', '-H', 'Host: 198.18.20.1:8089', 'http://198.18.20.1:8090/fb']);
-    expect(r.stdout).toBe('local-user /fb 198.18.20.2\n');
-    // A local client with Host "order" is outbound.
+    expect(fallback.out()).toMatch(/SO_ORIGINAL_DST is unavailable.*only connections from this host are served/);
+    // A captured connection from another host cannot be told from a direct one: refused, not guessed from Host.
+    const r = inNs(nsB, ['curl', '-s', '--max-time', '10', '-w', '%{http_code}', '-H', 'Host: 198.18.20.1:8089', 'http://198.18.20.1:8090/fb']);
+    expect(httpCode(r)).toBe('502');
+    expect(stat(nsA, 15010, 'cluster.in#8089#user.upstream_rq_total')).toBe(0);
+    // A local explicit-proxy client is routed by its Host.
     const out = inNs(nsA, ['curl', '-s', '--max-time', '10', '-x', '127.0.0.1:15011', 'http://order/fb2']);
     expect(out.stdout).toBe('remote-order /fb2 127.0.0.1\n');
   });

@@ -46,7 +46,7 @@ export function registerAdminRoutes(admin: AdminServer, proxy: MeshProxy): void 
   admin.add({ method: 'GET', path: '/certs', help: 'print certs on machine', handler: () => ({ certificates: [] }) });
   admin.add({
     method: 'GET', path: '/clusters', help: 'upstream cluster status',
-    handler: (req) => (req.query.get('format') === 'json' ? renderClustersJson(proxy.clusterMap.values()) : renderClustersText(proxy.clusterMap.values())),
+    handler: (req) => (req.query.get('format') === 'json' ? renderClustersJson(proxy.adminClusters) : renderClustersText(proxy.adminClusters)),
   });
   admin.add({
     method: 'GET', path: '/config_dump', help: 'dump current Envoy configs (experimental)',

@@ -103,6 +103,8 @@ export interface ProxyBootstrap {
   admin?: { address?: string; port?: number };
   listener?: { name?: string; address?: string; port?: number };
   localAddresses?: string[];
+  /** Original destinations the capture rules send here as outbound: the mesh VIP, the VIP range, extra captured CIDRs (IPs or CIDRs). */
+  outboundCidrs?: string[];
   inbound?: { port: number; cluster: string }[];
   accessLog?: { format?: 'text' | 'json'; path?: string };
   clusters?: ClusterConfig[];

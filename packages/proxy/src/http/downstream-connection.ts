@@ -7,6 +7,7 @@ import type { CompiledRoute } from '../routing/router';
 import type { ConfigSnapshot, ProxyRuntime } from '../runtime';
 import type { PendingRequest, UpstreamConnection, UpstreamOwner } from '../upstream/pool';
 import { BodyFramer } from './body-framer';
+import { classifyConnection, stripV4Mapped, type ConnectionOrigin } from './connection-origin';
 import { HttpParseError, parseRequestHead, parseResponseHead, type RequestHead, type ResponseHead } from './head-parser';
 import { isHopByHop, reasonPhrase } from './hop-by-hop';
 import { addFlag, ResponseFlag } from './response-flags';
@@ -18,6 +19,7 @@ import { MAX_RETRY_BODY_BYTES, RequestRetryState, routeRetryPolicy, withAttemptC
 const CRLFCRLF = Buffer.from('\r\n\r\n');
 const CONTINUE_100 = 'HTTP/1.1 100 Continue\r\n\r\n';
 const DEFAULT_ROUTE_TIMEOUT_MS = 15_000;
+const BLACKHOLE_BODY = 'refused by the mesh listener: it serves captured traffic and explicit-proxy requests from this host only (BlackHoleCluster)\n';
 /**
  * Draining closes a keep-alive connection after its next response (`connection: close`), or once
  * it has been idle this long: closing one that just went idle races with the client's next request
@@ -31,14 +33,6 @@ export const DRAIN_IDLE_GRACE_MS = 1000;
 const MAX_STALE_RESENDS = 3;
 
 const enum St { Head, Body, Waiting, Upgraded, Closed }
-
-function isLoopback(address: string): boolean {
-  return address.startsWith('127.') || address === '::1' || address.startsWith('::ffff:127.');
-}
-
-function stripV4Mapped(address: string): string {
-  return address.startsWith('::ffff:') ? address.slice(7) : address;
-}
 
 /**
  * One downstream (client) connection and its request flow:
@@ -58,7 +52,8 @@ export class DownstreamConnection implements UpstreamOwner {
   private readonly reqFramer = new BodyFramer(400);
   private readonly resFramer = new BodyFramer(502);
   private readonly peer: string;
-  private readonly inboundCandidate: string | undefined;
+  /** Inbound, outbound, local or refused: a property of the connection, decided once (connection-origin.ts). */
+  private readonly origin: ConnectionOrigin;
   private closeAfterResponse = false;
 
   // Per-request state.
@@ -107,38 +102,37 @@ export class DownstreamConnection implements UpstreamOwner {
   constructor(readonly socket: net.Socket, private readonly rt: ProxyRuntime, private readonly onClosed: (c: DownstreamConnection) => void) {
     this.peer = stripV4Mapped(socket.remoteAddress ?? '');
     socket.setNoDelay(true);
-    // Inbound vs outbound is a property of the connection: decide once.
-    this.inboundCandidate = this.detectInbound();
-    socket.on('data', (chunk: Buffer) => this.onData(chunk));
+    this.origin = classifyConnection(rt.originalDst(socket), this.peer, stripV4Mapped(socket.localAddress ?? ''), rt.snapshot);
+    if (this.origin.kind === 'refused') {
+      rt.blackhole.stats.upstream_cx_total.inc();
+      rt.onRefused(this.peer, this.origin.reason);
+    }
+    // Every callback is guarded: a bug in one ends this connection (internalError), never the process.
+    socket.on('data', (chunk: Buffer) => { try { this.onData(chunk); } catch (err) { this.internalError(err, 'request data'); } });
     socket.on('drain', () => { if (this.upstream && !this.upstream.closed) this.upstream.socket.resume(); });
     socket.on('error', () => { /* 'close' follows */ });
-    socket.on('end', () => this.onDownstreamEnd());
-    socket.on('close', () => this.onDownstreamClose());
+    socket.on('end', () => { try { this.onDownstreamEnd(); } catch (err) { this.internalError(err, 'downstream end'); } });
+    socket.on('close', () => {
+      try { this.onDownstreamClose(); } catch (err) { this.internalError(err, 'downstream close'); } finally { this.onClosed(this); }
+    });
   }
 
-  /** The inbound cluster when the connection was redirected to a local service port (SO_ORIGINAL_DST). */
-  private detectInbound(): string | undefined {
-    const snap = this.rt.snapshot;
-    if (snap.inboundByPort.size === 0) return undefined;
-    const dst = this.rt.originalDst(this.socket);
-    if (dst) {
-      const local = snap.localAddresses.has(dst.address) || isLoopback(dst.address);
-      return local ? snap.inboundByPort.get(dst.port) : undefined;
-    }
-    return undefined;
-  }
-
-  /** Fallback without SO_ORIGINAL_DST: a peer that is not this machine is inbound; the Host port picks the service. */
-  private inboundByFallback(snap: ConfigSnapshot, hostHeader: string | undefined): string | undefined {
-    if (snap.inboundByPort.size === 0 || this.rt.originalDst(this.socket)) return undefined;
-    if (isLoopback(this.peer) || snap.localAddresses.has(this.peer)) return undefined;
-    const colon = hostHeader ? hostHeader.lastIndexOf(':') : -1;
-    if (hostHeader && colon > 0) {
-      const byPort = snap.inboundByPort.get(Number(hostHeader.slice(colon + 1)));
-      if (byPort) return byPort;
-    }
-    if (snap.inboundByPort.size === 1) return snap.inboundByPort.values().next().value;
-    return undefined;
+  /**
+   * A bug surfaced in a callback of this connection: log it (with its stack), answer 500 when no
+   * response has started, otherwise cut the connection. The process and every other connection go on.
+   */
+  private internalError(err: unknown, where: string): void {
+    this.rt.onInternalError(err, where);
+    let answered = false;
+    try {
+      this.abortUpstream();
+      if (this.state !== St.Closed && this.req !== undefined && !this.responseStarted) {
+        this.closeAfterResponse = true;
+        this.localReply(500, 'internal error\n', '');
+        answered = true;
+      }
+    } catch { /* failing again: cut below */ }
+    if (!answered) this.socket.destroy();
   }
 
   get idle(): boolean {
@@ -147,6 +141,10 @@ export class DownstreamConnection implements UpstreamOwner {
 
   /** Called by the proxy's sweep: headers timeout (408) and idle keep-alive timeout. */
   sweep(now: number): void {
+    try { this.sweepAt(now); } catch (err) { this.internalError(err, 'sweep'); }
+  }
+
+  private sweepAt(now: number): void {
     if (this.req !== undefined && (this.state === St.Body || this.state === St.Waiting)) {
       // stream idle timeout, checked here rather than with a timer per request: no byte moved since the last look?
       const moved = this.bytesReceived + this.bytesSent;
@@ -239,16 +237,25 @@ export class DownstreamConnection implements UpstreamOwner {
     if (head.close || rt.draining) this.closeAfterResponse = true;
     this.reqFramer.reset(head.bodyKind, head.contentLength);
 
+    // Neither captured nor from this host (item 4 of issue 12): Envoy's BlackHoleCluster, whatever the request.
+    if (this.origin.kind === 'refused') { this.refuse(head, buf, bodyStart); return; }
+
     // Request target: origin-form, or absolute-form from an explicit proxy client (curl -x).
     let target = head.target;
     let authority = head.host;
     if (target.charCodeAt(0) !== 47 /* / */) {
       const m = /^http:\/\/([^/?#]+)(.*)$/i.exec(target);
       if (m) {
-        authority = m[1];
+        authority = m[1]; // checked by the head parser (absoluteFormAuthority)
         target = m[2] || '/';
       } else if (head.method === 'OPTIONS' && target === '*') {
-        // server-wide OPTIONS: routed by Host like any other request
+        // As Envoy: only a path reaches the router; the asterisk-form is answered here with 404 and no
+        // body (response code details absolute_path_rejected), the connection kept (docs/proxy-design.md).
+        rt.http.downstream_rq_non_relative_path.inc();
+        this.path = target;
+        this.authority = authority;
+        this.localReply(404, '', '', buf, bodyStart);
+        return;
       } else {
         this.path = target;
         this.authority = authority;
@@ -269,7 +276,7 @@ export class DownstreamConnection implements UpstreamOwner {
     // 1. route
     let clusterName: string | undefined;
     let route: CompiledRoute | undefined;
-    const inbound = this.inboundCandidate ?? (head.target.charCodeAt(0) === 47 ? this.inboundByFallback(snap, authority) : undefined);
+    const inbound = this.origin.kind === 'inbound' ? this.origin.cluster : undefined;
     if (inbound !== undefined) {
       clusterName = inbound;
     } else {
@@ -363,6 +370,18 @@ export class DownstreamConnection implements UpstreamOwner {
     else if (!this.reqFramer.done) this.state = St.Body;
   }
 
+  /** Envoy's BlackHoleCluster: 502 with flag NR, counted on the cluster, logged; the connection closes after it. */
+  private refuse(head: RequestHead, buf: Buffer, bodyStart: number): void {
+    const blackhole = this.rt.blackhole;
+    this.path = head.target;
+    this.authority = head.host;
+    this.cluster = blackhole;
+    blackhole.stats.upstream_rq_total.inc();
+    blackhole.stats.upstream_rq_active.inc();
+    this.closeAfterResponse = true;
+    this.localReply(502, BLACKHOLE_BODY, ResponseFlag.NoRouteFound, buf, bodyStart);
+  }
+
   private hashKey(head: RequestHead, cluster: Cluster): string | undefined {
     const name = cluster.hashHeader;
     if (name === undefined) return undefined;
@@ -394,6 +413,10 @@ export class DownstreamConnection implements UpstreamOwner {
 
   /** A queued request got its connection: send it, then let the body flow. */
   onPendingReady(conn: UpstreamConnection): void {
+    try { this.sendQueued(conn); } catch (err) { this.internalError(err, 'pending request ready'); }
+  }
+
+  private sendQueued(conn: UpstreamConnection): void {
     this.queued = undefined;
     this.sendOn(conn);
     const body = this.queuedBody;
@@ -423,6 +446,9 @@ export class DownstreamConnection implements UpstreamOwner {
 
   private buildUpstreamHead(head: RequestHead, target: string, _cluster: Cluster): string {
     let out = `${head.method} ${target} HTTP/1.1\r\n`;
+    // RFC 9112 3.2.2: a proxy receiving the absolute-form replaces Host with the target's authority,
+    // so the upstream sees the name the request was routed by.
+    const absoluteForm = head.target.charCodeAt(0) !== 47;
     let xff: string | undefined;
     let xfp = false;
     let hostSeen = false;
@@ -434,7 +460,7 @@ export class DownstreamConnection implements UpstreamOwner {
       if (n === 'x-forwarded-for') { xff = xff === undefined ? head.values[i] : `${xff}, ${head.values[i]!}`; continue; }
       if (n === 'x-request-id') this.requestId = head.values[i];
       else if (n === 'x-forwarded-proto') xfp = true;
-      else if (n === 'host') hostSeen = true;
+      else if (n === 'host') { if (absoluteForm) continue; hostSeen = true; }
       out += `${head.names[i]!}: ${head.values[i]!}\r\n`;
     }
     if (!hostSeen && this.authority) out += `host: ${this.authority}\r\n`;
@@ -496,6 +522,10 @@ export class DownstreamConnection implements UpstreamOwner {
   }
 
   onUpstreamData(conn: UpstreamConnection, chunk: Buffer): void {
+    try { this.upstreamData(conn, chunk); } catch (err) { this.internalError(err, 'response data'); }
+  }
+
+  private upstreamData(conn: UpstreamConnection, chunk: Buffer): void {
     if (conn !== this.upstream) return;
     if (this.res === undefined) {
       this.resBuf = this.resBuf === undefined ? chunk : Buffer.concat([this.resBuf, chunk]);
@@ -605,7 +635,11 @@ export class DownstreamConnection implements UpstreamOwner {
     if (!this.socket.write(data) && this.upstream && !this.upstream.closed) this.upstream.socket.pause();
   }
 
-  onUpstreamClose(conn: UpstreamConnection, connectFailed: boolean, _error: Error | undefined): void {
+  onUpstreamClose(conn: UpstreamConnection, connectFailed: boolean, error: Error | undefined): void {
+    try { this.upstreamClosed(conn, connectFailed, error); } catch (err) { this.internalError(err, 'upstream close'); }
+  }
+
+  private upstreamClosed(conn: UpstreamConnection, connectFailed: boolean, _error: Error | undefined): void {
     if (conn !== this.upstream) return;
     this.upstream = undefined;
     if (this.res !== undefined) {
@@ -666,7 +700,9 @@ export class DownstreamConnection implements UpstreamOwner {
     const tried = this.host;
     this.retryTimer = setTimeout(() => {
       this.retryTimer = undefined;
-      if (this.state !== St.Closed && this.req !== undefined && this.cluster) this.attemptUpstream(tried);
+      try {
+        if (this.state !== St.Closed && this.req !== undefined && this.cluster) this.attemptUpstream(tried);
+      } catch (err) { this.internalError(err, 'retry'); }
     }, backoffMs);
   }
 
@@ -701,7 +737,7 @@ export class DownstreamConnection implements UpstreamOwner {
     if (this.tryTimer && this.tryTimerMs === ms) { this.tryTimer.refresh(); return; }
     if (this.tryTimer) clearTimeout(this.tryTimer);
     this.tryTimerMs = ms;
-    this.tryTimer = setTimeout(() => this.onTryTimer(), ms).unref();
+    this.tryTimer = setTimeout(() => { try { this.onTryTimer(); } catch (err) { this.internalError(err, 'per-try timeout'); } }, ms).unref();
   }
 
   private onTryTimer(): void {
@@ -732,7 +768,7 @@ export class DownstreamConnection implements UpstreamOwner {
   private routeTimeoutMs = 0;
 
   private armRouteTimer(): void {
-    if (this.routeTimeoutMs > 0 && this.timer === undefined && this.cluster) this.timer = setTimeout(() => this.onRouteTimeout(), this.routeTimeoutMs);
+    if (this.routeTimeoutMs > 0 && this.timer === undefined && this.cluster) this.timer = setTimeout(() => { try { this.onRouteTimeout(); } catch (err) { this.internalError(err, 'route timeout'); } }, this.routeTimeoutMs);
   }
 
   private onRouteTimeout(): void {
@@ -813,15 +849,19 @@ export class DownstreamConnection implements UpstreamOwner {
     this.flags = addFlag(this.flags, flag);
     this.status = status;
     // A request body we will not read makes the connection unusable.
+    let used = 0;
     if (!this.reqFramer.done) {
       if (buf && bodyStart !== undefined && bodyStart < buf.length) {
-        try { this.bytesReceived += this.reqFramer.feed(buf, bodyStart); } catch { /* closing anyway */ }
+        try { used = this.reqFramer.feed(buf, bodyStart); this.bytesReceived += used; } catch { /* closing anyway */ }
       }
       if (!this.reqFramer.done) this.closeAfterResponse = true;
     }
+    // Bytes after this request (a pipelined one) are the next request's: kept, not dropped.
+    if (this.reqFramer.done && buf && bodyStart !== undefined && bodyStart + used < buf.length) this.pending = buf.subarray(bodyStart + used);
     if (this.rt.draining) this.closeAfterResponse = true;
     const bodyBuf = Buffer.from(body);
-    const head = `HTTP/1.1 ${status} ${reasonPhrase(status)}\r\ncontent-length: ${bodyBuf.length}\r\ncontent-type: text/plain\r\nserver: envoy\r\n${extraHeaders}${this.closeAfterResponse ? 'connection: close\r\n' : ''}\r\n`;
+    // as Envoy's local replies: no content-type when there is no body
+    const head = `HTTP/1.1 ${status} ${reasonPhrase(status)}\r\ncontent-length: ${bodyBuf.length}\r\n${bodyBuf.length > 0 ? 'content-type: text/plain\r\n' : ''}server: envoy\r\n${extraHeaders}${this.closeAfterResponse ? 'connection: close\r\n' : ''}\r\n`;
     this.responseStarted = true;
     if (!this.socket.destroyed) {
       this.socket.write(head, 'latin1');
@@ -936,7 +976,6 @@ export class DownstreamConnection implements UpstreamOwner {
     } else if (this.timer) {
       clearTimeout(this.timer);
     }
-    this.onClosed(this);
   }
 }
 

@@ -1,3 +1,5 @@
+import { absoluteFormAuthority, isValidAuthority } from './authority';
+
 /**
  * A strict HTTP/1.x head parser for the hot path. It works on one latin1 string
  * per head (bytes preserved 1:1) and rejects anything ambiguous rather than
@@ -175,6 +177,13 @@ export function parseRequestHead(head: string, limits: HeadLimits): RequestHead 
   }
   if (hosts > 1) throw new HttpParseError(400, 'more than one Host header');
   if (hosts === 0 && minor === 1) throw new HttpParseError(400, 'missing Host header');
+  // RFC 9112 3.2 / 3.2.2: the Host value must be uri-host [":" port]. An empty one names no authority:
+  // accepted only with an absolute-form target, whose authority replaces it; otherwise nothing to route by.
+  const targetAuthority = absoluteFormAuthority(target);
+  if (out.host !== undefined && (out.host === '' ? targetAuthority === undefined : !isValidAuthority(out.host))) {
+    throw new HttpParseError(400, out.host === '' ? 'empty Host header' : `invalid Host header ${JSON.stringify(out.host)}`);
+  }
+  if (targetAuthority !== undefined && !isValidAuthority(targetAuthority)) throw new HttpParseError(400, `invalid authority ${JSON.stringify(targetAuthority)} in the request target`);
   if (out.upgrade !== undefined && !(f.connectionTokens?.includes('upgrade'))) out.upgrade = undefined;
   return out;
 }

@@ -56,23 +56,38 @@ export function formatJsonLine(e: AccessLogEntry): string {
   })}\n`;
 }
 
-/** Buffers lines and writes them once per event-loop turn: one write for many requests. */
+/**
+ * Buffers lines and writes them once per event-loop turn: one write for many requests.
+ * A file is opened at construction (synchronously: a path that cannot be opened throws there, while
+ * the config is applied, rather than as an unhandled stream error later). A write that fails at run
+ * time (disk full, a closed stdout pipe) is reported once through `onError` and logging stops.
+ */
 export class AccessLogger {
   private pending: string[] = [];
   private scheduled = false;
+  private failed = false;
   private readonly stream: NodeJS.WritableStream;
   private readonly ownsStream: boolean;
   private readonly format: (e: AccessLogEntry) => string;
+  private readonly onStreamError: (err: Error) => void;
 
-  constructor(opts: { format?: AccessLogFormat; path?: string; stream?: NodeJS.WritableStream }) {
+  constructor(opts: { format?: AccessLogFormat; path?: string; stream?: NodeJS.WritableStream; onError?: (err: Error) => void }) {
     this.format = opts.format === 'json' ? formatJsonLine : formatTextLine;
     if (opts.stream) { this.stream = opts.stream; this.ownsStream = false; }
     else if (!opts.path || opts.path === '/dev/stdout') { this.stream = process.stdout; this.ownsStream = false; }
     else if (opts.path === '/dev/stderr') { this.stream = process.stderr; this.ownsStream = false; }
-    else { this.stream = fs.createWriteStream(opts.path, { flags: 'a' }); this.ownsStream = true; }
+    else { this.stream = fs.createWriteStream(opts.path, { fd: fs.openSync(opts.path, 'a') }); this.ownsStream = true; }
+    this.onStreamError = (err) => {
+      if (this.failed) return;
+      this.failed = true;
+      this.pending = [];
+      opts.onError?.(err);
+    };
+    this.stream.on('error', this.onStreamError);
   }
 
   log(entry: AccessLogEntry): void {
+    if (this.failed) return;
     this.pending.push(this.format(entry));
     if (!this.scheduled) {
       this.scheduled = true;
@@ -82,7 +97,7 @@ export class AccessLogger {
 
   flush(): void {
     this.scheduled = false;
-    if (this.pending.length === 0) return;
+    if (this.pending.length === 0 || this.failed) return;
     const text = this.pending.join('');
     this.pending = [];
     this.stream.write(text);
@@ -90,6 +105,9 @@ export class AccessLogger {
 
   async close(): Promise<void> {
     this.flush();
-    if (this.ownsStream) await new Promise<void>((resolve) => (this.stream as fs.WriteStream).end(resolve));
+    if (this.ownsStream && !this.failed) await new Promise<void>((resolve) => (this.stream as fs.WriteStream).end(resolve));
+    else if (this.ownsStream) (this.stream as fs.WriteStream).destroy();
+    // a shared stream (stdout) outlives this logger: its listener goes, an owned one keeps it (a late error must stay handled)
+    if (!this.ownsStream) this.stream.off('error', this.onStreamError);
   }
 }

@@ -55,6 +55,8 @@ export class ActiveHealthChecker<H extends ResilienceHost> {
   constructor(private readonly opts: ActiveHealthCheckerOptions<H>) {
     const c = opts.config;
     if (!c.path.startsWith('/')) throw new RangeError(`healthCheck.path must start with "/", got "${c.path}"`);
+    // the schema checks the same: a space or control character would make http.request throw in a timer
+    if (!/^\/[\x21-\x7e]*$/.test(c.path)) throw new RangeError(`healthCheck.path must be visible ASCII characters (no spaces; percent-encode others), got ${JSON.stringify(c.path)}`);
     this.config = {
       path: c.path,
       intervalMs: c.intervalMs ?? DEFAULT_HEALTH_CHECK.intervalMs,
@@ -131,6 +133,12 @@ export class ActiveHealthChecker<H extends ResilienceHost> {
     s.timer = undefined;
     this.counter('attempt').inc();
     let settled = false;
+    let req: http.ClientRequest | undefined;
+    const timeout = setTimeout(() => {
+      req?.destroy();
+      settle('network_failure');
+    }, this.config.timeoutMs);
+    timeout.unref();
     const settle = (result: ProbeResult) => {
       if (settled) return;
       settled = true;
@@ -141,27 +149,28 @@ export class ActiveHealthChecker<H extends ResilienceHost> {
       this.apply(s, result);
       this.schedule(s);
     };
-    const req = http.request({
-      host: s.host.address,
-      port: s.host.port,
-      method: 'GET',
-      path: this.config.path,
-      agent: false,
-      headers: { host: this.config.host, 'user-agent': 'Envoy/HC', connection: 'close' },
-    }, (res) => {
-      const immediate = res.headers[IMMEDIATE_HC_FAIL_HEADER] !== undefined;
-      const status = res.statusCode ?? 0;
-      res.resume();
-      res.on('error', () => settle('network_failure'));
-      // the verdict is given on the headers; the body is drained and dropped
-      settle(immediate ? 'immediate_failure' : status === 200 ? 'success' : 'failure');
-    });
-    s.inFlight = req;
-    const timeout = setTimeout(() => {
-      req.destroy();
+    try {
+      req = http.request({
+        host: s.host.address,
+        port: s.host.port,
+        method: 'GET',
+        path: this.config.path,
+        agent: false,
+        headers: { host: this.config.host, 'user-agent': 'Envoy/HC', connection: 'close' },
+      }, (res) => {
+        const immediate = res.headers[IMMEDIATE_HC_FAIL_HEADER] !== undefined;
+        const status = res.statusCode ?? 0;
+        res.resume();
+        res.on('error', () => settle('network_failure'));
+        // the verdict is given on the headers; the body is drained and dropped
+        settle(immediate ? 'immediate_failure' : status === 200 ? 'success' : 'failure');
+      });
+    } catch {
+      // http.request throws synchronously on what it cannot send; this runs in a timer, where a throw ends the process
       settle('network_failure');
-    }, this.config.timeoutMs);
-    timeout.unref();
+      return;
+    }
+    s.inFlight = req;
     req.on('error', () => settle('network_failure'));
     req.end();
   }
