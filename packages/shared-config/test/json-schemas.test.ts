@@ -36,8 +36,14 @@ describe('published JSON Schemas', () => {
     expect(service.additionalProperties).toBe(false);
     expect(service.properties.ports.items.properties.targetPort).toMatchObject({ type: 'integer', minimum: 1, maximum: 65535 });
     expect(service.properties.ports.items.properties.protocol).toMatchObject({ enum: ['http', 'http2', 'https', 'grpc', 'tcp', 'tls', 'dubbo', 'redis', 'mysql', 'mongo'], default: 'http' });
-    expect(new RegExp(service.properties.healthCheck.properties.path.pattern).test('/health')).toBe(true);
-    expect(new RegExp(service.properties.healthCheck.properties.path.pattern).test('health')).toBe(false);
+    // the path's patterns (one, or several under allOf): a validator applies every one
+    const pathSchema = service.properties.healthCheck.properties.path;
+    const patterns: string[] = [pathSchema.pattern, ...(pathSchema.allOf ?? []).map((p: { pattern?: string }) => p.pattern)].filter(Boolean);
+    const validPath = (value: string) => patterns.every((p) => new RegExp(p).test(value));
+    expect(patterns.length).toBeGreaterThan(0);
+    expect(validPath('/health')).toBe(true);
+    expect(validPath('health')).toBe(false);
+    expect(validPath('/my health')).toBe(false);
   });
 
   it('the package publishes them', () => {

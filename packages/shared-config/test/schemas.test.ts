@@ -142,6 +142,12 @@ describe('servicesSpecSchema (TSF spec.yaml)', () => {
     ]);
   });
 
+  it('rejects a health-check path the proxy could not send (a space), naming the field and the fix', () => {
+    expect(paths(() => parseConfig(servicesSpecSchema, { spec: { services: [{ name: 'user', ports: [{ targetPort: 80 }], healthCheck: { path: '/my health' } }] } }))).toEqual([
+      'spec.services[0].healthCheck.path: a health-check path is "/" followed by visible ASCII characters (no spaces; percent-encode anything else, e.g. %20)',
+    ]);
+  });
+
   it('rejects service names that are not DNS names', () => {
     expect(paths(() => parseConfig(servicesSpecSchema, { spec: { services: [{ name: 'User_Svc', ports: [{ targetPort: 80 }] }] } }))[0]).toMatch(/^spec.services\[0\].name: a service name is lower-case/);
   });

@@ -99,3 +99,9 @@ export function withDescriptions<T extends z.ZodObject>(object: T, descriptions:
   for (const [key, text] of Object.entries(descriptions)) if (shape[key] && text) described[key] = shape[key].describe(text as string);
   return object.extend(described) as unknown as T;
 }
+
+/** An HTTP health-check path: visible ASCII only, since a space or a control character cannot be sent in a request line (Node's http.request throws). */
+export const healthCheckPath = z
+  .string({ error: 'expected a path such as /health' })
+  .startsWith('/', { error: 'a health-check path starts with "/"', abort: true })
+  .regex(/^\/[\x21-\x7e]*$/, { error: 'a health-check path is "/" followed by visible ASCII characters (no spaces; percent-encode anything else, e.g. %20)' });

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { ADMIN_HOST, DEFAULT_MESH_VIP, DEFAULT_PORTS, DEFAULT_VIP_CIDR } from '../defaults';
-import { cidr, ipAddress, listenAddress, listenPort, metadata, millis, nonEmptyString, nonNegativeInt, percent, positiveInt, servicePort } from './common';
+import { cidr, healthCheckPath, ipAddress, listenAddress, listenPort, metadata, millis, nonEmptyString, nonNegativeInt, percent, positiveInt, servicePort } from './common';
 
 export const LB_POLICIES = ['round_robin', 'least_request', 'random', 'ring_hash'] as const;
 export const lbPolicySchema = z.enum(LB_POLICIES, { error: `expected one of ${LB_POLICIES.join(', ')}` });
@@ -25,12 +25,7 @@ export const circuitBreakersSchema = z.strictObject({
 export const BLACKHOLE_CLUSTER = 'BlackHoleCluster';
 
 export const healthCheckSchema = z.strictObject({
-  // visible ASCII only: a space or a control character cannot be sent in a request line (Node's http.request throws)
-  path: z
-    .string()
-    .startsWith('/', { error: 'a health-check path starts with "/"' })
-    .regex(/^\/[\x21-\x7e]*$/, { error: 'a health-check path is "/" followed by visible ASCII characters (no spaces; percent-encode anything else, e.g. %20)' })
-    .default('/health'),
+  path: healthCheckPath.default('/health'),
   intervalMs: positiveInt.default(5000),
   timeoutMs: positiveInt.default(1000),
   healthyThreshold: positiveInt.default(1),

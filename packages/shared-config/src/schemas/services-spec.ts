@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { serviceName, servicePort } from './common';
+import { healthCheckPath, serviceName, servicePort } from './common';
 
 /** TSF's `spec.yaml`: the services the local application offers (reference: tsf-mesh-notes.md). */
 
@@ -23,9 +23,7 @@ export const serviceSpecSchema = z.strictObject({
   ports: z.array(servicePortSchema).min(1, { error: 'a service needs at least one port' }).describe('Ports of the service; each `http` port is captured inbound'),
   healthCheck: z
     .strictObject({
-      path: z
-        .string({ error: 'expected a path such as /health' })
-        .startsWith('/', { error: 'a health-check path starts with "/"' })
+      path: healthCheckPath
         .describe('HTTP path probed periodically by the sidecar'),
     })
     .optional()
