@@ -1,5 +1,6 @@
 // pilot-agent's admin interface on 127.0.0.1:15020: every route of the source document's /help,
-// in its order, with its exact help lines; plus the diagnostics' hidden routes (GET / home page).
+// in its order, with its exact help lines; plus hidden routes: the diagnostics' (GET / home page)
+// and Istio's GET /healthz/ready and POST /quitquitquit, which operators' scripts already call.
 import path from 'node:path';
 import { AdminHttpError, adminResponse, createAdminServer, routes, type AdminServer, type HealthReport } from '@mesh-agent/admin-kit';
 import { ConfigError, isMeshError } from '@mesh-agent/shared-config';
@@ -94,6 +95,30 @@ export function healthReport(agent: MeshAgent): HealthReport {
     registry: { ...registry, registered: agent.registrations().map((r) => ({ service: r.service, ...r.instance })) },
     statusHistory: agent.status.history(),
   };
+}
+
+export interface Readiness {
+  ready: boolean;
+  /** why not, one line each */
+  reasons: string[];
+}
+
+/**
+ * Istio's readiness (GET /healthz/ready): the sidecar is ready to serve, i.e. traffic is taken over
+ * (status <FLOW_TAKEOVER> or later, capture in force or off by config) and both children serve.
+ * The application's health and the registry are /health's business, as in Istio.
+ */
+export function readiness(agent: MeshAgent): Readiness {
+  const reasons: string[] = [];
+  if (agent.isStopping) reasons.push('the sidecar is stopping');
+  if (!agent.status.atLeast('<FLOW_TAKEOVER>')) reasons.push(`status is ${agent.status.status}, not yet <FLOW_TAKEOVER>`);
+  for (const name of CHILD_COMPONENTS) {
+    const s = agent.supervisors.get(name);
+    if (!s?.healthy) reasons.push(`${name} is not serving (${s?.state().state ?? 'not started'})`);
+  }
+  const capture = agent.captureState();
+  if (capture.mode !== 'applied' && capture.mode !== 'disabled' && capture.mode !== 'pending') reasons.push(capture.detail);
+  return { ready: reasons.length === 0, reasons };
 }
 
 export function createAgentAdmin(agent: MeshAgent): AdminServer {
@@ -247,5 +272,27 @@ export function createAgentAdmin(agent: MeshAgent): AdminServer {
   admin.add(routes.logging(AGENT_HELP.logging, agent.logger));
 
   for (const route of diagnosticsRoutes({ agentAdminUrl: () => adminBaseUrl(agent) })) admin.add({ ...route, hidden: true });
+  // Istio's pilot-agent endpoints on 15020, hidden: /help stays the source document's text
+  admin.add({
+    method: 'GET',
+    path: '/healthz/ready',
+    help: 'readiness probe (Istio): 200 when the sidecar serves, 503 with the reasons otherwise',
+    hidden: true,
+    handler: () => {
+      const r = readiness(agent);
+      return r.ready ? adminResponse(200, 'ready\n') : adminResponse(503, `not ready: ${r.reasons.join('; ')}\n`);
+    },
+  });
+  admin.add({
+    method: 'POST',
+    path: '/quitquitquit',
+    help: 'stop the sidecar cleanly (Istio): deregister, remove the iptables rules, stop the children, exit 0',
+    hidden: true,
+    mutatesState: true,
+    handler: () => {
+      if (!agent.isStopping) agent.quit('POST /quitquitquit on the agent');
+      return 'OK\n';
+    },
+  });
   return admin;
 }

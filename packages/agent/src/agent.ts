@@ -54,8 +54,8 @@ export interface MeshAgentOptions {
   restartBackoff?: { initialMs: number; maxMs: number };
   /** Where the proxy's listener binds (default 0.0.0.0: inbound capture redirects to the node address). */
   listenerAddress?: string;
-  /** Called once the agent stopped on its own (the proxy's /quitquitquit). */
-  onSelfStop?: () => void;
+  /** Called once the agent stopped on its own (POST /quitquitquit on the proxy or the agent), with why. */
+  onSelfStop?: (why: string) => void;
 }
 
 /** What PUT /update changed. */
@@ -278,7 +278,7 @@ export class MeshAgent {
     });
     envoy.on('quit', () => {
       this.log.info({}, 'the proxy was told to quit (/quitquitquit): shutting the sidecar down');
-      void this.stop().then(() => this.opts.onSelfStop?.());
+      this.stopBySelf('the proxy was told to quit');
     });
     this.supervisors.set('envoy', envoy);
     this.supervisors.set('mesh-dns', meshDns);
@@ -443,6 +443,26 @@ export class MeshAgent {
 
   captureState(): CaptureState {
     return this.capture.state;
+  }
+
+  /** Whether a stop has begun (readiness turns 503 at once). */
+  get isStopping(): boolean {
+    return this.stopping !== undefined;
+  }
+
+  /**
+   * POST /quitquitquit on the agent (Istio's habit for batch jobs): the same clean stop as a
+   * signal, begun after the request's answer is on its way.
+   */
+  quit(why: string): void {
+    this.log.info({}, `${why}: shutting the sidecar down`);
+    setImmediate(() => this.stopBySelf(why));
+  }
+
+  private stopBySelf(why: string): void {
+    // a failed stop is told too: the caller's own stop() then reports its error
+    const told = () => this.opts.onSelfStop?.(why);
+    this.stop().then(told, told);
   }
 
   /** Deregister, remove the rules, drain the proxy, stop the children; idempotent. */

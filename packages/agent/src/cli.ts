@@ -74,14 +74,15 @@ async function commandStart(argv: string[]): Promise<number> {
   }
   const file = (values.config as string | undefined) ?? DEFAULT_CONFIG;
   const config = loadConfigFile(agentConfigSchema, file);
-  let selfStopped!: () => void;
-  const stoppedBySelf = new Promise<'self'>((resolve) => (selfStopped = () => resolve('self')));
-  const agent = new MeshAgent({ config, configFile: file, onSelfStop: () => selfStopped() });
+  let selfStopped!: (why: string) => void;
+  const stoppedBySelf = new Promise<string>((resolve) => (selfStopped = resolve));
+  const agent = new MeshAgent({ config, configFile: file, onSelfStop: (why) => selfStopped(why) });
   const signal = untilSignal();
   await agent.start();
   const why = await Promise.race([signal, stoppedBySelf]);
   await agent.stop();
-  process.stderr.write(`mesh-agent: stopped (${why === 'self' ? 'the proxy was told to quit' : why})\n`);
+  // a stop asked for (signal, /quitquitquit) is a clean exit: 0, as Envoy and pilot-agent do
+  process.stderr.write(`mesh-agent: stopped (${why})\n`);
   return EXIT_CODES.ok;
 }
 

@@ -26,6 +26,12 @@ describe.skipIf(skip)('traffic takeover with real iptables in a network namespac
   const curlIn = async (where: string, args: string[]) => inNs(where, 'curl', ['-s', '--max-time', '10', ...args]);
   const admin = (p: string) => curlIn(ns.a, [`127.0.0.1:15020${p}`]);
   const status = async () => (await admin('/status').catch(() => '')).trim();
+  /** An admin request's status code and body, over real HTTP from inside the namespace. */
+  const adminCall = async (p: string, method = 'GET') => {
+    const out = await curlIn(ns.a, ['-X', method, '-w', '\n%{http_code}', `127.0.0.1:15020${p}`]);
+    const cut = out.lastIndexOf('\n');
+    return { code: Number(out.slice(cut + 1)), body: out.slice(0, cut) };
+  };
 
   function startAgent(opts: { prefix?: string[]; config?: string } = {}): NsProcess {
     const p = spawnInNs(ns.a, process.execPath, [agentBin, 'start', '--config', opts.config ?? configFile], { prefix: opts.prefix });
@@ -120,6 +126,31 @@ describe.skipIf(skip)('traffic takeover with real iptables in a network namespac
     await app.stop();
   });
 
+  it("answers Istio's GET /healthz/ready and stops on POST /quitquitquit: 200 first, then rules removed, children gone, exit 0", async () => {
+    const agent = startAgent();
+    await eventually(async () => (await status()) === '<FLOW_TAKEOVER>', '<FLOW_TAKEOVER>', 60_000);
+    // ready once traffic is taken over and both children serve (the application is not up: /health's business)
+    expect(await adminCall('/healthz/ready')).toEqual({ code: 200, body: 'ready\n' });
+    // state-changing: a GET is refused and changes nothing
+    const get = await adminCall('/quitquitquit');
+    expect(get.code).toBe(405);
+    expect(get.body).toContain('this endpoint changes state: use POST');
+    // hidden: /help is still exactly the source document's list
+    const help = await admin('/help');
+    expect(help).not.toMatch(/healthz\/ready|quitquitquit/);
+    expect(await natRules(ns.a)).toMatch(/ISTIO_OUTPUT/);
+    const health = JSON.parse(await admin('/health'));
+    const pids = [health.components.envoy.pid, health.components['mesh-dns'].pid];
+
+    expect(await adminCall('/quitquitquit', 'POST')).toEqual({ code: 200, body: 'OK\n' });
+    const exited = await Promise.race([agent.exited, new Promise<'timeout'>((r) => setTimeout(() => r('timeout'), 60_000))]);
+    expect(exited, agent.output()).toEqual({ code: 0, signal: null });
+    expect(agent.output()).toContain('mesh-agent: stopped (POST /quitquitquit on the agent)');
+    expect(await natRules(ns.a)).toBe(baseline);
+    expect(fs.existsSync(path.join(dir, 'run', 'iptables-state.json'))).toBe(false);
+    expect(pids.filter(pidAlive)).toEqual([]);
+  });
+
   it('removes the stale rules of a crashed agent on the next start', async () => {
     const first = startAgent();
     await eventually(async () => (await status()) === '<FLOW_TAKEOVER>', '<FLOW_TAKEOVER>', 60_000);
@@ -152,6 +183,9 @@ describe.skipIf(skip)('traffic takeover with real iptables in a network namespac
     const latest = JSON.parse(await admin('/latest_error'));
     expect(latest.code).toBe('MESH_AGENT_NOT_ROOT');
     expect(await status()).toBe('<CONFIG_READY>');
+    const ready = await adminCall('/healthz/ready');
+    expect(ready.code).toBe(503);
+    expect(ready.body).toMatch(/^not ready: status is <CONFIG_READY>, not yet <FLOW_TAKEOVER>; traffic is not taken over: iptables rules need root/);
     // `mesh-agent wait` does not let the application start, and says why
     const wait = await inNs(ns.a, process.execPath, [agentBin, 'wait', '--timeout', '2']).then(
       () => ({ code: 0, stderr: '' }),
