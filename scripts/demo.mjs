@@ -1,7 +1,9 @@
 #!/usr/bin/env node
 // `pnpm demo`: builds the agent (and what it depends on) through nx's cache, then runs
 // `mesh-agent demo` in this same process, so Ctrl-C reaches one Node process that stops
-// everything cleanly and exits 0 (no shell in between to die of the signal first).
+// everything cleanly and exits 0. The script is `exec node scripts/demo.mjs`: pnpm runs scripts
+// with `sh -c`, and a shell left in between dies of the terminal's SIGINT at once, so pnpm
+// printed `[ELIFECYCLE] Command failed.` however cleanly the demo stopped.
 import { spawnSync } from 'node:child_process';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';

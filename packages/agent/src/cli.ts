@@ -57,12 +57,16 @@ function portFlag(value: unknown, flag: string): number | undefined {
   return n;
 }
 
-/** Resolves when SIGINT or SIGTERM arrives. */
+/**
+ * Resolves when SIGINT or SIGTERM arrives. The handlers stay: a Ctrl-C under pnpm arrives twice
+ * (from the terminal and forwarded by pnpm), and a second signal must not kill the process halfway
+ * through the clean stop (which is bounded by proxy.drainTimeMs).
+ */
 function untilSignal(): Promise<NodeJS.Signals> {
   return new Promise((resolve) => {
     const on = (signal: NodeJS.Signals) => resolve(signal);
-    process.once('SIGINT', on);
-    process.once('SIGTERM', on);
+    process.on('SIGINT', on);
+    process.on('SIGTERM', on);
   });
 }
 
@@ -100,6 +104,8 @@ async function commandDemo(argv: string[]): Promise<number> {
     process.stdout.write(`${USAGE}\n`);
     return EXIT_CODES.ok;
   }
+  // listening from the start: a Ctrl-C while the demo starts stops it cleanly once started
+  const signal = untilSignal();
   const demo = await runDemo({
     ports: {
       agentAdmin: portFlag(values['admin-port'], '--admin-port'),
@@ -112,9 +118,9 @@ async function commandDemo(argv: string[]): Promise<number> {
     ...(values['dns-upstream'] ? { dnsUpstreams: String(values['dns-upstream']).split(',').map((u) => u.trim()).filter(Boolean) } : {}),
     out: process.stdout,
   });
-  const signal = await Promise.race([untilSignal(), demo.stoppedBySelf]);
+  const why = await Promise.race([signal, demo.stoppedBySelf]);
   await demo.stop();
-  process.stdout.write(`\nmesh-agent demo: stopped (${signal}); everything it started is gone\n`);
+  process.stdout.write(`\nmesh-agent demo: stopped (${why}); everything it started is gone\n`);
   return EXIT_CODES.ok;
 }
 
