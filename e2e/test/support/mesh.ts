@@ -70,6 +70,8 @@ export function writeSidecarConfig(world: World, role: Role): { dir: string; con
     '    leaseTtlSeconds: 5',
     'iptables:',
     `  stateFile: ${join(dir, 'run', 'iptables-state.json')}`,
+    // the diagnostics faults edit the rules by hand: the agent must not re-apply them while doctor looks
+    '  verifyIntervalMs: 0',
     'paths:',
     `  runDir: ${join(dir, 'run')}`,
     `  proxyBootstrap: ${join(dir, 'run', 'proxy-bootstrap.json')}`,

@@ -23,10 +23,11 @@ import {
 } from '@mesh-agent/shared-config';
 import { AppHealthChecker } from './app-health';
 import { buildDnsConfig, buildProxyBootstrap } from './bootstrap';
-import { CaptureController, captureRulesConfig, type CaptureState } from './capture';
+import { CaptureController, captureRulesConfig, type CaptureState, type DriftAction } from './capture';
 import { meshDnsBin, proxyBin } from './children';
 import { createAgentAdmin } from './admin-routes';
 import { detectNodeIp, localServiceName, nodeIdOf, type BoundPorts, type MeshModel } from './mesh-model';
+import { PeriodicTask } from './periodic-task';
 import { createRegistry, mergeInstances, type LocalRegistration, type RegistryBackend } from './registry/index';
 import { bindTcp, bindUdp, type OwnedSocket } from './sockets';
 import { isProxiedProtocol } from './port-protocols';
@@ -94,6 +95,7 @@ export class MeshAgent {
   private started = false;
   private readonly recorded = new WeakSet<object>();
   private readonly retryTimers = new Set<NodeJS.Timeout>();
+  private driftWatch: PeriodicTask | undefined;
 
   constructor(private readonly opts: MeshAgentOptions) {
     this.config = opts.config;
@@ -299,8 +301,40 @@ export class MeshAgent {
     if (state.mode === 'applied') {
       this.status.set('<FLOW_TAKEOVER>');
       this.log.info({}, state.detail);
+      this.watchForDrift();
     } else {
       this.recordError(new MeshError(state.code ?? 'MESH_AGENT_CAPTURE_FAILED', state.detail, { hint: state.hint }), 'iptables');
+    }
+  }
+
+  /** Re-checks the applied rules every iptables.verifyIntervalMs (0: never), serialized with apply and clean. */
+  private watchForDrift(): void {
+    const { verifyIntervalMs, onDrift } = this.config.iptables;
+    if (verifyIntervalMs === 0 || this.driftWatch) return;
+    this.driftWatch = new PeriodicTask(verifyIntervalMs, () => this.recheckCapture(onDrift), (err) => this.recordError(err, 'iptables'));
+    this.driftWatch.start();
+  }
+
+  private async recheckCapture(action: DriftAction): Promise<void> {
+    if (this.stopping) return;
+    const outcome = await this.capture.recheck(captureRulesConfig(this.model()), action);
+    if (outcome.kind === 'skipped' || outcome.kind === 'in-place') return;
+    const list = outcome.differences.join('; ');
+    if (outcome.kind === 'back') {
+      this.log.info({ drift: outcome.differences }, `the iptables rules are in place again (the drift was: ${list})`);
+      return;
+    }
+    const what = `the iptables rules drifted from what the agent applied (${outcome.differences.length} difference(s)): ${list}`;
+    if (outcome.kind === 'drifted') {
+      const hint = 'iptables.onDrift is report, so the agent leaves them: find who changes the nat table, then restart the agent (or set onDrift: reapply) to put them back';
+      this.recordError(new MeshError('MESH_AGENT_CAPTURE_DRIFT', what, { hint }), 'iptables');
+    } else if (outcome.kind === 'reapplied') {
+      const hint = 'find who changes the nat table; with iptables.onDrift: reapply the agent puts the rules back at every check';
+      this.recordError(new MeshError('MESH_AGENT_CAPTURE_DRIFT', `${what}; the agent re-applied them`, { hint }), 'iptables');
+      this.log.info({}, `re-applied the iptables rules after the drift: ${this.capture.state.detail}`);
+    } else {
+      const { state } = outcome;
+      this.recordError(new MeshError('MESH_AGENT_CAPTURE_DRIFT', `${what}; re-applying them failed: ${state.detail}`, { hint: state.hint }), 'iptables');
     }
   }
 
@@ -481,7 +515,8 @@ export class MeshAgent {
     }
     this.registered.clear();
     await this.registry?.close().catch(() => undefined);
-    // 2. the application's traffic goes direct again
+    // 2. the application's traffic goes direct again (no re-check may put the rules back)
+    await this.driftWatch?.stop();
     await this.capture.remove().catch((err) => this.recordError(err, 'iptables'));
     if (this.status.atLeast('<FLOW_TAKEOVER>')) this.status.set('<CONFIG_READY>');
     // 3. drain and stop the children

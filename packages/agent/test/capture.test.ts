@@ -22,6 +22,7 @@ describe.skipIf(skip)('traffic takeover with real iptables in a network namespac
   const processes: NsProcess[] = [];
   let peerApp: NsProcess;
   let baseline: string;
+  let baseConfig: Record<string, any>;
 
   const curlIn = async (where: string, args: string[]) => inNs(where, 'curl', ['-s', '--max-time', '10', ...args]);
   const admin = (p: string) => curlIn(ns.a, [`127.0.0.1:15020${p}`]);
@@ -32,6 +33,13 @@ describe.skipIf(skip)('traffic takeover with real iptables in a network namespac
     const cut = out.lastIndexOf('\n');
     return { code: Number(out.slice(cut + 1)), body: out.slice(0, cut) };
   };
+
+  /** The test's agent config with other iptables settings, written next to it. */
+  function configWith(name: string, iptables: Record<string, unknown>): string {
+    const file = path.join(dir, `agent-${name}.yaml`);
+    fs.writeFileSync(file, stringify({ ...baseConfig, iptables: { ...baseConfig.iptables, ...iptables } }));
+    return file;
+  }
 
   function startAgent(opts: { prefix?: string[]; config?: string } = {}): NsProcess {
     const p = spawnInNs(ns.a, process.execPath, [agentBin, 'start', '--config', opts.config ?? configFile], { prefix: opts.prefix });
@@ -48,7 +56,7 @@ describe.skipIf(skip)('traffic takeover with real iptables in a network namespac
     fs.writeFileSync(path.join(dir, 'spec.yaml'), stringify({ apiVersion: 'v1', kind: 'Application', spec: { services: [{ name: 'user', ports: [{ targetPort: 8089 }], healthCheck: { path: '/health' } }] } }));
     fs.writeFileSync(path.join(dir, 'registry.yaml'), stringify({ services: [{ name: 'order', instances: [{ id: 'order-b', address: ns.ipB, port: 8080 }] }] }));
     fs.writeFileSync(path.join(dir, 'global.yaml'), stringify({ healthCheck: { intervalMs: 300, timeoutMs: 1000 } }));
-    const config = {
+    const config = (baseConfig = {
       node: { ip: ns.ipA, serviceName: 'user' },
       app: { configDir: dir },
       mesh: { globalConfigFile: path.join(dir, 'global.yaml') },
@@ -56,7 +64,7 @@ describe.skipIf(skip)('traffic takeover with real iptables in a network namespac
       dns: { upstreams: [`${ns.ipB}:53`] },
       iptables: { stateFile: path.join(runDir, 'iptables-state.json') },
       paths: { runDir, proxyBootstrap: path.join(runDir, 'proxy-bootstrap.json'), dnsConfig: path.join(runDir, 'mesh-dns.json') },
-    };
+    });
     configFile = path.join(dir, 'agent.yaml');
     fs.writeFileSync(configFile, stringify(config));
     peerApp = spawnInNs(ns.b, process.execPath, [appScript, 'order-b', '8080']);
@@ -149,6 +157,90 @@ describe.skipIf(skip)('traffic takeover with real iptables in a network namespac
     expect(await natRules(ns.a)).toBe(baseline);
     expect(fs.existsSync(path.join(dir, 'run', 'iptables-state.json'))).toBe(false);
     expect(pids.filter(pidAlive)).toEqual([]);
+  });
+
+  it('re-applies rules flushed from OUTPUT and from PREROUTING (onDrift: reapply), says so in /latest_error and /health, and traffic is captured again', async () => {
+    const agent = startAgent({ config: configWith('reapply', { verifyIntervalMs: 300 }) });
+    const app = spawnInNs(ns.a, process.execPath, [appScript, 'user-a', '8089']);
+    processes.push(app);
+    await eventually(async () => (await status()) === '<SERVICE_REGISTERED>', '<SERVICE_REGISTERED>', 60_000);
+    const vipCall = () => curlIn(ns.a, ['--resolve', 'order:80:240.240.0.1', 'http://order/drift']);
+    expect(await vipCall()).toMatch(/^order-b GET \/drift/);
+    const applied = await natRules(ns.a);
+
+    // the jumps go, the chains stay: verify must see the missing jumps
+    await inNs(ns.a, 'iptables', ['-t', 'nat', '-F', 'OUTPUT']);
+    const latest = await eventually(async () => {
+      const e = JSON.parse(await admin('/latest_error'));
+      return e.code === 'MESH_AGENT_CAPTURE_DRIFT' && e;
+    }, 'the drift in /latest_error', 30_000);
+    expect(latest.message).toContain('missing ipv4 -A OUTPUT -j ISTIO_OUTPUT; missing ipv4 -A OUTPUT -j DNS_OUTPUT');
+    expect(latest.message).toContain('the agent re-applied them');
+    expect(agent.output()).toContain('the iptables rules drifted from what the agent applied (2 difference(s)): missing ipv4 -A OUTPUT -j ISTIO_OUTPUT');
+    await eventually(async () => (await natRules(ns.a)) === applied, 'the rules back, exactly as applied', 30_000);
+    const health = await eventually(async () => {
+      const h = JSON.parse(await admin('/health'));
+      return h.capture.drift?.count === 1 && h.capture.drift.lastHealedAt && h;
+    }, 'the drift recorded as healed', 30_000);
+    expect(health.healthy).toBe(true);
+    expect(health.capture.mode).toBe('applied');
+    expect(health.capture.drift.lastDifferences).toEqual(['missing ipv4 -A OUTPUT -j ISTIO_OUTPUT', 'missing ipv4 -A OUTPUT -j DNS_OUTPUT']);
+    expect(JSON.parse(await admin('/config_dump/pilot-agent')).capture.drift.count).toBe(1);
+    // captured again: outbound through the proxy, DNS through mesh-dns
+    expect(await vipCall()).toMatch(/^order-b GET \/drift/);
+    expect((await inNs(ns.a, 'dig', ['+short', '+tries=1', '+time=5', `@${ns.ipB}`, 'order'])).trim()).toBe('240.240.0.1');
+
+    await inNs(ns.a, 'iptables', ['-t', 'nat', '-F', 'PREROUTING']);
+    await eventually(async () => JSON.parse(await admin('/health')).capture.drift?.count === 2, 'the second drift', 30_000);
+    expect(JSON.parse(await admin('/health')).capture.drift.lastDifferences).toEqual(['missing ipv4 -A PREROUTING -p tcp -j ISTIO_INBOUND']);
+    await eventually(async () => (await natRules(ns.a)) === applied, 'PREROUTING back', 30_000);
+    // inbound from the peer is captured again: through A's proxy (its in# cluster counts it)
+    expect(await curlIn(ns.b, [`http://${ns.ipA}:8089/after-drift`])).toMatch(/^user-a GET \/after-drift/);
+    const clusters = await curlIn(ns.a, ['127.0.0.1:15000/clusters']);
+    expect(clusters.split('\n').some((l) => l.startsWith('in#8089#user::') && /::rq_total::[1-9]/.test(l))).toBe(true);
+
+    expect((await agent.stop('SIGTERM')).code).toBe(0);
+    expect(await natRules(ns.a)).toBe(baseline);
+    await app.stop();
+  });
+
+  it('with onDrift: report leaves flushed rules missing and /health keeps saying which (503), until someone puts them back', async () => {
+    const agent = startAgent({ config: configWith('report', { verifyIntervalMs: 300, onDrift: 'report' }) });
+    await eventually(async () => (await status()) === '<FLOW_TAKEOVER>', '<FLOW_TAKEOVER>', 60_000);
+    expect((await adminCall('/healthz/ready')).code).toBe(200);
+    await inNs(ns.a, 'iptables', ['-t', 'nat', '-F', 'OUTPUT']);
+    const drifted = await eventually(async () => {
+      const r = await adminCall('/health');
+      return JSON.parse(r.body).capture.mode === 'drifted' && r;
+    }, '/health to report the drift', 30_000);
+    expect(drifted.code).toBe(503);
+    const problems: string = JSON.parse(drifted.body).problems.join('\n');
+    expect(problems).toContain('the iptables rules drifted from what the agent applied: missing ipv4 -A OUTPUT -j ISTIO_OUTPUT; missing ipv4 -A OUTPUT -j DNS_OUTPUT');
+    expect(problems).toContain('fix: find who changes the nat table');
+    const latest = JSON.parse(await admin('/latest_error'));
+    expect(latest).toMatchObject({ code: 'MESH_AGENT_CAPTURE_DRIFT' });
+    expect(latest.message).toContain('missing ipv4 -A OUTPUT -j ISTIO_OUTPUT');
+    const ready = await adminCall('/healthz/ready');
+    expect(ready.code).toBe(503);
+    expect(ready.body).toContain('missing ipv4 -A OUTPUT -j ISTIO_OUTPUT');
+
+    // several checks later: still missing, still reported, reported once
+    await new Promise((r) => setTimeout(r, 1500));
+    const rules = await natRules(ns.a);
+    expect(rules).not.toMatch(/-A OUTPUT .*-j (ISTIO_OUTPUT|DNS_OUTPUT)/);
+    expect(rules).toMatch(/-A ISTIO_OUTPUT /);
+    const health = JSON.parse(await admin('/health'));
+    expect(health.capture).toMatchObject({ mode: 'drifted', drift: { count: 1 } });
+    expect(agent.output().split('\n').filter((line) => line.includes('the iptables rules drifted'))).toHaveLength(1);
+
+    // put back by hand: the agent sees it and is healthy again
+    await inNs(ns.a, 'iptables', ['-t', 'nat', '-A', 'OUTPUT', '-j', 'ISTIO_OUTPUT']);
+    await inNs(ns.a, 'iptables', ['-t', 'nat', '-A', 'OUTPUT', '-j', 'DNS_OUTPUT']);
+    await eventually(async () => JSON.parse(await admin('/health')).capture.mode === 'applied', 'capture applied again', 30_000);
+    expect((await adminCall('/healthz/ready')).code).toBe(200);
+
+    expect((await agent.stop('SIGTERM')).code).toBe(0);
+    expect(await natRules(ns.a)).toBe(baseline);
   });
 
   it('removes the stale rules of a crashed agent on the next start', async () => {

@@ -39,6 +39,8 @@ describe('agentConfigSchema', () => {
         excludeOutboundCidrs: [],
         includeOutboundCidrs: [],
         stateFile: '/var/run/mesh-agent/iptables-state.json',
+        verifyIntervalMs: 10000,
+        onDrift: 'reapply',
       },
       log: { level: 'info', scopes: {} },
       paths: { runDir: '/var/run/mesh-agent', proxyBootstrap: '/var/run/mesh-agent/proxy-bootstrap.yaml', dnsConfig: '/var/run/mesh-agent/mesh-dns.yaml' },
@@ -58,6 +60,14 @@ describe('agentConfigSchema', () => {
       'iptables.excludeInboundPorts[0]: a port is 1..65535',
       'iptables.excludeOutboundCidrs[0]: expected a CIDR such as 10.0.0.0/8 or fd00::/8',
       'log.scopes.ads: expected one of debug, info, warn, error, none',
+    ]);
+  });
+
+  it('the drift check: an interval in ms (0 = off) and reapply or report', () => {
+    expect(parseConfig(agentConfigSchema, { iptables: { verifyIntervalMs: 0, onDrift: 'report' } }).iptables).toMatchObject({ verifyIntervalMs: 0, onDrift: 'report' });
+    expect(paths(() => parseConfig(agentConfigSchema, { iptables: { verifyIntervalMs: -1, onDrift: 'fix' } }))).toEqual([
+      'iptables.verifyIntervalMs: a duration cannot be negative',
+      'iptables.onDrift: expected one of reapply, report',
     ]);
   });
 

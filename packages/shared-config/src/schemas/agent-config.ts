@@ -79,6 +79,8 @@ export const registrySettingsSchema = z.strictObject({
     .describe('Settings of backend `etcd`'),
 });
 
+export const DRIFT_ACTIONS = ['reapply', 'report'] as const;
+
 export const iptablesSettingsSchema = z.strictObject({
   enabled: z.boolean().default(true).describe('Install the traffic-capture rules'),
   captureDns: z.boolean().default(true).describe('DNAT UDP/TCP port 53 to mesh-dns'),
@@ -88,6 +90,13 @@ export const iptablesSettingsSchema = z.strictObject({
   excludeOutboundCidrs: z.array(cidr).default([]).describe('Outbound destinations never captured'),
   includeOutboundCidrs: z.array(cidr).default([]).describe('Extra outbound destinations captured besides the mesh VIP and vipCidr'),
   stateFile: filePath.default(DEFAULT_IPTABLES_STATE_FILE).describe('What was applied, so cleanup removes exactly that'),
+  verifyIntervalMs: millis
+    .default(10_000)
+    .describe('How often the applied rules are compared with the nat table (a flushed OUTPUT/PREROUTING, a deleted rule); 0 = never'),
+  onDrift: z
+    .enum(DRIFT_ACTIONS, { error: `expected one of ${DRIFT_ACTIONS.join(', ')}` })
+    .default('reapply')
+    .describe('When the rules drifted: `reapply` them (atomically) or only `report` it in /health and /latest_error'),
 });
 
 export const logSettingsSchema = z.strictObject({
