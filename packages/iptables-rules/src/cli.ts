@@ -50,6 +50,9 @@ Rule options (flags override the --config file):
                                 (default: no GID rule)
   --dns-capture, --no-dns-capture
                                 capture udp/tcp port 53 to mesh-dns (default on)
+  --dns-capture6, --no-dns-capture6
+                                with --ipv6: capture IPv6 DNS too, to
+                                [--dns-address6]:PORT (default: as --dns-capture)
   --ipv6, --no-ipv6             also install the rules with ip6tables (default off)
 
 Other options:
@@ -132,6 +135,8 @@ export function parseCli(argv: string[]): ParsedCli {
     help: { type: 'boolean', short: 'h' },
     'dns-capture': { type: 'boolean' },
     'no-dns-capture': { type: 'boolean' },
+    'dns-capture6': { type: 'boolean' },
+    'no-dns-capture6': { type: 'boolean' },
     ipv6: { type: 'boolean' },
     'no-ipv6': { type: 'boolean' },
   };
@@ -160,7 +165,7 @@ export function parseCli(argv: string[]): ParsedCli {
   if (values['dry-run'] && (command === 'print' || command === 'verify')) throw usage(`--dry-run applies to apply and clean; ${command} changes nothing anyway`);
   if (values.force && command !== 'clean') throw usage('--force only applies to clean');
   if (values.netns !== undefined && !/^[A-Za-z0-9_.-]+$/.test(String(values.netns))) throw usage(`--netns ${String(values.netns)}: not a network namespace name`);
-  for (const [on, off] of [['dns-capture', 'no-dns-capture'], ['ipv6', 'no-ipv6']]) {
+  for (const [on, off] of [['dns-capture', 'no-dns-capture'], ['dns-capture6', 'no-dns-capture6'], ['ipv6', 'no-ipv6']]) {
     if (values[on] && values[off]) throw usage(`--${on} and --${off} contradict each other`);
   }
 
@@ -180,9 +185,11 @@ export function parseCli(argv: string[]): ParsedCli {
   }
   if (values['dns-capture']) config.dnsCapture = true;
   if (values['no-dns-capture']) config.dnsCapture = false;
+  if (values['dns-capture6']) config.dnsCapture6 = true;
+  if (values['no-dns-capture6']) config.dnsCapture6 = false;
   if (values.ipv6) config.ipv6 = true;
   if (values['no-ipv6']) config.ipv6 = false;
-  fromFlags ||= ['dns-capture', 'no-dns-capture', 'ipv6', 'no-ipv6'].some((f) => values[f] !== undefined);
+  fromFlags ||= ['dns-capture', 'no-dns-capture', 'dns-capture6', 'no-dns-capture6', 'ipv6', 'no-ipv6'].some((f) => values[f] !== undefined);
   // flag values are not in the file: only name the file for keys that came from it
   const fileLineOf = configSource.lineOf;
   const flagKeys = new Set(Object.entries(FLAG_TO_KEY).filter(([flag]) => values[flag] !== undefined).map(([, key]) => key as string));

@@ -26,6 +26,8 @@ export interface CaptureRulesConfig {
   proxyPort?: number | string;
   /** capture DNS (udp and tcp port 53) to mesh-dns */
   dnsCapture?: boolean;
+  /** with ipv6: capture IPv6 DNS to mesh-dns on dnsAddress6 too (default: as dnsCapture); off when mesh-dns does not listen there */
+  dnsCapture6?: boolean;
   /** mesh-dns' port (55354) */
   dnsPort?: number | string;
   /** mesh-dns' address for IPv4 (127.0.0.1) */
@@ -55,6 +57,7 @@ export interface ResolvedCaptureConfig {
   outboundExcludePorts: number[];
   proxyPort: number;
   dnsCapture: boolean;
+  dnsCapture6: boolean;
   dnsPort: number;
   dnsAddress: string;
   dnsAddress6: string;
@@ -74,6 +77,7 @@ export const CAPTURE_CONFIG_KEYS = [
   'outboundExcludePorts',
   'proxyPort',
   'dnsCapture',
+  'dnsCapture6',
   'dnsPort',
   'dnsAddress',
   'dnsAddress6',
@@ -213,6 +217,7 @@ export function resolveCaptureConfig(input: CaptureRulesConfig | Record<string, 
   const proxyUid = id('proxyUid') ?? DEFAULT_PROXY_UID;
   const proxyGid = id('proxyGid');
   const dnsCapture = bool('dnsCapture', true);
+  const dnsCapture6 = bool('dnsCapture6', dnsCapture);
   const ipv6 = bool('ipv6', false);
 
   const capturesInbound = inboundPorts === '*' || inboundPorts.length > 0;
@@ -248,6 +253,7 @@ export function resolveCaptureConfig(input: CaptureRulesConfig | Record<string, 
     outboundExcludePorts,
     proxyPort,
     dnsCapture,
+    dnsCapture6,
     dnsPort,
     dnsAddress,
     dnsAddress6,

@@ -66,6 +66,7 @@ function buildFamily(config: ResolvedCaptureConfig, family: IpFamily): RuleSet {
   const localIp = family === 4 ? config.localIp : config.localIp6;
   const dnsAddress = family === 4 ? config.dnsAddress : config.dnsAddress6;
   const outboundCidrs = config.outboundCidrs.filter((c) => c.family === family);
+  const dnsCapture = family === 4 ? config.dnsCapture : config.dnsCapture6;
   const capturesInbound = localIp !== undefined && (config.inboundPorts === '*' || config.inboundPorts.length > 0);
   const capturesOutbound = localIp !== undefined && outboundCidrs.length > 0;
   const ownerReturns = (chain: string) => {
@@ -76,9 +77,9 @@ function buildFamily(config: ResolvedCaptureConfig, family: IpFamily): RuleSet {
   // Jumps first, in the source document's order: PREROUTING -> ISTIO_INBOUND; OUTPUT -> ISTIO_OUTPUT, then DNS_OUTPUT.
   if (capturesInbound) add('PREROUTING', { protocol: 'tcp' }, { type: 'jump', chain: CHAINS.inbound });
   if (capturesOutbound) add('OUTPUT', {}, { type: 'jump', chain: CHAINS.output });
-  if (config.dnsCapture) add('OUTPUT', {}, { type: 'jump', chain: CHAINS.dnsOutput });
+  if (dnsCapture) add('OUTPUT', {}, { type: 'jump', chain: CHAINS.dnsOutput });
 
-  if (config.dnsCapture) {
+  if (dnsCapture) {
     // The owner RETURN comes first: mesh-dns' own upstream queries must not be captured again.
     ownerReturns(CHAINS.dnsOutput);
     for (const protocol of ['udp', 'tcp'] as const) {

@@ -82,6 +82,19 @@ describe('mesh-iptables print with the source document inputs', () => {
     expect(r.stdout).toBe(readFileSync(join(GOLDEN, 'dual-stack.restore.txt'), 'utf8'));
   });
 
+  it('--no-dns-capture6 keeps DNS capture in IPv4 and leaves IPv6 DNS alone (mesh-dns not on ::1)', () => {
+    const r = cli(['print', ...DOC_ARGS, '--ipv6', '--local-ip6', 'fd00::28', '--no-dns-capture6', '--format', 'restore']);
+    expect(r.code, r.stderr).toBe(0);
+    const [v4, v6] = r.stdout.split('# ip6tables');
+    expect(v4).toContain('-A OUTPUT -j DNS_OUTPUT');
+    expect(v4).toContain('-A DNS_OUTPUT -p udp -m udp --dport 53 -j DNAT --to-destination 127.0.0.1:55354');
+    expect(v6).not.toContain('DNS_OUTPUT');
+    expect(v6).toContain('-A ISTIO_INBOUND -d fd00::28/128 -p tcp -m tcp --dport 8089 -j ISTIO_REDIRECT');
+    // it follows --no-dns-capture unless given
+    expect(cli(['print', ...DOC_ARGS, '--ipv6', '--local-ip6', 'fd00::28', '--no-dns-capture', '--format', 'restore']).stdout).not.toContain('DNS_OUTPUT');
+    expect(cli(['print', ...DOC_ARGS, '--dns-capture6', '--no-dns-capture6']).code).toBe(2);
+  });
+
   it('the owner RETURN is the first rule of DNS_OUTPUT and ISTIO_OUTPUT', () => {
     const [set] = buildRuleSets(docConfig());
     for (const chain of ['DNS_OUTPUT', 'ISTIO_OUTPUT']) {
@@ -96,7 +109,7 @@ describe('mesh-iptables print with the source document inputs', () => {
     expect(r.code).toBe(0);
     for (const flag of ['--config', '--local-ip', '--local-ip6', '--inbound-ports', '--inbound-exclude-ports', '--inbound-exclude-cidrs', '--outbound-cidrs',
       '--outbound-exclude-cidrs', '--outbound-exclude-ports', '--proxy-port', '--dns-port', '--dns-address', '--dns-address6', '--proxy-uid', '--proxy-gid',
-      '--no-dns-capture', '--ipv6', '--format', '--dry-run', '--state-file', '--backend', '--netns', '--force']) {
+      '--no-dns-capture', '--no-dns-capture6', '--ipv6', '--format', '--dry-run', '--state-file', '--backend', '--netns', '--force']) {
       expect(r.stdout).toContain(flag);
     }
     expect(r.stdout).toMatch(/Exit codes:[\s\S]*4 {2}verify found/);
