@@ -26,7 +26,7 @@ import { buildDnsConfig, buildProxyBootstrap } from './bootstrap';
 import { CaptureController, captureRulesConfig, type CaptureState, type DriftAction } from './capture';
 import { meshDnsBin, proxyBin } from './children';
 import { createAgentAdmin } from './admin-routes';
-import { detectNodeIp, localServiceName, nodeIdOf, type BoundPorts, type MeshModel } from './mesh-model';
+import { detectNodeIp, detectNodeIp6, localServiceName, nodeIdOf, type BoundPorts, type MeshModel } from './mesh-model';
 import { PeriodicTask } from './periodic-task';
 import { createRegistry, mergeInstances, type LocalRegistration, type RegistryBackend } from './registry/index';
 import { bindTcp, bindUdp, type OwnedSocket } from './sockets';
@@ -83,6 +83,7 @@ export class MeshAgent {
   private sockets: OwnedSocket[] = [];
   ports!: BoundPorts;
   nodeIp!: string;
+  nodeIp6: string | undefined;
   /** Services put in force with PUT /update, on top of the registry's. */
   private updateOverlay: RegistrySnapshot['services'] | undefined;
   private configVersion = 0;
@@ -117,7 +118,12 @@ export class MeshAgent {
   }
 
   get listenerAddress(): string {
-    return this.opts.listenerAddress ?? '0.0.0.0';
+    // with IPv6 capture the listener takes IPv6 connections too: `::` is dual-stack
+    return this.opts.listenerAddress ?? (this.ipv6Capture ? '::' : '0.0.0.0');
+  }
+
+  private get ipv6Capture(): boolean {
+    return this.config.iptables.ipv6 && !this.captureDisabledReason;
   }
 
   get captureDisabledReason(): string | undefined {
@@ -149,6 +155,13 @@ export class MeshAgent {
     try {
       this.loadSpecAndGlobal();
       this.nodeIp = detectNodeIp(config.node.ip);
+      this.nodeIp6 = detectNodeIp6(config.node.ip6);
+      if (this.ipv6Capture && !this.nodeIp6) {
+        throw new MeshError('MESH_CONFIG_INVALID', 'iptables.ipv6 is on, but node.ip6 is not set and this host has no global IPv6 address to detect', {
+          exitCode: EXIT_CODES.usage,
+          hint: "set node.ip6 to the node's IPv6 address (ip -6 addr show scope global), or set iptables.ipv6: false",
+        });
+      }
       this.registry = createRegistry(config.registry, (err) => this.recordError(err, 'registry'));
       await this.registry.start();
       this.registry.onChange(() => this.schedulePush());
@@ -214,6 +227,7 @@ export class MeshAgent {
       registry: this.effectiveRegistry(),
       ports: this.ports,
       nodeIp: this.nodeIp,
+      nodeIp6: this.nodeIp6,
       nodeId: nodeIdOf(this.config, this.spec, this.nodeIp),
       appHost: '127.0.0.1',
       listenerAddress: this.listenerAddress,

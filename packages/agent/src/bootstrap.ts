@@ -183,7 +183,8 @@ export function buildProxyBootstrap(model: MeshModel, version: string): ProxyBoo
     node: { id: model.nodeId, cluster: localServiceName(agent, spec), metadata: { namespace: agent.node.namespace } },
     admin: { address: agent.adminAddress, port: ports.proxyAdmin },
     listener: { name: 'virtual', address: model.listenerAddress ?? '0.0.0.0', port: ports.proxyListener },
-    localAddresses: [...new Set([model.nodeIp])],
+    // an IPv6 inbound connection's original destination is node.ip6
+    localAddresses: [...new Set([model.nodeIp, ...(model.nodeIp6 ? [model.nodeIp6] : [])])],
     outboundCidrs: [...new Set([agent.mesh.vip, agent.mesh.vipCidr, ...agent.iptables.includeOutboundCidrs])], // what capture.ts DNATs to the listener
     inbound,
     ...(agent.proxy.accessLog ? { accessLog: agent.proxy.accessLog } : {}),

@@ -62,6 +62,7 @@ export function captureRulesConfig(model: MeshModel): CaptureRulesConfig {
   const inboundPorts = [...new Set(proxiedPorts(spec).map((p) => p.port))].filter((p) => !excluded.has(p));
   return {
     localIp: model.nodeIp,
+    localIp6: model.nodeIp6,
     inboundPorts,
     outboundCidrs: [...new Set([agent.mesh.vip, agent.mesh.vipCidr, ...agent.iptables.includeOutboundCidrs])],
     outboundExcludeCidrs: agent.iptables.excludeOutboundCidrs,
@@ -73,6 +74,8 @@ export function captureRulesConfig(model: MeshModel): CaptureRulesConfig {
     proxyUid: agent.proxy.uid,
     proxyGid: agent.proxy.gid,
     ipv6: agent.iptables.ipv6,
+    // mesh-dns serves 127.0.0.1 only: an IPv6 DNAT to [::1] would reach nothing
+    dnsCapture6: false,
   };
 }
 

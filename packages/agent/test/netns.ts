@@ -42,15 +42,30 @@ export interface NsPair {
   b: string;
   ipA: string;
   ipB: string;
+  /** with `v6`: fd00:198:18:SUBNET::1 and ::2 (else empty) */
+  ip6A: string;
+  ip6B: string;
   remove(): Promise<void>;
 }
 
-/** Two namespaces joined by a veth pair, lo up, each with a default route through the other. */
-export async function createNsPair(tag: string, subnet: number): Promise<NsPair> {
+/** Whether this kernel does IPv6 nat (it may boot with ipv6.disable=1), probed in a throwaway namespace. */
+export function ipv6NatUnavailable(): string | undefined {
+  try {
+    execFileSync('unshare', ['-n', 'sh', '-c', 'ip link set lo up && ip -6 addr show dev lo | grep -q "::1" && ip6tables -t nat -L -n >/dev/null'], { stdio: 'pipe' });
+    return undefined;
+  } catch (err) {
+    return `no IPv6 nat in this kernel: ${(err as { stderr?: Buffer }).stderr?.toString().trim() || (err as Error).message}`;
+  }
+}
+
+/** Two namespaces joined by a veth pair, lo up, each with a default route through the other (IPv6 too with `v6`). */
+export async function createNsPair(tag: string, subnet: number, opts: { v6?: boolean } = {}): Promise<NsPair> {
   const a = `ma-${tag}-a-${process.pid}`;
   const b = `ma-${tag}-b-${process.pid}`;
   const ipA = `198.18.${subnet}.1`;
   const ipB = `198.18.${subnet}.2`;
+  const ip6A = opts.v6 ? `fd00:198:18:${subnet}::1` : '';
+  const ip6B = opts.v6 ? `fd00:198:18:${subnet}::2` : '';
   const remove = async () => {
     for (const ns of [a, b]) await run('ip', ['netns', 'del', ns]).catch(() => undefined);
   };
@@ -61,20 +76,23 @@ export async function createNsPair(tag: string, subnet: number): Promise<NsPair>
     const va = `va${subnet}x${process.pid % 10000}`;
     const vb = `vb${subnet}x${process.pid % 10000}`;
     await run('ip', ['link', 'add', va, 'netns', a, 'type', 'veth', 'peer', 'name', vb, 'netns', b]);
-    for (const [ns, dev, ip, peer] of [
-      [a, va, ipA, ipB],
-      [b, vb, ipB, ipA],
+    for (const [ns, dev, ip, peer, ip6, peer6] of [
+      [a, va, ipA, ipB, ip6A, ip6B],
+      [b, vb, ipB, ipA, ip6B, ip6A],
     ]) {
       await inNs(ns, 'ip', ['link', 'set', 'lo', 'up']);
       await inNs(ns, 'ip', ['addr', 'add', `${ip}/24`, 'dev', dev]);
+      // nodad: usable at once, no duplicate address detection to wait for
+      if (opts.v6) await inNs(ns, 'ip', ['-6', 'addr', 'add', `${ip6}/64`, 'dev', dev, 'nodad']);
       await inNs(ns, 'ip', ['link', 'set', dev, 'up']);
       await inNs(ns, 'ip', ['route', 'add', 'default', 'via', peer]);
+      if (opts.v6) await inNs(ns, 'ip', ['-6', 'route', 'add', 'default', 'via', peer6]);
     }
   } catch (err) {
     await remove();
     throw err;
   }
-  return { a, b, ipA, ipB, remove };
+  return { a, b, ipA, ipB, ip6A, ip6B, remove };
 }
 
 /** A process inside a namespace; killed (its whole group) by stop(). */
@@ -105,9 +123,9 @@ export function spawnInNs(ns: string, cmd: string, args: string[], opts: { env?:
   };
 }
 
-/** `iptables-save -t nat` of a namespace without the comment and counter lines that change between runs. */
-export async function natRules(ns: string): Promise<string> {
-  const text = await inNs(ns, 'iptables-save', ['-t', 'nat']);
+/** `iptables-save -t nat` (or `ip6tables-save`) of a namespace without the comment and counter lines that change between runs. */
+export async function natRules(ns: string, save: 'iptables-save' | 'ip6tables-save' = 'iptables-save'): Promise<string> {
+  const text = await inNs(ns, save, ['-t', 'nat']);
   return text
     .split('\n')
     .filter((l) => !l.startsWith('#'))

@@ -63,6 +63,11 @@ describe('agentConfigSchema', () => {
     ]);
   });
 
+  it('node.ip6 takes an IPv6 address only', () => {
+    expect(parseConfig(agentConfigSchema, { node: { ip6: 'fd00:198:18::1' } }).node.ip6).toBe('fd00:198:18::1');
+    expect(paths(() => parseConfig(agentConfigSchema, { node: { ip6: '198.18.0.1' } }))).toEqual(['node.ip6: expected an IPv6 address such as fd00::2']);
+  });
+
   it('the drift check: an interval in ms (0 = off) and reapply or report', () => {
     expect(parseConfig(agentConfigSchema, { iptables: { verifyIntervalMs: 0, onDrift: 'report' } }).iptables).toMatchObject({ verifyIntervalMs: 0, onDrift: 'report' });
     expect(paths(() => parseConfig(agentConfigSchema, { iptables: { verifyIntervalMs: -1, onDrift: 'fix' } }))).toEqual([

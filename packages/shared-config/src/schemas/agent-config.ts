@@ -9,6 +9,10 @@ export const nodeIdentitySchema = z.strictObject({
   serviceName: serviceName.optional().describe("This node's service (TSF application) name; default the first service of spec.yaml"),
   namespace: serviceName.default('default').describe('Namespace of the service'),
   ip: ipAddress.optional().describe("The node's own IP; detected (first non-loopback IPv4) when absent"),
+  ip6: z
+    .ipv6({ error: 'expected an IPv6 address such as fd00::2' })
+    .optional()
+    .describe("The node's own IPv6 address, captured inbound with iptables.ipv6; detected (first global, non-link-local IPv6) when absent"),
 });
 
 export const appSchema = z.strictObject({
@@ -84,7 +88,7 @@ export const DRIFT_ACTIONS = ['reapply', 'report'] as const;
 export const iptablesSettingsSchema = z.strictObject({
   enabled: z.boolean().default(true).describe('Install the traffic-capture rules'),
   captureDns: z.boolean().default(true).describe('DNAT UDP/TCP port 53 to mesh-dns'),
-  ipv6: z.boolean().default(false).describe('Also write ip6tables rules'),
+  ipv6: z.boolean().default(false).describe('Also write ip6tables rules (inbound to node.ip6 and includeOutboundCidrs IPv6 ranges; IPv6 DNS is not captured)'),
   excludeInboundPorts: z.array(servicePort).default([]).describe('Inbound ports never captured'),
   excludeOutboundPorts: z.array(servicePort).default([]).describe('Outbound destination ports never captured'),
   excludeOutboundCidrs: z.array(cidr).default([]).describe('Outbound destinations never captured'),
