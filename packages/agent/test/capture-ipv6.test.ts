@@ -12,7 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
 import { tempDir } from './agent-fixture';
 import { eventually } from './helpers';
-import { createNsPair, inNs, ipv6NatUnavailable, natRules, run, skipNetnsTests, spawnInNs, type NsPair, type NsProcess } from './netns';
+import { createNsPair, inNs, ipv6NatUnavailable, natRules, nsAdminClient, run, skipNetnsTests, spawnInNs, writeNsAgentFiles, type NsPair, type NsProcess } from './netns';
 
 const exec = promisify(execFile);
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -33,9 +33,7 @@ describe.skipIf(skipNs || noV6 !== undefined)('dual-stack traffic capture (iptab
   let baseline6: string;
   let baseConfig: Record<string, any>;
 
-  const curlIn = async (where: string, args: string[]) => inNs(where, 'curl', ['-s', '--max-time', '10', ...args]);
-  const admin = (p: string) => curlIn(ns.a, [`127.0.0.1:15020${p}`]);
-  const status = async () => (await admin('/status').catch(() => '')).trim();
+  const { curlIn, admin, status } = nsAdminClient(() => ns.a);
 
   function writeConfig(name: string, config: Record<string, any>): string {
     const file = path.join(dir, `agent-${name}.yaml`);
@@ -46,22 +44,14 @@ describe.skipIf(skipNs || noV6 !== undefined)('dual-stack traffic capture (iptab
   beforeAll(async () => {
     ns = await createNsPair('ip6', 78, { v6: true });
     dir = tempDir('mesh-agent-ipv6-');
-    const runDir = path.join(dir, 'run');
-    fs.mkdirSync(runDir, { mode: 0o777 });
-    fs.chmodSync(runDir, 0o777);
-    fs.writeFileSync(path.join(dir, 'spec.yaml'), stringify({ apiVersion: 'v1', kind: 'Application', spec: { services: [{ name: 'user', ports: [{ targetPort: 8089 }], healthCheck: { path: '/health' } }] } }));
-    fs.writeFileSync(path.join(dir, 'registry.yaml'), stringify({ services: [{ name: 'order', instances: [{ id: 'order-b', address: ns.ipB, port: 8080 }] }] }));
-    fs.writeFileSync(path.join(dir, 'global.yaml'), stringify({ healthCheck: { intervalMs: 300, timeoutMs: 1000 } }));
-    baseConfig = {
-      // node.ip6 is not set: detected from the namespace's global IPv6 address
-      node: { ip: ns.ipA, serviceName: 'user' },
-      app: { configDir: dir },
-      mesh: { globalConfigFile: path.join(dir, 'global.yaml') },
-      registry: { backend: 'file', file: { path: path.join(dir, 'registry.yaml') } },
-      dns: { upstreams: [`${ns.ipB}:53`] },
-      iptables: { ipv6: true, includeOutboundCidrs: [VIP6_RANGE], stateFile: path.join(runDir, 'iptables-state.json') },
-      paths: { runDir, proxyBootstrap: path.join(runDir, 'proxy-bootstrap.json'), dnsConfig: path.join(runDir, 'mesh-dns.json') },
-    };
+    const files = writeNsAgentFiles(dir, {
+      nodeIp: ns.ipA,
+      services: [{ name: 'user', ports: [{ targetPort: 8089 }], healthCheck: { path: '/health' } }],
+      registry: [{ name: 'order', instances: [{ id: 'order-b', address: ns.ipB, port: 8080 }] }],
+      dnsUpstream: `${ns.ipB}:53`,
+    });
+    // node.ip6 is not set: detected from the namespace's global IPv6 address
+    baseConfig = { ...files.config, iptables: { ...files.config.iptables, ipv6: true, includeOutboundCidrs: [VIP6_RANGE] } };
     await inNs(ns.b, 'ip', ['-6', 'addr', 'add', `${VIP6}/128`, 'dev', 'lo']);
     const peer = spawnInNs(ns.b, process.execPath, [appScript, 'order-b', '8080']);
     processes.push(peer);

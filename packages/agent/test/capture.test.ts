@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
 import { tempDir } from './agent-fixture';
 import { eventually } from './helpers';
-import { createNsPair, inNs, natRules, pidAlive, skipNetnsTests, spawnInNs, type NsPair, type NsProcess } from './netns';
+import { createNsPair, inNs, natRules, nsAdminClient, pidAlive, skipNetnsTests, spawnInNs, writeNsAgentFiles, type NsPair, type NsProcess } from './netns';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const agentBin = path.resolve(here, '../bin/mesh-agent.js');
@@ -24,9 +24,7 @@ describe.skipIf(skip)('traffic takeover with real iptables in a network namespac
   let baseline: string;
   let baseConfig: Record<string, any>;
 
-  const curlIn = async (where: string, args: string[]) => inNs(where, 'curl', ['-s', '--max-time', '10', ...args]);
-  const admin = (p: string) => curlIn(ns.a, [`127.0.0.1:15020${p}`]);
-  const status = async () => (await admin('/status').catch(() => '')).trim();
+  const { curlIn, admin, status } = nsAdminClient(() => ns.a);
   /** An admin request's status code and body, over real HTTP from inside the namespace. */
   const adminCall = async (p: string, method = 'GET') => {
     const out = await curlIn(ns.a, ['-X', method, '-w', '\n%{http_code}', `127.0.0.1:15020${p}`]);
@@ -50,21 +48,12 @@ describe.skipIf(skip)('traffic takeover with real iptables in a network namespac
   beforeAll(async () => {
     ns = await createNsPair('cap', 77);
     dir = tempDir('mesh-agent-capture-');
-    const runDir = path.join(dir, 'run');
-    fs.mkdirSync(runDir, { mode: 0o777 });
-    fs.chmodSync(runDir, 0o777);
-    fs.writeFileSync(path.join(dir, 'spec.yaml'), stringify({ apiVersion: 'v1', kind: 'Application', spec: { services: [{ name: 'user', ports: [{ targetPort: 8089 }], healthCheck: { path: '/health' } }] } }));
-    fs.writeFileSync(path.join(dir, 'registry.yaml'), stringify({ services: [{ name: 'order', instances: [{ id: 'order-b', address: ns.ipB, port: 8080 }] }] }));
-    fs.writeFileSync(path.join(dir, 'global.yaml'), stringify({ healthCheck: { intervalMs: 300, timeoutMs: 1000 } }));
-    const config = (baseConfig = {
-      node: { ip: ns.ipA, serviceName: 'user' },
-      app: { configDir: dir },
-      mesh: { globalConfigFile: path.join(dir, 'global.yaml') },
-      registry: { backend: 'file', file: { path: path.join(dir, 'registry.yaml') } },
-      dns: { upstreams: [`${ns.ipB}:53`] },
-      iptables: { stateFile: path.join(runDir, 'iptables-state.json') },
-      paths: { runDir, proxyBootstrap: path.join(runDir, 'proxy-bootstrap.json'), dnsConfig: path.join(runDir, 'mesh-dns.json') },
-    });
+    const config = (baseConfig = writeNsAgentFiles(dir, {
+      nodeIp: ns.ipA,
+      services: [{ name: 'user', ports: [{ targetPort: 8089 }], healthCheck: { path: '/health' } }],
+      registry: [{ name: 'order', instances: [{ id: 'order-b', address: ns.ipB, port: 8080 }] }],
+      dnsUpstream: `${ns.ipB}:53`,
+    }).config);
     configFile = path.join(dir, 'agent.yaml');
     fs.writeFileSync(configFile, stringify(config));
     peerApp = spawnInNs(ns.b, process.execPath, [appScript, 'order-b', '8080']);

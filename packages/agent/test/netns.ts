@@ -1,8 +1,11 @@
 // Network namespaces for tests that need real iptables: the test creates them, runs the agent
 // inside, and removes them afterwards. Nothing touches the machine's own namespace.
 import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
 import { promisify } from 'node:util';
 import { processRunning } from '@mesh-agent/shared-config';
+import { stringify } from 'yaml';
 
 const exec = promisify(execFile);
 
@@ -135,3 +138,41 @@ export async function natRules(ns: string, save: 'iptables-save' | 'ip6tables-sa
 
 /** Still running (a zombie waiting to be reaped counts as gone: it runs nothing and holds no socket). */
 export const pidAlive = processRunning;
+
+export interface NsAgentFiles {
+  /** the agent config pointing at the files below; tests spread their own settings over it */
+  config: Record<string, any>;
+  runDir: string;
+}
+
+/**
+ * What every namespace agent test writes into `dir`: spec.yaml with `services`, a file registry with
+ * `registry`, a global config with quick health checks, and a run directory the proxy user can write
+ * to (mode 0777); mesh-dns forwards to `dnsUpstream` (a peer namespace, never this machine's resolver).
+ */
+export function writeNsAgentFiles(dir: string, opts: { nodeIp: string; services: unknown[]; registry: unknown[]; dnsUpstream: string }): NsAgentFiles {
+  const runDir = path.join(dir, 'run');
+  fs.mkdirSync(runDir, { mode: 0o777 });
+  fs.chmodSync(runDir, 0o777);
+  fs.writeFileSync(path.join(dir, 'spec.yaml'), stringify({ apiVersion: 'v1', kind: 'Application', spec: { services: opts.services } }));
+  fs.writeFileSync(path.join(dir, 'registry.yaml'), stringify({ services: opts.registry }));
+  fs.writeFileSync(path.join(dir, 'global.yaml'), stringify({ healthCheck: { intervalMs: 300, timeoutMs: 1000 } }));
+  const config = {
+    node: { ip: opts.nodeIp, serviceName: 'user' },
+    app: { configDir: dir },
+    mesh: { globalConfigFile: path.join(dir, 'global.yaml') },
+    registry: { backend: 'file', file: { path: path.join(dir, 'registry.yaml') } },
+    dns: { upstreams: [opts.dnsUpstream] },
+    iptables: { stateFile: path.join(runDir, 'iptables-state.json') },
+    paths: { runDir, proxyBootstrap: path.join(runDir, 'proxy-bootstrap.json'), dnsConfig: path.join(runDir, 'mesh-dns.json') },
+  };
+  return { config, runDir };
+}
+
+/** curl from inside a namespace, and the agent's admin (127.0.0.1:15020) and /status there. */
+export function nsAdminClient(ns: () => string) {
+  const curlIn = (where: string, args: string[]) => inNs(where, 'curl', ['-s', '--max-time', '10', ...args]);
+  const admin = (p: string) => curlIn(ns(), [`127.0.0.1:15020${p}`]);
+  const status = async () => (await admin('/status').catch(() => '')).trim();
+  return { curlIn, admin, status };
+}

@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
 import { tempDir } from './agent-fixture';
 import { eventually } from './helpers';
-import { createNsPair, inNs, natRules, skipNetnsTests, spawnInNs, type NsPair, type NsProcess } from './netns';
+import { createNsPair, inNs, natRules, nsAdminClient, skipNetnsTests, spawnInNs, writeNsAgentFiles, type NsPair, type NsProcess } from './netns';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const agentBin = path.resolve(here, '../bin/mesh-agent.js');
@@ -28,8 +28,7 @@ describe.skipIf(skip)('non-HTTP ports of spec.yaml with real iptables in a netwo
   let baseline: string;
   let agent: NsProcess;
   const processes: NsProcess[] = [];
-  const curlIn = (where: string, args: string[]) => inNs(where, 'curl', ['-s', '--max-time', '10', ...args]);
-  const admin = (p: string) => curlIn(ns.a, [`127.0.0.1:15020${p}`]);
+  const { curlIn, admin } = nsAdminClient(() => ns.a);
   const start = (where: string, cmd: string, args: string[]) => {
     const p = spawnInNs(where, cmd, args);
     processes.push(p);
@@ -39,22 +38,8 @@ describe.skipIf(skip)('non-HTTP ports of spec.yaml with real iptables in a netwo
   beforeAll(async () => {
     ns = await createNsPair('proto', 79);
     dir = tempDir('mesh-agent-protocols-');
-    const runDir = path.join(dir, 'run');
-    fs.mkdirSync(runDir, { mode: 0o777 });
-    fs.chmodSync(runDir, 0o777);
     const ports = [{ targetPort: HTTP_PORT, protocol: 'http' }, { targetPort: DUBBO_PORT, protocol: 'dubbo' }, { targetPort: TCP_PORT, protocol: 'tcp' }];
-    fs.writeFileSync(path.join(dir, 'spec.yaml'), stringify({ apiVersion: 'v1', kind: 'Application', spec: { services: [{ name: 'user', ports, healthCheck: { path: '/health' } }] } }));
-    fs.writeFileSync(path.join(dir, 'registry.yaml'), stringify({ services: [] }));
-    fs.writeFileSync(path.join(dir, 'global.yaml'), stringify({ healthCheck: { intervalMs: 300, timeoutMs: 1000 } }));
-    const config = {
-      node: { ip: ns.ipA, serviceName: 'user' },
-      app: { configDir: dir },
-      mesh: { globalConfigFile: path.join(dir, 'global.yaml') },
-      registry: { backend: 'file', file: { path: path.join(dir, 'registry.yaml') } },
-      dns: { upstreams: [`${ns.ipB}:53`] },
-      iptables: { stateFile: path.join(runDir, 'iptables-state.json') },
-      paths: { runDir, proxyBootstrap: path.join(runDir, 'proxy-bootstrap.json'), dnsConfig: path.join(runDir, 'mesh-dns.json') },
-    };
+    const { config } = writeNsAgentFiles(dir, { nodeIp: ns.ipA, services: [{ name: 'user', ports, healthCheck: { path: '/health' } }], registry: [], dnsUpstream: `${ns.ipB}:53` });
     fs.writeFileSync(path.join(dir, 'agent.yaml'), stringify(config));
     baseline = await natRules(ns.a);
     const web = start(ns.a, process.execPath, [httpApp, 'user-a', String(HTTP_PORT)]);
