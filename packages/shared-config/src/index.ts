@@ -24,3 +24,5 @@ export { specFilePath } from './resolve';
 export { HOLD_LIMIT, HOLD_MS, adoptedBy, holdConnections, holdDatagrams } from './socket-handover';
 export type { HeldConnections, HeldDatagram, HeldDatagrams, HoldOptions } from './socket-handover';
 export { processRunning } from './process-state';
+export { matchesIstioPattern, parseSpiffeId, spiffeId, spiffeIdOf, uriSans } from './spiffe';
+export type { SpiffeIdParts } from './spiffe';

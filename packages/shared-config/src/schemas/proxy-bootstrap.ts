@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { ADMIN_HOST, DEFAULT_MESH_VIP, DEFAULT_PORTS, DEFAULT_VIP_CIDR } from '../defaults';
-import { cidr, healthCheckPath, ipAddress, listenAddress, listenPort, metadata, millis, nonEmptyString, nonNegativeInt, percent, positiveInt, servicePort } from './common';
+import { cidr, filePath, healthCheckPath, ipAddress, listenAddress, listenPort, metadata, millis, nonEmptyString, nonNegativeInt, percent, positiveInt, servicePort } from './common';
 
 export const LB_POLICIES = ['round_robin', 'least_request', 'random', 'ring_hash'] as const;
 export const lbPolicySchema = z.enum(LB_POLICIES, { error: `expected one of ${LB_POLICIES.join(', ')}` });
@@ -41,6 +41,34 @@ export const outlierDetectionSchema = z.strictObject({
   maxEjectionPercent: percent.default(10),
 });
 
+/**
+ * mTLS (issue 13). A secret is Envoy's file-sourced SDS secret: a certificate chain (leaf first), its
+ * private key and the trust bundle (CA certificates) peers are verified against. The files are
+ * watched; a replaced file is loaded on the fly, a broken one is rejected and the old secret kept.
+ */
+export const tlsSecretSchema = z.strictObject({
+  name: nonEmptyString,
+  certChain: filePath,
+  privateKey: filePath,
+  trustBundle: filePath,
+});
+
+/** Istio's PeerAuthentication modes: mTLS only, mTLS or plaintext (migration), plaintext only. */
+export const TLS_MODES = ['strict', 'permissive', 'disable'] as const;
+export const tlsModeSchema = z.enum(TLS_MODES, { error: `expected one of ${TLS_MODES.join(', ')}` });
+
+/**
+ * Outbound mTLS origination of a cluster: every endpoint whose `metadata.identity` is set (a SPIFFE
+ * ID, registered by the peer's agent) is reached over TLS presenting `secret`, and its certificate
+ * must chain to the secret's trust bundle and carry that identity as a URI SAN. Endpoints without
+ * an identity are reached in plaintext (Istio's auto mTLS).
+ */
+export const upstreamTlsSchema = z.strictObject({
+  secret: nonEmptyString,
+  /** SNI sent to the peer (Istio's shape: outbound_.PORT_._.SERVICE.NAMESPACE.svc.cluster.local). */
+  sni: z.string().min(1).optional(),
+});
+
 export const clusterSchema = z
   .strictObject({
     /** Naming scheme: inbound `in#PORT#SERVICE`, outbound `out#PORT#SERVICE`. */
@@ -54,6 +82,7 @@ export const clusterSchema = z
     healthCheck: healthCheckSchema.optional(),
     outlierDetection: outlierDetectionSchema.optional(),
     panicThresholdPercent: percent.default(50),
+    tls: upstreamTlsSchema.optional(),
   })
   .superRefine((cluster, ctx) => {
     if (cluster.lbPolicy === 'ring_hash' && !cluster.hashHeader) {
@@ -157,7 +186,34 @@ export const virtualHostSchema = z.strictObject({
   routes: z.array(routeSchema).default([]),
 });
 
-export const inboundPortSchema = z.strictObject({ port: servicePort, cluster: nonEmptyString });
+/** Inbound TLS termination on a captured port: `secret` is the local service's certificate; client certificates are required. */
+export const inboundTlsSchema = z
+  .strictObject({ mode: tlsModeSchema.default('disable'), secret: nonEmptyString.optional() })
+  .superRefine((tls, ctx) => {
+    if (tls.mode !== 'disable' && tls.secret === undefined) ctx.addIssue({ code: 'custom', path: ['secret'], message: `mode ${tls.mode} needs secret (the local service's certificate)` });
+  });
+
+/**
+ * Envoy's RBAC filter, ALLOW action, on one inbound port. With `rbac` present a request is denied
+ * (403 "RBAC: access denied") unless some policy matches; absent = every caller is allowed.
+ * Each list matches Istio's way: an exact value, `prefix*`, `*suffix` or `*` (anything present).
+ * `principals` are peer identities (SPIFFE IDs from the client certificate); absent = any caller,
+ * authenticated or not. `methods` and `paths` absent = any.
+ */
+export const rbacPolicySchema = z.strictObject({
+  name: nonEmptyString,
+  principals: z.array(nonEmptyString).min(1).optional(),
+  methods: z.array(nonEmptyString).min(1).optional(),
+  paths: z.array(nonEmptyString).min(1).optional(),
+});
+export const rbacSchema = z.strictObject({ policies: z.array(rbacPolicySchema).default([]) });
+
+export const inboundPortSchema = z.strictObject({
+  port: servicePort,
+  cluster: nonEmptyString,
+  tls: inboundTlsSchema.optional(),
+  rbac: rbacSchema.optional(),
+});
 
 export const accessLogSchema = z.strictObject({
   format: z.enum(['text', 'json']).default('text'),
@@ -182,6 +238,8 @@ export const proxyBootstrapSchema = z
     outboundCidrs: z.array(z.union([ipAddress, cidr], { error: 'expected an IP address or a CIDR such as 240.240.0.0/16' })).default([DEFAULT_MESH_VIP, DEFAULT_VIP_CIDR]),
     /** Original destination port -> inbound cluster. */
     inbound: z.array(inboundPortSchema).default([]),
+    /** TLS secrets (certificate chain, key, trust bundle files) that inbound ports and clusters refer to by name. */
+    secrets: z.array(tlsSecretSchema).default([]),
     accessLog: accessLogSchema.optional(),
     clusters: z.array(clusterSchema).default([]),
     routes: z.strictObject({ virtualHosts: z.array(virtualHostSchema).default([]) }).prefault({}),
@@ -206,8 +264,18 @@ export const proxyBootstrapSchema = z
       names.add(cluster.name);
     });
     const known = (name: string) => names.has(name);
+    const secrets = new Set<string>();
+    bootstrap.secrets.forEach((secret, index) => {
+      if (secrets.has(secret.name)) ctx.addIssue({ code: 'custom', path: ['secrets', index, 'name'], message: `secret "${secret.name}" is defined twice` });
+      secrets.add(secret.name);
+    });
+    const unknownSecret = (name: string) => `unknown secret "${name}" (define it under secrets: name, certChain, privateKey, trustBundle)`;
     bootstrap.inbound.forEach((entry, index) => {
       if (!known(entry.cluster)) ctx.addIssue({ code: 'custom', path: ['inbound', index, 'cluster'], message: `unknown cluster "${entry.cluster}"` });
+      if (entry.tls?.secret !== undefined && !secrets.has(entry.tls.secret)) ctx.addIssue({ code: 'custom', path: ['inbound', index, 'tls', 'secret'], message: unknownSecret(entry.tls.secret) });
+    });
+    bootstrap.clusters.forEach((cluster, index) => {
+      if (cluster.tls && !secrets.has(cluster.tls.secret)) ctx.addIssue({ code: 'custom', path: ['clusters', index, 'tls', 'secret'], message: unknownSecret(cluster.tls.secret) });
     });
     bootstrap.routes.virtualHosts.forEach((host, h) => {
       host.routes.forEach((route, r) => {
@@ -242,5 +310,11 @@ export type RetryPolicy = z.infer<typeof retryPolicySchema>;
 export type RouteAction = z.infer<typeof routeActionSchema>;
 export type Route = z.infer<typeof routeSchema>;
 export type VirtualHost = z.infer<typeof virtualHostSchema>;
+export type TlsSecret = z.infer<typeof tlsSecretSchema>;
+export type TlsMode = z.infer<typeof tlsModeSchema>;
+export type UpstreamTls = z.infer<typeof upstreamTlsSchema>;
+export type InboundTls = z.infer<typeof inboundTlsSchema>;
+export type RbacPolicy = z.infer<typeof rbacPolicySchema>;
+export type InboundPort = z.infer<typeof inboundPortSchema>;
 export type ProxyBootstrap = z.infer<typeof proxyBootstrapSchema>;
 export type ProxyBootstrapInput = z.input<typeof proxyBootstrapSchema>;
