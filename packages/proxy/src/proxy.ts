@@ -13,6 +13,7 @@ import { originalDestination, originalDstStatus } from './original-dst';
 import { RouteTable } from './routing/router';
 import type { ConfigSnapshot, HttpConnManagerStats, ProxyRuntime, ResolvedLimits } from './runtime';
 import { StatsStore, type Gauge } from './stats/store';
+import { SecretStore } from './tls/secret-store';
 import { UpstreamPool } from './upstream/pool';
 import { UpgradeForwarder } from './upstream/upgrade';
 import { attachResilience } from './resilience/cluster-resilience';
@@ -55,6 +56,8 @@ export class MeshProxy {
   readonly stats = new StatsStore();
   readonly logger: MeshLogger;
   readonly pool = new UpstreamPool();
+  /** TLS secrets of the bootstrap (file-sourced SDS, issue 13): inbound termination and outbound mTLS read them at handshake time. */
+  readonly secrets: SecretStore;
   config: ProxyBootstrap;
   state: ServerState = 'PRE_INITIALIZING';
   /** POST /healthcheck/fail sets it; the data plane reads it from the runtime. */
@@ -90,6 +93,15 @@ export class MeshProxy {
     this.restartEpoch = opts.restartEpoch ?? 0;
     this.logger = opts.logger ?? createLogger({ component: 'envoy', scopes: ['admin', 'config', 'connection', 'http', 'upstream', 'main'], level: 'info', destination: process.stderr });
     this.uptime = this.stats.gauge('server.', undefined, 'uptime');
+    this.secrets = new SecretStore(this.stats, {
+      onUpdated: (secret) => this.logger.scope('config').info({ secret: secret.name, version: secret.version, identity: secret.identity, serial: secret.chain[0]?.serialNumber, notAfter: secret.chain[0]?.expirationTime }, 'secret reloaded from its files; new handshakes use it'),
+      onRejected: (err) => {
+        this.logger.scope('config').error({ secret: err.secret, field: err.field, path: err.path, err: err.message }, 'secret files changed but cannot be used; the previous certificate stays in use');
+        this.admin?.recordError(err, `secrets.${err.secret}`);
+      },
+    });
+    // before anything else: an unusable secret is a config error at start-up
+    this.secrets.configure(this.config.secrets ?? []);
     const listenerName = this.config.listener?.name ?? 'virtual';
     const http = {} as Record<string, unknown>;
     for (const leaf of ['downstream_cx_total', 'downstream_cx_destroy', 'downstream_cx_protocol_error', 'downstream_rq_total', 'downstream_rq_completed',
@@ -101,6 +113,7 @@ export class MeshProxy {
     this.runtime = {
       snapshot: this.buildSnapshot(this.config),
       pool: this.pool,
+      secrets: this.secrets,
       limits,
       accessLog: this.makeAccessLog(this.config),
       http: http as unknown as HttpConnManagerStats,
@@ -201,6 +214,13 @@ export class MeshProxy {
     const logChanged = JSON.stringify(valid.accessLog ?? null) !== JSON.stringify(this.config.accessLog ?? null);
     // opened before anything changes: a bad path rejects the whole update
     const nextLog = logChanged ? this.makeAccessLog(valid) : oldLog;
+    try {
+      // all or nothing, before routes and clusters change: a bad secret rejects the whole update
+      this.secrets.configure(valid.secrets ?? []);
+    } catch (err) {
+      if (nextLog !== oldLog) void nextLog?.close();
+      throw err;
+    }
     this.config = valid;
     this.runtime.snapshot = this.buildSnapshot(valid);
     this.configVersion = valid.version ?? '1';
@@ -354,6 +374,7 @@ export class MeshProxy {
     for (const c of this.connections) c.socket.destroy();
     for (const s of this.upgraded) s.destroy();
     this.pool.close();
+    this.secrets.close();
     this.upgrades.close();
     for (const c of this.clusters.values()) c.close();
     await this.admin?.close();

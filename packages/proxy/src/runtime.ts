@@ -5,6 +5,7 @@ import type { RequestHead } from './http/head-parser';
 import type { AccessLogger } from './observability/access-log';
 import type { RouteTable } from './routing/router';
 import type { Counter, Gauge } from './stats/store';
+import type { SecretStore } from './tls/secret-store';
 import type { UpstreamPool } from './upstream/pool';
 
 /** Everything a request needs from the config, swapped as one object on update (atomic per request). */
@@ -62,6 +63,8 @@ export type OriginalDestination =
 export interface ProxyRuntime {
   snapshot: ConfigSnapshot;
   readonly pool: UpstreamPool;
+  /** The bootstrap's TLS secrets by name; `get(name).secureContext` is current at handshake time (rotation). */
+  readonly secrets: SecretStore;
   readonly limits: ResolvedLimits;
   accessLog: AccessLogger | undefined;
   readonly http: HttpConnManagerStats;

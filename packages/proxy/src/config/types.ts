@@ -50,6 +50,8 @@ export interface ClusterConfig {
   healthCheck?: HealthCheckConfig;
   outlierDetection?: OutlierDetectionConfig;
   panicThresholdPercent?: number;
+  /** Outbound mTLS to endpoints whose `metadata.identity` is set (issue 13). */
+  tls?: { secret: string; sni?: string };
 }
 
 export interface HeaderMatchConfig {
@@ -106,6 +108,8 @@ export interface ProxyBootstrap {
   /** Original destinations the capture rules send here as outbound: the mesh VIP, the VIP range, extra captured CIDRs (IPs or CIDRs). */
   outboundCidrs?: string[];
   inbound?: { port: number; cluster: string }[];
+  /** TLS secrets (file paths) by name, watched and reloaded (issue 13). */
+  secrets?: { name: string; certChain: string; privateKey: string; trustBundle: string }[];
   accessLog?: { format?: 'text' | 'json'; path?: string };
   clusters?: ClusterConfig[];
   routes?: { virtualHosts?: VirtualHostConfig[] };
