@@ -88,6 +88,51 @@ describe('agentConfigSchema', () => {
     ]);
   });
 
+  it('mtls: absent = off; a source takes the documented defaults', () => {
+    expect(parseConfig(agentConfigSchema, {}).mtls).toBeUndefined();
+    expect(parseConfig(agentConfigSchema, { mtls: { ca: { dir: '/etc/mesh-agent/ca' } } }).mtls).toEqual({ trustDomain: 'cluster.local', certTtlSeconds: 86400, ca: { dir: '/etc/mesh-agent/ca' }, services: {} });
+    const allow = [{ principals: ['spiffe://cluster.local/ns/default/sa/order', 'spiffe://cluster.local/ns/shop/*', '*/sa/pay', '*'], methods: ['GET', 'POST'], paths: ['/api/*', '/health', '*.json', '*'] }];
+    const parsed = parseConfig(agentConfigSchema, { mtls: { files: { certChain: 'c.pem', privateKey: 'k.pem', trustBundle: 'r.pem' }, mode: 'strict', services: { user: { mode: 'permissive', allow }, web: { allow: [] } } } });
+    expect(parsed.mtls?.services).toEqual({ user: { mode: 'permissive', allow }, web: { allow: [] } });
+  });
+
+  it('mtls: one certificate source, and strict/permissive/allow only with one', () => {
+    const source = 'needs a certificate source: set mtls.ca (the built-in issuer, a dir from `mesh-agent ca init`) or mtls.files (cert chain, key, trust bundle)';
+    expect(paths(() => parseConfig(agentConfigSchema, { mtls: { ca: { dir: '/ca' }, files: { certChain: 'c', privateKey: 'k', trustBundle: 'r' } } }))).toEqual([
+      'mtls.files: give one certificate source: mtls.ca (the built-in issuer) or mtls.files (an external issuer), not both',
+    ]);
+    expect(paths(() => parseConfig(agentConfigSchema, { mtls: { mode: 'strict', services: { user: { mode: 'permissive', allow: [] } } } }))).toEqual([
+      `mtls.mode: mode strict ${source}`,
+      `mtls.services.user.mode: mode permissive ${source}`,
+      `mtls.services.user.allow: allow (authorization needs the callers' certificates) ${source}`,
+    ]);
+    // disable without a source is what "off" means anyway
+    expect(parseConfig(agentConfigSchema, { mtls: { mode: 'disable' } }).mtls?.mode).toBe('disable');
+  });
+
+  it('mtls: trust domain, TTL, principals, methods and paths are checked', () => {
+    expect(
+      paths(() =>
+        parseConfig(agentConfigSchema, {
+          mtls: {
+            trustDomain: 'Cluster_Local',
+            certTtlSeconds: 5,
+            ca: { dir: '/ca' },
+            services: { user: { mode: 'on', allow: [{ principals: ['cluster.local/ns/default/sa/order'], methods: ['get'], paths: ['api/*'] }, { principals: [] }] } },
+          },
+        }),
+      ),
+    ).toEqual([
+      'mtls.trustDomain: a trust domain is a DNS name such as cluster.local: lower-case letters, digits and "-", labels joined by "."',
+      'mtls.certTtlSeconds: certTtlSeconds is at least 10',
+      'mtls.services.user.mode: expected one of strict, permissive, disable',
+      'mtls.services.user.allow[0].principals[0]: a principal is a SPIFFE ID (spiffe://cluster.local/ns/default/sa/order), a prefix of one ending in "*" (spiffe://cluster.local/ns/default/*), "*" followed by a suffix (*/sa/order), or "*" (any authenticated caller)',
+      'mtls.services.user.allow[0].methods[0]: a method is an upper-case HTTP method such as GET or POST (methods are case-sensitive), or "*"',
+      'mtls.services.user.allow[0].paths[0]: a path is an exact path (/api/users), a prefix ending in "*" (/api/*), "*" followed by a suffix (*.json), or "*"',
+      'mtls.services.user.allow[1].principals: give at least one principal, or leave principals out (any caller)',
+    ]);
+  });
+
   it('spec.yaml is found in the app config dir unless given', () => {
     expect(specFilePath(parseConfig(agentConfigSchema, {}))).toBe('/opt/tsf/app_config/spec.yaml');
     expect(specFilePath(parseConfig(agentConfigSchema, { app: { specFile: '/srv/spec.yaml' } }))).toBe('/srv/spec.yaml');

@@ -114,6 +114,89 @@ export const pathsSchema = z.strictObject({
   dnsConfig: filePath.default('/var/run/mesh-agent/mesh-dns.yaml').describe('The DnsConfig file the agent writes for mesh-dns'),
 });
 
+export const MTLS_MODES = ['strict', 'permissive', 'disable'] as const;
+export const mtlsModeSchema = z.enum(MTLS_MODES, { error: `expected one of ${MTLS_MODES.join(', ')}` });
+
+/** A trust domain is a DNS name (SPIFFE): lower-case labels of letters, digits and '-', joined by '.'. */
+const trustDomain = z
+  .string({ error: 'expected a trust domain such as cluster.local' })
+  .regex(/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$/, {
+    error: 'a trust domain is a DNS name such as cluster.local: lower-case letters, digits and "-", labels joined by "."',
+  });
+
+/** An Istio-style principal pattern: a SPIFFE ID, `spiffe://...prefix*`, `*suffix`, or `*`. */
+const principalPattern = z
+  .string({ error: 'expected a SPIFFE ID such as spiffe://cluster.local/ns/default/sa/order' })
+  .refine((v) => v === '*' || (v.startsWith('spiffe://') && v.length > 'spiffe://'.length && !v.slice(0, -1).includes('*')) || (v.startsWith('*') && v.length > 1 && !v.slice(1).includes('*')), {
+    error: 'a principal is a SPIFFE ID (spiffe://cluster.local/ns/default/sa/order), a prefix of one ending in "*" (spiffe://cluster.local/ns/default/*), "*" followed by a suffix (*/sa/order), or "*" (any authenticated caller)',
+  });
+
+/** An HTTP method token, upper case as on the wire. */
+const methodPattern = z
+  .string({ error: 'expected an HTTP method such as GET' })
+  .regex(/^([A-Z][A-Z0-9_-]*|\*)$/, { error: 'a method is an upper-case HTTP method such as GET or POST (methods are case-sensitive), or "*"' });
+
+/** A path pattern: an exact path, `/prefix*`, `*suffix`, or `*`. */
+const pathPattern = z
+  .string({ error: 'expected a path such as /api/*' })
+  .refine((v) => v === '*' || (v.startsWith('/') && !v.slice(0, -1).includes('*')) || (v.startsWith('*') && v.length > 1 && !v.slice(1).includes('*')), {
+    error: 'a path is an exact path (/api/users), a prefix ending in "*" (/api/*), "*" followed by a suffix (*.json), or "*"',
+  });
+
+export const mtlsAllowRuleSchema = z.strictObject({
+  principals: z.array(principalPattern).min(1, { error: 'give at least one principal, or leave principals out (any caller)' }).optional().describe('Caller identities (SPIFFE IDs from the client certificate) this rule allows; absent = any caller, even plaintext'),
+  methods: z.array(methodPattern).min(1, { error: 'give at least one method, or leave methods out (any method)' }).optional().describe('HTTP methods this rule allows; absent = any'),
+  paths: z.array(pathPattern).min(1, { error: 'give at least one path, or leave paths out (any path)' }).optional().describe('Request paths (without the query) this rule allows; absent = any'),
+});
+
+export const mtlsServiceSchema = z.strictObject({
+  mode: mtlsModeSchema.optional().describe("This local service's mode; default mtls.mode"),
+  allow: z
+    .array(mtlsAllowRuleSchema)
+    .optional()
+    .describe('Authorization (RBAC): a request is allowed when one rule matches all its fields; absent = everyone allowed, [] = everyone denied (403)'),
+});
+
+export const mtlsSchema = z
+  .strictObject({
+    trustDomain: trustDomain.default('cluster.local').describe('SPIFFE trust domain of the identities spiffe://TRUST-DOMAIN/ns/NAMESPACE/sa/SERVICE'),
+    mode: mtlsModeSchema
+      .optional()
+      .describe('Default mode of every local service when a certificate source is set: `strict` (mTLS only), `permissive` (mTLS or plaintext), `disable` (plaintext); default permissive'),
+    certTtlSeconds: z
+      .number({ error: 'expected a number of seconds' })
+      .int({ error: 'expected whole seconds' })
+      .min(10, { error: 'certTtlSeconds is at least 10' })
+      .default(86400)
+      .describe('Built-in issuer: life of a workload certificate; it is renewed at half its life (+-5 % jitter)'),
+    certDir: filePath.optional().describe("Built-in issuer: where each local service's cert-chain.pem, key.pem and root-cert.pem are written; default `<paths.runDir>/certs`"),
+    ca: z
+      .strictObject({ dir: filePath.describe('CA directory written by `mesh-agent ca init` or `ca intermediate` (ca-cert.pem, ca-key.pem, cert-chain.pem, root-cert.pem)') })
+      .optional()
+      .describe('Built-in issuer: the agent signs its local services\' certificates with this CA'),
+    files: z
+      .strictObject({
+        certChain: filePath.describe('PEM certificate chain, leaf first; the leaf\'s spiffe:// URI SAN is the identity of every local service'),
+        privateKey: filePath.describe('PEM private key of the leaf'),
+        trustBundle: filePath.describe('PEM CA certificates peers are verified against'),
+      })
+      .optional()
+      .describe('External issuer (Vault agent, cert-manager, step, SPIRE helper): files the proxy watches and reloads on change'),
+    services: z.record(serviceName, mtlsServiceSchema).default({}).describe('Per local service (a service of spec.yaml): mode and allow rules'),
+  })
+  .superRefine((mtls, ctx) => {
+    if (mtls.ca && mtls.files) {
+      ctx.addIssue({ code: 'custom', path: ['files'], message: 'give one certificate source: mtls.ca (the built-in issuer) or mtls.files (an external issuer), not both' });
+    }
+    if (mtls.ca || mtls.files) return;
+    const needsSource = (what: string) => `${what} needs a certificate source: set mtls.ca (the built-in issuer, a dir from \`mesh-agent ca init\`) or mtls.files (cert chain, key, trust bundle)`;
+    if (mtls.mode !== undefined && mtls.mode !== 'disable') ctx.addIssue({ code: 'custom', path: ['mode'], message: needsSource(`mode ${mtls.mode}`) });
+    for (const [name, service] of Object.entries(mtls.services)) {
+      if (service.mode !== undefined && service.mode !== 'disable') ctx.addIssue({ code: 'custom', path: ['services', name, 'mode'], message: needsSource(`mode ${service.mode}`) });
+      if (service.allow !== undefined) ctx.addIssue({ code: 'custom', path: ['services', name, 'allow'], message: needsSource('allow (authorization needs the callers\' certificates)') });
+    }
+  });
+
 /** mesh-agent's own configuration. Every section is optional; an empty file means all defaults. */
 export const agentConfigSchema = z.strictObject({
   node: nodeIdentitySchema.prefault({}).describe('Node and service identity'),
@@ -128,6 +211,7 @@ export const agentConfigSchema = z.strictObject({
   iptables: iptablesSettingsSchema.prefault({}).describe('Traffic capture'),
   log: logSettingsSchema.prefault({}).describe('Log levels'),
   paths: pathsSchema.prefault({}).describe('Generated files'),
+  mtls: mtlsSchema.optional().describe('Mutual TLS between sidecars (docs/security.md); absent = off, plaintext everywhere'),
 });
 
 export type NodeIdentity = z.infer<typeof nodeIdentitySchema>;
@@ -135,5 +219,8 @@ export type AgentPorts = z.infer<typeof portsSchema>;
 export type RegistrySettings = z.infer<typeof registrySettingsSchema>;
 export type IptablesSettings = z.infer<typeof iptablesSettingsSchema>;
 export type LogSettings = z.infer<typeof logSettingsSchema>;
+export type MtlsSettings = z.infer<typeof mtlsSchema>;
+export type MtlsMode = z.infer<typeof mtlsModeSchema>;
+export type MtlsAllowRule = z.infer<typeof mtlsAllowRuleSchema>;
 export type AgentConfig = z.infer<typeof agentConfigSchema>;
 export type AgentConfigInput = z.input<typeof agentConfigSchema>;
