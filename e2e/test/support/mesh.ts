@@ -17,7 +17,12 @@ export const SERVICE_OF: Record<Role, string> = { a: 'user', b: 'order', b2: 'or
 export interface Sidecar { role: Role; ns: string; dir: string; configFile: string; process: Managed }
 
 /** Writes the agent config and the application's spec.yaml (TSF shape) for one host. */
-export function writeSidecarConfig(world: World, role: Role): { dir: string; configFile: string } {
+export interface SidecarOptions {
+  /** Extra top-level sections appended to agent.yaml (YAML lines), e.g. an `mtls:` block. */
+  extraConfig?: string[];
+}
+
+export function writeSidecarConfig(world: World, role: Role, opts: SidecarOptions = {}): { dir: string; configFile: string } {
   const dir = join(world.dir, `sidecar-${role}`);
   mkdirSync(join(dir, 'app'), { recursive: true });
   mkdirSync(join(dir, 'run'), { recursive: true });
@@ -76,13 +81,14 @@ export function writeSidecarConfig(world: World, role: Role): { dir: string; con
     `  runDir: ${join(dir, 'run')}`,
     `  proxyBootstrap: ${join(dir, 'run', 'proxy-bootstrap.json')}`,
     `  dnsConfig: ${join(dir, 'run', 'mesh-dns.json')}`,
+    ...(opts.extraConfig ?? []),
     '',
   ].join('\n'));
   return { dir, configFile };
 }
 
-export async function startSidecar(world: World, role: Role, opts: { until?: '<FLOW_TAKEOVER>' | '<SERVICE_REGISTERED>' } = {}): Promise<Sidecar> {
-  const { dir, configFile } = writeSidecarConfig(world, role);
+export async function startSidecar(world: World, role: Role, opts: SidecarOptions & { until?: '<FLOW_TAKEOVER>' | '<SERVICE_REGISTERED>' } = {}): Promise<Sidecar> {
+  const { dir, configFile } = writeSidecarConfig(world, role, opts);
   const ns = world.host(role).ns;
   const proc = world.procs.start(`mesh-agent-${role}`, nsArgv(ns, process.execPath, [AGENT_BIN, 'start', '--config', configFile]));
   const until = opts.until ?? '<SERVICE_REGISTERED>';
