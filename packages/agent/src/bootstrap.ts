@@ -3,6 +3,7 @@
 import type { Cluster, DnsConfig, ProxyBootstrapInput, GlobalMeshConfig, ProxyBootstrap, RegistryService, VirtualHost } from '@mesh-agent/shared-config';
 import type { MeshModel } from './mesh-model';
 import { localServiceName } from './mesh-model';
+import { mtlsModeOf, mtlsSource, outboundSni, rbacPoliciesOf, secretOf } from './mtls-settings';
 import { isProxiedProtocol } from './port-protocols';
 
 /** Naming scheme of the source document: in#PORT#SERVICE and out#PORT#SERVICE. */
@@ -103,8 +104,10 @@ function outboundCluster(model: MeshModel, service: RegistryService, port: numbe
   const policy = policyFor(model.global, service.name);
   const endpoints = service.instances
     .filter((i) => instancePorts.includes(i.port))
-    .map((i) => ({ address: i.address, port: i.port, weight: i.weight, healthy: i.healthy, metadata: { id: i.id } }));
+    .map((i) => ({ address: i.address, port: i.port, weight: i.weight, healthy: i.healthy, metadata: endpointMetadata(model, i) }));
   const { enabled: outlierEnabled, ...outlier } = policy.outlierDetection;
+  // with a certificate source, every endpoint that registered an identity is reached over mTLS (Istio's auto mTLS)
+  const tls = mtlsSource(model.agent) ? { tls: { secret: localServiceName(model.agent, model.spec), sni: outboundSni(port, service) } } : {};
   return {
     name: outboundClusterName(port, service),
     lbPolicy: policy.loadBalancing.policy,
@@ -114,7 +117,14 @@ function outboundCluster(model: MeshModel, service: RegistryService, port: numbe
     circuitBreakers: policy.circuitBreakers,
     ...(outlierEnabled ? { outlierDetection: outlier } : {}),
     panicThresholdPercent: policy.panicThresholdPercent,
+    ...tls,
   };
+}
+
+/** An endpoint's id, and with mTLS on the SPIFFE ID its agent registered (the proxy checks the peer presents exactly it). */
+function endpointMetadata(model: MeshModel, instance: RegistryService['instances'][number]): Record<string, string> {
+  const identity = instance.metadata.identity;
+  return mtlsSource(model.agent) && identity ? { id: instance.id, identity } : { id: instance.id };
 }
 
 function routesTo(cluster: string, policy: ReturnType<typeof policyFor>): VirtualHost['routes'] {
@@ -137,6 +147,17 @@ function routesTo(cluster: string, policy: ReturnType<typeof policyFor>): Virtua
   ] as VirtualHost['routes'];
 }
 
+/** An inbound port's TLS mode (with the local service's secret) and RBAC; nothing without a certificate source. */
+function inboundSecurity(model: MeshModel, service: string): Pick<ProxyBootstrap['inbound'][number], 'tls' | 'rbac'> {
+  if (!mtlsSource(model.agent)) return {};
+  const mode = mtlsModeOf(model.agent, service);
+  const policies = rbacPoliciesOf(model.agent, service);
+  return {
+    tls: mode === 'disable' ? { mode } : { mode, secret: service },
+    ...(policies ? { rbac: { policies } } : {}),
+  };
+}
+
 export function buildProxyBootstrap(model: MeshModel, version: string): ProxyBootstrapInput {
   const { agent, spec, global, registry, ports } = model;
   const clusters: Cluster[] = [];
@@ -148,7 +169,7 @@ export function buildProxyBootstrap(model: MeshModel, version: string): ProxyBoo
     // a non-HTTP port gets no inbound cluster: it is not captured (port-protocols.ts)
     for (const { targetPort } of service.ports.filter((p) => isProxiedProtocol(p.protocol))) {
       const name = inboundClusterName(targetPort, service.name);
-      inbound.push({ port: targetPort, cluster: name });
+      inbound.push({ port: targetPort, cluster: name, ...inboundSecurity(model, service.name) });
       clusters.push({
         name,
         lbPolicy: 'round_robin',
@@ -187,6 +208,7 @@ export function buildProxyBootstrap(model: MeshModel, version: string): ProxyBoo
     localAddresses: [...new Set([model.nodeIp, ...(model.nodeIp6 ? [model.nodeIp6] : [])])],
     outboundCidrs: [...new Set([agent.mesh.vip, agent.mesh.vipCidr, ...agent.iptables.includeOutboundCidrs])], // what capture.ts DNATs to the listener
     inbound,
+    ...(mtlsSource(agent) ? { secrets: spec.spec.services.map((s) => secretOf(agent, s.name)) } : {}),
     ...(agent.proxy.accessLog ? { accessLog: agent.proxy.accessLog } : {}),
     clusters,
     routes: { virtualHosts },

@@ -153,6 +153,70 @@ describe('buildProxyBootstrap', () => {
   });
 });
 
+describe('buildProxyBootstrap with mtls (issue 13)', () => {
+  const withMtls = (mtls: unknown, registry?: MeshModel['registry']) => {
+    const m = model(registry ? { registry } : {});
+    m.agent = parseConfig(agentConfigSchema, { node: { ip: '198.18.0.2' }, paths: { runDir: '/run/mesh' }, mtls });
+    return parseConfig(proxyBootstrapSchema, buildProxyBootstrap(m, '1'));
+  };
+  const order = (identity?: string): MeshModel['registry'] => ({
+    services: [
+      {
+        name: 'order',
+        namespace: 'default',
+        instances: [
+          { id: 'o1', address: '198.18.0.3', port: 8080, healthy: true, weight: 1, metadata: identity ? { node: 'h3', identity } : { node: 'h3' } as Record<string, string> },
+          { id: 'o2', address: '198.18.0.4', port: 8080, healthy: true, weight: 1, metadata: { node: 'h4' } },
+        ],
+      },
+    ],
+  });
+
+  it('without a certificate source the bootstrap has no secret, no inbound tls/rbac, no cluster tls and no endpoint identity', () => {
+    const plain = parseConfig(proxyBootstrapSchema, buildProxyBootstrap(model({ registry: order('spiffe://cluster.local/ns/default/sa/order') }), '1'));
+    expect(withMtls({ mode: 'disable' }, order('spiffe://cluster.local/ns/default/sa/order'))).toEqual(plain);
+    expect(plain.secrets).toEqual([]);
+    expect(plain.inbound).toEqual([{ port: 8089, cluster: 'in#8089#user' }]);
+    expect(plain.clusters.some((c) => c.tls !== undefined)).toBe(false);
+    expect(plain.clusters.find((c) => c.name === 'out#8080#order')!.endpoints.map((e) => e.metadata)).toEqual([{ id: 'o1' }, { id: 'o2' }]);
+  });
+
+  it('built-in issuer: one secret per local service in <runDir>/certs/<service>, permissive by default', () => {
+    const b = withMtls({ ca: { dir: '/etc/mesh-agent/ca' } });
+    expect(b.secrets).toEqual([{ name: 'user', certChain: '/run/mesh/certs/user/cert-chain.pem', privateKey: '/run/mesh/certs/user/key.pem', trustBundle: '/run/mesh/certs/user/root-cert.pem' }]);
+    expect(b.inbound).toEqual([{ port: 8089, cluster: 'in#8089#user', tls: { mode: 'permissive', secret: 'user' } }]);
+    expect(withMtls({ ca: { dir: '/ca' }, certDir: '/srv/certs' }).secrets[0].certChain).toBe('/srv/certs/user/cert-chain.pem');
+  });
+
+  it('files source: every local service shares the operator\'s files; modes per service override mtls.mode', () => {
+    const b = withMtls({ files: { certChain: '/etc/tls/chain.pem', privateKey: '/etc/tls/key.pem', trustBundle: '/etc/tls/ca.pem' }, mode: 'strict' });
+    expect(b.secrets).toEqual([{ name: 'user', certChain: '/etc/tls/chain.pem', privateKey: '/etc/tls/key.pem', trustBundle: '/etc/tls/ca.pem' }]);
+    expect(b.inbound[0].tls).toEqual({ mode: 'strict', secret: 'user' });
+    expect(withMtls({ ca: { dir: '/ca' }, mode: 'strict', services: { user: { mode: 'disable' } } }).inbound[0].tls).toEqual({ mode: 'disable' });
+  });
+
+  it('services.<name>.allow becomes the inbound port\'s RBAC policies ([] = deny everyone; absent = no RBAC)', () => {
+    const allow = [{ principals: ['spiffe://cluster.local/ns/default/sa/order'], methods: ['GET'], paths: ['/api/*'] }, { paths: ['/health'] }];
+    expect(withMtls({ ca: { dir: '/ca' }, services: { user: { allow } } }).inbound[0].rbac).toEqual({
+      policies: [
+        { name: 'user-allow-0', principals: ['spiffe://cluster.local/ns/default/sa/order'], methods: ['GET'], paths: ['/api/*'] },
+        { name: 'user-allow-1', paths: ['/health'] },
+      ],
+    });
+    expect(withMtls({ ca: { dir: '/ca' }, services: { user: { allow: [] } } }).inbound[0].rbac).toEqual({ policies: [] });
+    expect(withMtls({ ca: { dir: '/ca' } }).inbound[0].rbac).toBeUndefined();
+  });
+
+  it('outbound clusters originate with the main service\'s secret and Istio\'s SNI; endpoints carry the identity their agent registered', () => {
+    const b = withMtls({ ca: { dir: '/ca' } }, order('spiffe://cluster.local/ns/default/sa/order'));
+    const cluster = b.clusters.find((c) => c.name === 'out#8080#order')!;
+    expect(cluster.tls).toEqual({ secret: 'user', sni: 'outbound_.8080_._.order.default.svc.cluster.local' });
+    // o2's agent has no mTLS: no identity, so the proxy reaches it in plaintext
+    expect(cluster.endpoints.map((e) => e.metadata)).toEqual([{ id: 'o1', identity: 'spiffe://cluster.local/ns/default/sa/order' }, { id: 'o2' }]);
+    expect(b.clusters.find((c) => c.name.startsWith('in#'))!.tls).toBeUndefined();
+  });
+});
+
 describe('buildDnsConfig', () => {
   it('lists the local and the registry services, with per-service VIPs, on the bound ports', () => {
     const dns = buildDnsConfig(model());
