@@ -22,3 +22,5 @@ export { waitUntilReady } from './wait';
 export { runDemo, demoInstructions, DEMO_DEFAULT_PORTS } from './demo/demo';
 export type { RunningDemo, DemoOptions } from './demo/demo';
 export { runCli, main, USAGE } from './cli';
+export { createRootCa, createIntermediateCa, validateCaMaterial, writeCaDir, loadCaDir, caDirFiles, CA_FILES, issueWorkloadCertificate, writeWorkloadFiles, WORKLOAD_FILES } from './pki/index';
+export type { CaMaterial, CaFileLabels, RootCaOptions, IntermediateCaOptions, ValidatedCa, WorkloadCertificate, IssueOptions, WorkloadFilePaths, FileOwner } from './pki/index';
