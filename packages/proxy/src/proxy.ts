@@ -102,6 +102,7 @@ export class MeshProxy {
     });
     // before anything else: an unusable secret is a config error at start-up
     this.secrets.configure(this.config.secrets ?? []);
+    this.pool.secrets = this.secrets;
     const listenerName = this.config.listener?.name ?? 'virtual';
     const http = {} as Record<string, unknown>;
     for (const leaf of ['downstream_cx_total', 'downstream_cx_destroy', 'downstream_cx_protocol_error', 'downstream_rq_total', 'downstream_rq_completed',

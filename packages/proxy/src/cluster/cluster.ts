@@ -1,6 +1,6 @@
 import type { ClusterConfig, EndpointConfig } from '../config/types';
 import type { Counter, Gauge, Histogram, StatsStore } from '../stats/store';
-import { createHost, hostKey, isHealthy, type Host } from './host';
+import { createHost, hostKey, identityOf, isHealthy, type Host } from './host';
 import { createLoadBalancer, type LbContext, type LoadBalancer } from './load-balancer';
 import { DEFAULT_PANIC_THRESHOLD_PERCENT, HealthyHostSelector } from '../resilience/host-selection';
 
@@ -98,6 +98,11 @@ export class Cluster {
   addedViaApi = false;
   /** Lower-cased hash header for ring_hash. */
   hashHeader: string | undefined;
+  /**
+   * Outbound mTLS of the cluster (`tls`), or undefined. A new object whenever the setting changes, so the
+   * pool tells connections opened under another setting by reference (no work per request).
+   */
+  upstreamTls: { readonly secret: string; readonly sni: string | undefined } | undefined;
 
   /** Healthy hosts with Envoy's panic threshold (the resilience module's one implementation). */
   private selector: HealthyHostSelector;
@@ -106,6 +111,7 @@ export class Cluster {
     this.config = config;
     this.lb = createLoadBalancer(config.lbPolicy ?? 'round_robin');
     this.hashHeader = config.hashHeader?.toLowerCase();
+    this.upstreamTls = config.tls ? { secret: config.tls.secret, sni: config.tls.sni } : undefined;
     this.stats = createClusterStats(statsStore, config.name);
     this.selector = this.makeSelector();
     this.setEndpoints(config.endpoints ?? []);
@@ -119,6 +125,9 @@ export class Cluster {
     const policyChanged = (config.lbPolicy ?? 'round_robin') !== (this.config.lbPolicy ?? 'round_robin');
     this.config = config;
     this.hashHeader = config.hashHeader?.toLowerCase();
+    if (config.tls?.secret !== this.upstreamTls?.secret || config.tls?.sni !== this.upstreamTls?.sni) {
+      this.upstreamTls = config.tls ? { secret: config.tls.secret, sni: config.tls.sni } : undefined;
+    }
     if (policyChanged) this.lb = createLoadBalancer(config.lbPolicy ?? 'round_robin');
     if ((config.panicThresholdPercent ?? DEFAULT_PANIC_THRESHOLD_PERCENT) !== this.selector.panicThresholdPercent) this.selector = this.makeSelector();
     if (config.endpoints) this.setEndpoints(config.endpoints);
@@ -126,13 +135,15 @@ export class Cluster {
 
   /**
    * Replaces the host set atomically. A host that stays keeps its object (stats,
-   * active/outlier flags); its EDS health comes from the new endpoint.
+   * active/outlier flags); its EDS health comes from the new endpoint. An endpoint whose identity
+   * changed is a new host: its pooled connections verified the old identity and must not serve it.
    */
   setEndpoints(endpoints: EndpointConfig[]): void {
-    const old = new Map(this.hosts.map((h) => [hostKey(h), h]));
+    const keyOf = (h: { address: string; port: number }, identity: string | undefined) => (identity === undefined ? hostKey(h) : `${hostKey(h)} ${identity}`);
+    const old = new Map(this.hosts.map((h) => [keyOf(h, h.identity), h]));
     const next: Host[] = [];
     for (const ep of endpoints) {
-      const key = hostKey(ep);
+      const key = keyOf(ep, identityOf(ep.metadata));
       let host = old.get(key);
       if (host) {
         old.delete(key);

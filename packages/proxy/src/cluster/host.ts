@@ -22,6 +22,11 @@ export interface Host {
   readonly port: number;
   weight: number;
   metadata: Record<string, unknown>;
+  /**
+   * The peer's SPIFFE ID (`metadata.identity`, registered by its agent): with the cluster's `tls` the host
+   * is reached over mTLS and must present it. Fixed for the host's life: a changed identity is a new host.
+   */
+  readonly identity: string | undefined;
   /** Any flag present makes the host unhealthy (Envoy's semantics). */
   healthFlags: Set<HealthFlag>;
   stats: HostStats;
@@ -47,9 +52,16 @@ export function createHost(init: HostInit): Host {
     port: init.port,
     weight: init.weight ?? 1,
     metadata: init.metadata ?? {},
+    identity: identityOf(init.metadata),
     healthFlags,
     stats: newHostStats(),
   };
+}
+
+/** `metadata.identity` when it is a non-empty string. */
+export function identityOf(metadata: Record<string, unknown> | undefined): string | undefined {
+  const id = metadata?.identity;
+  return typeof id === 'string' && id.length > 0 ? id : undefined;
 }
 
 export function hostKey(host: { address: string; port: number }): string {

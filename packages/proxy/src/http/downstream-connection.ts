@@ -222,6 +222,7 @@ export class DownstreamConnection implements UpstreamOwner {
     this.responseStarted = false; this.breakerAcquired = false; this.upstreamServiceTime = undefined; this.routeTimeoutMs = 0;
     this.bytesReceived = 0; this.bytesSent = 0; this.flags = ''; this.status = 0; this.path = '';
     this.authority = undefined; this.requestId = undefined;
+    this.transportFailure = undefined; this.debugUpstream = false;
   }
 
   private startRequest(head: RequestHead, buf: Buffer, bodyStart: number): void {
@@ -456,6 +457,7 @@ export class DownstreamConnection implements UpstreamOwner {
     for (let i = 0; i < head.names.length; i++) {
       const n = head.lower[i]!;
       if (n === 'transfer-encoding') { out += `${head.names[i]!}: ${head.values[i]!}\r\n`; continue; } // chunked framing passes through as is
+      if (n === DEBUG_UPSTREAM_HEADER) { this.debugUpstream = head.values[i] === '1'; continue; } // mesh-agent trace asks; the upstream never sees it
       if (isHopByHop(n, tokens)) continue;
       if (n === 'x-forwarded-for') { xff = xff === undefined ? head.values[i] : `${xff}, ${head.values[i]!}`; continue; }
       if (n === 'x-request-id') this.requestId = head.values[i];
@@ -475,6 +477,10 @@ export class DownstreamConnection implements UpstreamOwner {
     return `${out}\r\n`;
   }
   private forwardedFor: string | undefined;
+  /** `x-mesh-debug-upstream: 1` was sent: the response says how the upstream was reached. */
+  private debugUpstream = false;
+  /** Why the last try's TLS handshake failed (access log `upstream_transport_failure_reason`). */
+  private transportFailure: string | undefined;
 
   /** Passes request body bytes through to the upstream while the framing says they belong to this request. */
   private forwardRequestBody(buf: Buffer, offset: number): void {
@@ -584,6 +590,7 @@ export class DownstreamConnection implements UpstreamOwner {
       out += `${res.names[i]!}: ${res.values[i]!}\r\n`;
     }
     out += `x-envoy-upstream-service-time: ${this.upstreamServiceTime}\r\n`;
+    if (this.debugUpstream && this.upstream) out += `x-mesh-upstream-transport: ${this.upstream.transport}\r\n`;
     if (this.closeAfterResponse) out += 'connection: close\r\n';
     else if (req.minor === 0) out += 'connection: keep-alive\r\n';
     out += '\r\n';
@@ -660,6 +667,7 @@ export class DownstreamConnection implements UpstreamOwner {
       return;
     }
     const outcome: UpstreamOutcome = connectFailed ? { kind: 'connect-failure' } : { kind: 'reset' };
+    if (connectFailed) this.transportFailure = conn.transportFailureReason;
     this.reportOutcome(outcome);
     this.host!.stats.rq_error++;
     this.onAttemptFailed(outcome);
@@ -676,7 +684,9 @@ export class DownstreamConnection implements UpstreamOwner {
     if (outcome.kind === 'timeout') {
       this.finishWithLocalReply(504, 'upstream request timeout\n', ResponseFlag.UpstreamRequestTimeout);
     } else if (outcome.kind === 'connect-failure') {
-      this.finishWithLocalReply(503, 'upstream connect error or disconnect/reset before headers. reset reason: connection failure\n', ResponseFlag.UpstreamConnectionFailure);
+      // Envoy's body, with the TLS handshake's failure reason when there is one
+      const transport = this.transportFailure === undefined ? '' : `, transport failure reason: ${this.transportFailure}`;
+      this.finishWithLocalReply(503, `upstream connect error or disconnect/reset before headers. reset reason: connection failure${transport}\n`, ResponseFlag.UpstreamConnectionFailure);
     } else {
       this.finishWithLocalReply(503, 'upstream connect error or disconnect/reset before headers. reset reason: connection termination\n', ResponseFlag.UpstreamConnectionTermination);
     }
@@ -936,6 +946,7 @@ export class DownstreamConnection implements UpstreamOwner {
         authority: this.authority,
         upstreamHost: this.host ? `${this.host.address}:${this.host.port}` : undefined,
         upstreamCluster: cluster?.name,
+        upstreamTransportFailureReason: this.transportFailure,
       });
     }
     this.req = undefined;
@@ -978,6 +989,9 @@ export class DownstreamConnection implements UpstreamOwner {
     }
   }
 }
+
+/** Request header `mesh-agent trace` sends (value `1`); removed before the upstream. */
+export const DEBUG_UPSTREAM_HEADER = 'x-mesh-debug-upstream';
 
 function headerOf(h: RequestHead, lowerName: string): string | undefined {
   for (let i = 0; i < h.lower.length; i++) if (h.lower[i] === lowerName) return h.values[i];

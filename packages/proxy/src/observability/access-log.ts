@@ -18,6 +18,8 @@ export interface AccessLogEntry {
   authority: string | undefined;
   upstreamHost: string | undefined;
   upstreamCluster: string | undefined;
+  /** Envoy's %UPSTREAM_TRANSPORT_FAILURE_REASON%: why the TLS handshake with the upstream failed. */
+  upstreamTransportFailureReason?: string;
 }
 
 export type AccessLogFormat = 'text' | 'json';
@@ -53,6 +55,7 @@ export function formatJsonLine(e: AccessLogEntry): string {
     authority: e.authority ?? null,
     upstream_host: e.upstreamHost ?? null,
     upstream_cluster: e.upstreamCluster ?? null,
+    upstream_transport_failure_reason: e.upstreamTransportFailureReason ?? null,
   })}\n`;
 }
 

@@ -1,6 +1,8 @@
 import net from 'node:net';
+import type tls from 'node:tls';
 import type { Cluster } from '../cluster/cluster';
 import type { Host } from '../cluster/host';
+import { connectUpstreamTls, countHandshake, describeTls, transportFailureReason, type SecretLookup, type UpstreamTlsSettings } from '../tls/upstream-tls';
 
 /** Whoever currently uses an upstream connection receives its events. */
 export interface UpstreamOwner {
@@ -22,21 +24,33 @@ export interface PendingRequest {
   readonly release: () => void;
 }
 
-/** One raw TCP connection to an upstream host, reused across requests (keep-alive). */
+/** What the trace header says about a plaintext upstream connection. */
+export const PLAINTEXT_TRANSPORT = 'plaintext';
+
+/** One TCP (or mTLS, `tls` set) connection to an upstream host, reused across requests (keep-alive). */
 export class UpstreamConnection {
   owner: UpstreamOwner | undefined;
+  /** For TLS: the handshake completed and the peer's identity was verified. */
   connected = false;
   closed = false;
   /** Number of requests sent on it; > 1 means reused (a stale keep-alive race is possible). */
   uses = 0;
   idleSince = 0;
+  /** `plaintext`, or `tls <version> peer=<SPIFFE ID>` once the handshake is done (x-mesh-upstream-transport). */
+  transport = PLAINTEXT_TRANSPORT;
+  /** Why the TLS handshake failed (Envoy's %UPSTREAM_TRANSPORT_FAILURE_REASON%); undefined otherwise. */
+  transportFailureReason: string | undefined;
   private error: Error | undefined;
+  private tcpConnected = false;
 
-  constructor(readonly socket: net.Socket, readonly host: Host, readonly cluster: Cluster, private readonly pool: UpstreamPool) {
+  constructor(readonly socket: net.Socket, readonly host: Host, readonly cluster: Cluster, private readonly pool: UpstreamPool, readonly tls?: UpstreamTlsSettings) {
     socket.setNoDelay(true);
-    socket.on('connect', () => {
+    if (tls) socket.once('connect', () => { this.tcpConnected = true; });
+    // an mTLS connection is usable once the handshake and the identity check are done; the connect timeout covers both
+    socket.on(tls ? 'secureConnect' : 'connect', () => {
       this.connected = true;
       socket.setTimeout(0);
+      if (tls) this.onHandshake();
       this.owner?.onUpstreamConnect(this);
     });
     socket.on('data', (chunk: Buffer) => {
@@ -50,9 +64,19 @@ export class UpstreamConnection {
     socket.on('close', () => this.handleClose());
   }
 
+  private onHandshake(): void {
+    const { protocol, peer } = describeTls(this.socket as tls.TLSSocket);
+    this.transport = `tls ${protocol} peer=${peer ?? '-'}`;
+    countHandshake(this.cluster.statsStore, this.cluster.name, undefined, true);
+  }
+
   private handleClose(): void {
     if (this.closed) return;
     this.closed = true;
+    if (this.tls && !this.connected && (this.tcpConnected || (this.error as NodeJS.ErrnoException | undefined)?.code === 'MESH_TLS_NO_SECRET')) {
+      this.transportFailureReason = transportFailureReason(this.error);
+      countHandshake(this.cluster.statsStore, this.cluster.name, this.error, false);
+    }
     this.pool.forget(this);
     const owner = this.owner;
     this.owner = undefined;
@@ -69,6 +93,8 @@ export class UpstreamPool {
   private readonly idle = new Map<Host, UpstreamConnection[]>();
   private readonly pending = new Map<Cluster, PendingRequest[]>();
   private readonly sweeper: NodeJS.Timeout;
+  /** The proxy's secrets: mTLS connections take the cluster's secret from here when they open. */
+  secrets: SecretLookup | undefined;
 
   constructor(private readonly idleTimeoutMs = 60_000) {
     this.sweeper = setInterval(() => this.sweep(), Math.min(5000, idleTimeoutMs));
@@ -96,6 +122,8 @@ export class UpstreamPool {
     while (list && list.length > 0) {
       const conn = list.pop()!;
       if (conn.closed || conn.socket.destroyed) continue;
+      // never a plaintext connection for an mTLS host or the other way round (the cluster's tls changed)
+      if (conn.tls !== (host.identity === undefined ? undefined : conn.cluster.upstreamTls)) { conn.socket.destroy(); continue; }
       conn.owner = owner;
       conn.uses++;
       host.stats.rq_active++;
@@ -105,9 +133,11 @@ export class UpstreamPool {
   }
 
   private open(cluster: Cluster, host: Host, owner: UpstreamOwner): UpstreamConnection {
-    const socket = net.connect({ host: host.address, port: host.port });
+    // Istio's auto mTLS: TLS to an endpoint with a registered identity when the cluster originates it
+    const tlsSettings = host.identity === undefined ? undefined : cluster.upstreamTls;
+    const socket = tlsSettings ? connectUpstreamTls(host, tlsSettings, this.secrets) : net.connect({ host: host.address, port: host.port });
     socket.setTimeout(cluster.connectTimeoutMs);
-    const conn = new UpstreamConnection(socket, host, cluster, this);
+    const conn = new UpstreamConnection(socket, host, cluster, this, tlsSettings);
     conn.owner = owner;
     conn.uses = 1;
     host.stats.cx_total++;
