@@ -40,6 +40,21 @@ export function parseWrk(out) {
   return { rps, p99, requests, non2xx };
 }
 
+/** CPU seconds (user + system) of a process and its direct children (nginx's worker). */
+export function cpuSeconds(pid) {
+  const tick = 100; // USER_HZ on Linux
+  const one = (p) => {
+    try {
+      const f = fs.readFileSync(`/proc/${p}/stat`, 'utf8');
+      const fields = f.slice(f.lastIndexOf(')') + 2).split(' ');
+      return (Number(fields[11]) + Number(fields[12])) / tick;
+    } catch { return 0; }
+  };
+  let kids = [];
+  try { kids = fs.readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean); } catch { /* none */ }
+  return one(pid) + kids.reduce((a, k) => a + one(k), 0);
+}
+
 /** A temporary directory (prefix `tmpPrefix`), and the child processes started with start(); cleanup() ends both. */
 export function benchRun(tmpPrefix) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), tmpPrefix));

@@ -8,7 +8,7 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { benchRun, canPin, freePort, have, parseWrk, pin, root, seconds, waitPort } from './common.mjs';
+import { benchRun, canPin, cpuSeconds, freePort, have, parseWrk, pin, root, seconds, waitPort } from './common.mjs';
 
 const connections = Number(process.env.BENCH_CONNECTIONS ?? 50);
 const { dir, start, cleanup } = benchRun('bench-proxy-');
@@ -37,21 +37,6 @@ function wrk(port, host) {
   const { rps, p99, requests, non2xx } = parseWrk(out);
   const sockErr = /Socket errors:[^\n]*/.exec(out)?.[0] ?? '';
   return { rps, p99, errors: non2xx, sockErr, requests };
-}
-
-/** CPU seconds (user + system) of a process and its direct children (nginx's worker). */
-function cpuSeconds(pid) {
-  const tick = 100; // USER_HZ on Linux
-  const one = (p) => {
-    try {
-      const f = fs.readFileSync(`/proc/${p}/stat`, 'utf8');
-      const fields = f.slice(f.lastIndexOf(')') + 2).split(' ');
-      return (Number(fields[11]) + Number(fields[12])) / tick;
-    } catch { return 0; }
-  };
-  let kids = [];
-  try { kids = fs.readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean); } catch { /* none */ }
-  return one(pid) + kids.reduce((a, k) => a + one(k), 0);
 }
 
 /** Runs wrk and measures the proxy's CPU time per request: req/s per fully available core = 1 / that. */
