@@ -81,6 +81,10 @@ export function healthReport(agent: MeshAgent): HealthReport {
   if (!captureOk) problems.push(`${capture.detail}${capture.hint ? ` (fix: ${capture.hint})` : ''}`);
   for (const a of app) if (a.healthy !== true) problems.push(`local application ${a.service}: ${a.detail}`);
   if (!registry.ok) problems.push(`registry: ${registry.detail}`);
+  const mtls = agent.certificates?.status();
+  for (const cert of mtls?.certificates ?? []) {
+    if (Date.parse(cert.notAfter) <= Date.now()) problems.push(`the certificate of ${cert.service} (${cert.spiffeId}) expired at ${cert.notAfter}: peers refuse it${mtls?.lastRotationError ? ` (${mtls.lastRotationError.message})` : ''}`);
+  }
   // not a failure of the sidecar (it does what spec.yaml says), so it does not turn /health 503
   const uncaptured = agent.spec ? uncapturedPorts(agent.spec) : [];
   return {
@@ -93,6 +97,7 @@ export function healthReport(agent: MeshAgent): HealthReport {
     capture,
     app,
     registry: { ...registry, registered: agent.registrations().map((r) => ({ service: r.service, ...r.instance })) },
+    ...(mtls ? { mtls } : {}),
     statusHistory: agent.status.history(),
   };
 }
@@ -148,6 +153,8 @@ export function createAgentAdmin(agent: MeshAgent): AdminServer {
             nodeIp: agent.nodeIp,
             nodeIp6: agent.nodeIp6 ?? null,
             capture: agent.captureState(),
+            // identities, serials and renewal times; never key material
+            mtls: agent.certificates?.status() ?? null,
             registry: agent.registry?.describe(),
             services: agent.spec,
             registrySnapshot: agent.registry ? agent.effectiveRegistry() : null,

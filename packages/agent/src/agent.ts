@@ -23,10 +23,12 @@ import {
 } from '@mesh-agent/shared-config';
 import { AppHealthChecker } from './app-health';
 import { buildDnsConfig, buildProxyBootstrap } from './bootstrap';
+import { CertificateProvisioner } from './certificates';
 import { CaptureController, captureRulesConfig, type CaptureState, type DriftAction } from './capture';
 import { meshDnsBin, proxyBin } from './children';
 import { createAgentAdmin } from './admin-routes';
 import { detectNodeIp, detectNodeIp6, localServiceName, nodeIdOf, type BoundPorts, type MeshModel } from './mesh-model';
+import { mtlsModeOf, mtlsSource } from './mtls-settings';
 import { PeriodicTask } from './periodic-task';
 import { createRegistry, mergeInstances, type LocalRegistration, type RegistryBackend } from './registry/index';
 import { bindTcp, bindUdp, type OwnedSocket } from './sockets';
@@ -97,6 +99,8 @@ export class MeshAgent {
   private readonly recorded = new WeakSet<object>();
   private readonly retryTimers = new Set<NodeJS.Timeout>();
   private driftWatch: PeriodicTask | undefined;
+  /** The local services' certificates; undefined with mTLS off (no mtls.ca / mtls.files). */
+  certificates: CertificateProvisioner | undefined;
 
   constructor(private readonly opts: MeshAgentOptions) {
     this.config = opts.config;
@@ -162,6 +166,8 @@ export class MeshAgent {
           hint: "set node.ip6 to the node's IPv6 address (ip -6 addr show scope global), or set iptables.ipv6: false",
         });
       }
+      // certificates before anything is applied: a bad CA dir or file stops the start at <INIT>
+      await this.prepareCertificates();
       this.registry = createRegistry(config.registry, (err) => this.recordError(err, 'registry'));
       await this.registry.start();
       this.registry.onChange(() => this.schedulePush());
@@ -178,6 +184,7 @@ export class MeshAgent {
       this.status.set('<CONFIG_READY>');
 
       await this.startChildren();
+      this.certificates?.start();
       await this.takeOverTraffic();
       this.startHealthChecks();
     } catch (err) {
@@ -198,8 +205,30 @@ export class MeshAgent {
         hint: `declare it in spec.yaml or set node.serviceName to one of ${this.spec.spec.services.map((s) => s.name).join(', ')}`,
       });
     }
+    const local = this.spec.spec.services.map((s) => s.name);
+    for (const name of Object.keys(config.mtls?.services ?? {})) {
+      if (!local.includes(name)) {
+        throw new MeshError('MESH_CONFIG_INVALID', `mtls.services.${name}: "${name}" is not a service of ${this.specFile}`, {
+          exitCode: EXIT_CODES.usage,
+          hint: `mtls.services lists local services only (${local.join(', ')}); a peer's policy belongs to the peer's agent`,
+        });
+      }
+    }
     this.globalFile = config.mesh.globalConfigFile ? path.resolve(config.mesh.globalConfigFile) : undefined;
     this.global = this.globalFile ? loadConfigFile(globalMeshConfigSchema, this.globalFile, { env: {} }) : parseConfig(globalMeshConfigSchema, {});
+  }
+
+  private async prepareCertificates(): Promise<void> {
+    if (!mtlsSource(this.config)) return;
+    const drop = this.opts.dropPrivileges !== false;
+    this.certificates = new CertificateProvisioner({
+      agent: this.config,
+      services: this.spec.spec.services.map((s) => s.name),
+      ...(drop ? { owner: { uid: this.config.proxy.uid, gid: this.config.proxy.gid } } : {}),
+      log: this.logger.scope('default'),
+      onError: (err) => this.recordError(err, 'certificates'),
+    });
+    await this.certificates.prepare();
   }
 
   private async bindSockets(agentAdminPort: number): Promise<void> {
@@ -389,8 +418,14 @@ export class MeshAgent {
     return {
       service,
       namespace: this.config.node.namespace,
-      instance: { id, address: this.nodeIp, port, healthy, weight: 1, metadata: { node: nodeIdOf(this.config, this.spec, this.nodeIp) } },
+      instance: { id, address: this.nodeIp, port, healthy, weight: 1, metadata: { node: nodeIdOf(this.config, this.spec, this.nodeIp), ...this.identityMetadata(service) } },
     };
+  }
+
+  /** Peers originate mTLS to an instance that registered its SPIFFE ID; mode disable registers none (peers send plaintext). */
+  private identityMetadata(service: string): { identity?: string } {
+    const identity = mtlsModeOf(this.config, service) === 'disable' ? undefined : this.certificates?.identityOf(service);
+    return identity ? { identity } : {};
   }
 
   private async onAppHealth(service: string, port: number, healthy: boolean): Promise<void> {
@@ -523,6 +558,7 @@ export class MeshAgent {
     if (this.pushTimer) clearTimeout(this.pushTimer);
     for (const checker of this.appHealth) checker.stop();
     for (const timer of this.retryTimers) clearTimeout(timer);
+    await this.certificates?.stop();
     // 1. peers stop sending to us
     for (const reg of this.registered.values()) {
       await this.registry.deregister({ service: reg.service, namespace: reg.namespace, id: reg.instance.id }).catch((err) => this.recordError(err, 'deregister'));
