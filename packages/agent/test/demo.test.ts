@@ -47,6 +47,7 @@ describe('mesh-agent demo', { timeout: 120_000 }, () => {
     expect(out).toContain(`dig @127.0.0.1 -p ${ports.dns} order`);
     expect(out).toContain(`curl 127.0.0.1:${ports.admin}/status`);
     expect(out).toContain(`curl -s 127.0.0.1:${ports.proxyAdmin}/clusters | grep "in#"`);
+    expect(out).toContain(`curl -s 127.0.0.1:${ports.proxyAdmin}/certs`);
 
     const curl = async (...args: string[]) => (await exec('curl', ['-s', '--max-time', '10', ...args])).stdout;
     const answers = [await curl('-x', `127.0.0.1:${ports.proxy}`, 'http://order/'), await curl('-x', `127.0.0.1:${ports.proxy}`, 'http://order/')];
@@ -57,7 +58,13 @@ describe('mesh-agent demo', { timeout: 120_000 }, () => {
     expect(await curl(`127.0.0.1:${ports.admin}/status`)).toBe('<SERVICE_REGISTERED>\n');
     const inLines = (await curl(`127.0.0.1:${ports.proxyAdmin}/clusters`)).split('\n').filter((l) => l.includes('in#'));
     expect(inLines).toContain(`in#${ports.app}#user::127.0.0.1:${ports.app}::health_flags::healthy`);
+    // mTLS is on: the local service's certificate, with its SPIFFE ID, served by the proxy
+    const certs = JSON.parse(await curl(`127.0.0.1:${ports.proxyAdmin}/certs`)).certificates;
+    expect(certs).toHaveLength(1);
+    expect(certs[0].cert_chain[0].subject_alt_names).toEqual([{ uri: 'spiffe://cluster.local/ns/default/sa/user' }]);
+    expect(Number(certs[0].cert_chain[0].days_until_expiration)).toBeGreaterThan(0);
     const health = JSON.parse(await curl(`127.0.0.1:${ports.admin}/health`));
+    expect(health.registry.registered[0].metadata.identity).toBe('spiffe://cluster.local/ns/default/sa/user');
     expect(health.capture.mode).toBe('disabled');
     const children = [health.components.envoy.pid, health.components['mesh-dns'].pid];
     // nothing is redirected to the proxy in the demo, so it stays off the network

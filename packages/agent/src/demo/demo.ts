@@ -3,7 +3,8 @@
 // file registry, mesh-dns and the proxy on their usual ports. Traffic capture is deliberately off:
 // calls go to the proxy explicitly (curl -x). /status still walks the whole sequence: the takeover
 // step counts as done once the proxy and mesh-dns serve, so it ends at <SERVICE_REGISTERED>, and
-// /health says `capture: disabled`.
+// /health says `capture: disabled`. mTLS is on (permissive): a mesh root made at start in the demo's
+// temp dir issues `user` its SPIFFE certificate, shown by the proxy's /certs.
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -11,6 +12,7 @@ import type { Writable } from 'node:stream';
 import { stringify } from 'yaml';
 import { agentConfigSchema, DEFAULT_PORTS, EXIT_CODES, MeshError, parseConfig } from '@mesh-agent/shared-config';
 import { MeshAgent } from '../agent';
+import { createRootCa, writeCaDir } from '../pki/index';
 import { startDemoApp, type DemoApp } from './demo-apps';
 
 export const DEMO_DEFAULT_PORTS = { ...DEFAULT_PORTS, app: 8089 } as const;
@@ -44,6 +46,7 @@ export function demoInstructions(ports: RunningDemo['ports']): string {
     `  dig @127.0.0.1 -p ${ports.dns} order                    # mesh-dns answers the mesh VIP`,
     `  curl 127.0.0.1:${ports.agentAdmin}/status                       # <SERVICE_REGISTERED>`,
     `  curl -s 127.0.0.1:${ports.proxyAdmin}/clusters | grep "in#"     # the local service's instance and health`,
+    `  curl -s 127.0.0.1:${ports.proxyAdmin}/certs                     # its certificate: spiffe://cluster.local/ns/default/sa/user`,
     `  curl 127.0.0.1:${ports.agentAdmin}/help                         # every admin command`,
     '',
     'Press Ctrl-C to stop everything.',
@@ -97,6 +100,9 @@ export async function runDemo(opts: DemoOptions = {}): Promise<RunningDemo> {
         },
       ],
     });
+    // a throw-away mesh root, so the demo shows mTLS identities with no PKI to set up
+    const caDir = path.join(dir, 'ca');
+    writeCaDir(caDir, await createRootCa({ trustDomain: 'cluster.local', ttlDays: 30, commonName: 'mesh-agent demo root' }));
     const globalFile = write('global.yaml', { healthCheck: { intervalMs: 1000, timeoutMs: 1000 }, outlierDetection: { enabled: false } });
     const config = parseConfig(agentConfigSchema, {
       node: { ip: '127.0.0.1', serviceName: 'user' },
@@ -108,6 +114,8 @@ export async function runDemo(opts: DemoOptions = {}): Promise<RunningDemo> {
       iptables: { enabled: false, stateFile: path.join(dir, 'iptables-state.json') },
       log: { level: 'warn' },
       paths: { runDir: dir, proxyBootstrap: path.join(dir, 'proxy-bootstrap.json'), dnsConfig: path.join(dir, 'mesh-dns.json') },
+      // two days, not the default one: /certs counts whole days, and a 24 h certificate shows 0 from its first second
+      mtls: { trustDomain: 'cluster.local', mode: 'permissive', certTtlSeconds: 2 * 86400, ca: { dir: caDir } },
     });
     let selfStopped!: (v: 'quitquitquit') => void;
     const stoppedBySelf = new Promise<'quitquitquit'>((resolve) => (selfStopped = resolve));
