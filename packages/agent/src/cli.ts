@@ -5,6 +5,7 @@ import { MeshAgent } from './agent';
 import { agentVersion } from './children';
 import { runDemo, DEMO_DEFAULT_PORTS } from './demo/demo';
 import { runDoctor, runTrace } from './diagnostics/index';
+import { runCaCommand } from './pki/ca-command';
 import { waitUntilReady } from './wait';
 
 export const USAGE = `Usage: mesh-agent [COMMAND] [options]
@@ -22,6 +23,9 @@ Commands:
                                check every hop a request takes; exit 0 only when all pass
   trace URL [--json] [--admin URL] [--via capture|proxy]
                                send one request through the sidecar and show each hop
+  ca init|intermediate|issue|show [options]
+                               the built-in issuer: a mesh root, per-host CAs, workload
+                               certificates (mesh-agent ca --help for the options)
   version                      print the version
 
 Demo port flags (default: the usual ports): --admin-port ${DEMO_DEFAULT_PORTS.agentAdmin} --proxy-port ${DEMO_DEFAULT_PORTS.proxyListener}
@@ -186,6 +190,8 @@ export async function main(argv: string[]): Promise<number> {
       return commandDoctor(rest);
     case 'trace':
       return commandTrace(rest);
+    case 'ca':
+      return runCaCommand(rest);
     case 'version':
       process.stdout.write(`mesh-agent ${agentVersion()}\n`);
       return EXIT_CODES.ok;
@@ -193,7 +199,7 @@ export async function main(argv: string[]): Promise<number> {
       process.stdout.write(`${USAGE}\n`);
       return EXIT_CODES.ok;
     default:
-      throw usageError(`unknown command "${first}": use start, demo, wait, doctor, trace or version`);
+      throw usageError(`unknown command "${first}": use start, demo, wait, doctor, trace, ca or version`);
   }
 }
 
