@@ -7,6 +7,7 @@ import type { ClusterConfig, ProxyBootstrap } from './config/types';
 import { outboundDestinationList } from './http/connection-origin';
 import { DownstreamConnection, DRAIN_IDLE_GRACE_MS } from './http/downstream-connection';
 import type { RequestHead } from './http/head-parser';
+import { refreshCertGauges } from './admin/certs';
 import { registerAdminRoutes } from './admin/register';
 import { AccessLogger } from './observability/access-log';
 import { originalDestination, originalDstStatus } from './original-dst';
@@ -258,6 +259,7 @@ export class MeshProxy {
     this.stats.gauge('server.', undefined, 'total_connections').set(this.activeConnections);
     this.stats.gauge('server.', undefined, 'concurrency').set(1);
     this.stats.gauge('server.', undefined, 'hot_restart_epoch').set(this.restartEpoch);
+    refreshCertGauges(this.stats, this.secrets.all());
   }
 
   async start(): Promise<{ listener: ListenAddress; admin: ListenAddress | undefined }> {

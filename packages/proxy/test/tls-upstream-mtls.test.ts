@@ -18,7 +18,7 @@ const ORDER = `${TD}/order`;
 interface TlsUpstream {
   port: number;
   /** what each request saw of the client's TLS side */
-  seen: { clientId: string | undefined; serial: string; servername: string | false; alpn: string | false; protocol: string | null; headers: Record<string, unknown> }[];
+  seen: { clientId: string | undefined; serial: string; servername: string | false; alpn: string | false | null; protocol: string | null; headers: Record<string, unknown> }[];
   /** raw TLS handshakes the server saw complete or fail */
   handshakeErrors: string[];
   close(): Promise<void>;
@@ -76,7 +76,7 @@ function bootstrap(clusters: Record<string, unknown>[]): Record<string, unknown>
 }
 
 function stat(name: string): number {
-  return p.proxy.stats.all().find((s) => s.name === name)?.value as number ?? 0;
+  return (p.proxy.stats.all().find((s) => s.name === name) as { value?: number } | undefined)?.value ?? 0;
 }
 
 function logFor(pathName: string): Record<string, unknown> | undefined {

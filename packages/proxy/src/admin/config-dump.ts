@@ -1,5 +1,6 @@
 import type { Cluster } from '../cluster/cluster';
 import type { ClusterConfig, ProxyBootstrap, RouteConfig } from '../config/types';
+import type { LoadedSecret } from '../tls/secret-store';
 
 const T = 'type.googleapis.com/envoy.admin.v3.';
 const V3 = 'type.googleapis.com/envoy.config.';
@@ -12,6 +13,22 @@ export interface ConfigDumpInput {
   version: string;
   lastUpdated: Date;
   listener: { address: string; port: number } | undefined;
+  /** The loaded TLS secrets: their files and versions are dumped, never their bytes. */
+  secrets?: readonly LoadedSecret[];
+}
+
+/** Envoy's SecretsConfigDump.DynamicSecret for a file-sourced secret: file names only (the key never leaves its file). */
+function secretResource(s: LoadedSecret): object {
+  return {
+    name: s.name,
+    version_info: String(s.version),
+    last_updated: s.loadedAt.toISOString(),
+    secret: {
+      '@type': 'type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret',
+      name: s.name,
+      tls_certificate: { certificate_chain: { filename: s.config.certChain }, private_key: { filename: s.config.privateKey } },
+    },
+  };
 }
 
 function clusterResource(c: Cluster, cc: ClusterConfig): object {
@@ -118,7 +135,7 @@ function sections(input: ConfigDumpInput): DumpSection[] {
         }],
       },
     },
-    { type: `${T}SecretsConfigDump`, resource: 'secrets', itemType: '', items: [], extra: {} },
+    { type: `${T}SecretsConfigDump`, resource: 'secrets', itemType: '', items: [], extra: (input.secrets ?? []).length > 0 ? { dynamic_active_secrets: (input.secrets ?? []).map(secretResource) } : {} },
   ];
 }
 
@@ -127,10 +144,11 @@ const RESOURCE_TYPES: Record<string, string> = {
   dynamic_active_clusters: `${T}ClustersConfigDump.DynamicCluster`,
   static_listeners: `${T}ListenersConfigDump.StaticListener`,
   static_route_configs: `${T}RoutesConfigDump.StaticRouteConfig`,
+  dynamic_active_secrets: `${T}SecretsConfigDump.DynamicSecret`,
 };
 
 function resourceName(item: Record<string, unknown>): string {
-  const inner = (item.cluster ?? item.listener ?? item.route_config) as { name?: string } | undefined;
+  const inner = (item.cluster ?? item.listener ?? item.route_config ?? item.secret) as { name?: string } | undefined;
   return inner?.name ?? '';
 }
 

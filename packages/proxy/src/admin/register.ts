@@ -2,6 +2,7 @@ import { adminResponse, AdminHttpError, type AdminServer, type LogLevel } from '
 import type { MeshProxy } from '../proxy';
 import { PROXY_VERSION } from '../proxy';
 import { renderClustersJson, renderClustersText } from './clusters-render';
+import { renderCerts } from './certs';
 import { renderConfigDump } from './config-dump';
 import { CpuProfiler } from './cpu-profiler';
 import { renderPrometheus, renderStatsJson, renderStatsText, type StatsQuery } from './stats-render';
@@ -43,7 +44,7 @@ export function registerAdminRoutes(admin: AdminServer, proxy: MeshProxy): void 
   const logger = proxy.logger;
 
   admin.add({ method: 'GET', path: '/', help: 'Admin home page', handler: () => adminResponse(200, homePage(admin), { 'content-type': 'text/html; charset=UTF-8' }) });
-  admin.add({ method: 'GET', path: '/certs', help: 'print certs on machine', handler: () => ({ certificates: [] }) });
+  admin.add({ method: 'GET', path: '/certs', help: 'print certs on machine', handler: () => renderCerts(proxy.secrets.all()) });
   admin.add({
     method: 'GET', path: '/clusters', help: 'upstream cluster status',
     handler: (req) => (req.query.get('format') === 'json' ? renderClustersJson(proxy.adminClusters) : renderClustersText(proxy.adminClusters)),
@@ -52,7 +53,7 @@ export function registerAdminRoutes(admin: AdminServer, proxy: MeshProxy): void 
     method: 'GET', path: '/config_dump', help: 'dump current Envoy configs (experimental)',
     handler: (req) => {
       const r = renderConfigDump(
-        { config: proxy.config, clusters: proxy.clusterMap, version: proxy.configVersion, lastUpdated: proxy.lastUpdated, listener: proxy.listener },
+        { config: proxy.config, clusters: proxy.clusterMap, version: proxy.configVersion, lastUpdated: proxy.lastUpdated, listener: proxy.listener, secrets: proxy.secrets.all() },
         { resource: req.query.get('resource') ?? undefined, nameRegex: regexParam(req.query.get('name_regex'), 'name_regex') },
       );
       return adminResponse(r.status, r.body);

@@ -70,8 +70,14 @@ function labelText(tags: Readonly<Record<string, string>>, extra?: string): stri
  * own buckets (prom-client cannot take pre-aggregated bucket counts) and are
  * rendered here in the same format.
  */
+/**
+ * Left out of the Prometheus output only: promtool's lint refuses a unit other than the base one
+ * ("days"), and `server.seconds_until_first_cert_expiring` carries the same figure in seconds.
+ */
+const NOT_IN_PROMETHEUS = new Set(['server.days_until_first_cert_expiring']);
+
 export async function renderPrometheus(stats: Stat[], q: StatsQuery): Promise<string> {
-  const chosen = selected(stats, q);
+  const chosen = selected(stats, q).filter((s) => !NOT_IN_PROMETHEUS.has(s.name));
   // Loaded on the first scrape: prom-client costs memory a proxy that is never scraped does not need.
   const { Counter: PromCounter, Gauge: PromGauge, Registry } = createRequire(import.meta.url ?? __filename)('prom-client') as typeof import('prom-client');
   const registry = new Registry();

@@ -95,7 +95,8 @@ export class StatsStore {
     if (existing) return existing;
     const rule = scope === undefined ? undefined : TAG_SCOPES.find((r) => r.prefix === prefix);
     const tags: Record<string, string> = rule && scope !== undefined ? { [rule.tag]: scope } : {};
-    let tagExtracted = `${prefix}${leaf}`;
+    // a scope without a tag rule (sds.<secret>.) stays in the name, as Envoy prints it without a tag extractor
+    let tagExtracted = rule || scope === undefined ? `${prefix}${leaf}` : name;
     // Envoy's response-code-class tag: upstream_rq_2xx -> upstream_rq_xx{envoy_response_code_class="2"}.
     const cls = /^(upstream|downstream)_rq_([1-5])xx$/.exec(leaf);
     if (cls) {
