@@ -87,6 +87,9 @@ describe('admin views of the secrets', () => {
     const value = (name: string) => stats.stats.find((s) => s.name === name)?.value;
     const notAfter = new Date(new crypto.X509Certificate(fs.readFileSync(leaf.certChain)).validTo).getTime();
     expect(value('sds.user.expiration_timestamp_seconds')).toBe(Math.floor(notAfter / 1000));
+    // there before the first reload, so an alert on rejected reloads has its series
+    expect(value('sds.user.update_success')).toBe(0);
+    expect(value('sds.user.update_rejected')).toBe(0);
     expect(value('server.days_until_first_cert_expiring')).toBe(1); // the leaf (2 days) expires before the CA (30)
     const seconds = value('server.seconds_until_first_cert_expiring')!;
     expect(seconds).toBeGreaterThan(86_400);
@@ -96,6 +99,7 @@ describe('admin views of the secrets', () => {
     expect(prom).not.toContain('days_until_first_cert_expiring');
     expect(prom).toMatch(/^envoy_server_seconds_until_first_cert_expiring \d{5,6}$/m);
     expect(prom).toMatch(new RegExp(`^envoy_sds_user_expiration_timestamp_seconds ${Math.floor(notAfter / 1000)}$`, 'm'));
+    expect(prom).toMatch(/^envoy_sds_user_update_rejected_total 0$/m);
     const check = await promtool(prom);
     expect(check.out).toBe('');
     expect(check.code).toBe(0);

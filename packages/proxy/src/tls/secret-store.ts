@@ -76,6 +76,16 @@ function readPem(secret: TlsSecretConfig, field: 'certChain' | 'privateKey' | 't
 
 /** Reads and checks one secret's files: PEM certificates present, the key matches the leaf. Throws SecretLoadError. */
 export function loadSecret(config: TlsSecretConfig, version = 1): LoadedSecret {
+  try {
+    return readSecret(config, version);
+  } catch (err) {
+    if (err instanceof SecretLoadError) throw err;
+    // whatever else the crypto layer throws is still this secret's files' fault (and a reload runs in a timer: never throw there)
+    throw new SecretLoadError(config.name, 'pair', config.certChain, `${config.name}: cannot use the files: ${(err as Error).message}`);
+  }
+}
+
+function readSecret(config: TlsSecretConfig, version: number): LoadedSecret {
   const chainPem = readPem(config, 'certChain');
   const keyPem = readPem(config, 'privateKey');
   const bundlePem = readPem(config, 'trustBundle');
@@ -138,7 +148,7 @@ export class SecretStore {
       try {
         next.set(config.name, loadSecret(config, (current?.version ?? 0) + 1));
       } catch (err) {
-        if (!(err instanceof SecretLoadError)) throw err;
+        if (!(err instanceof SecretLoadError)) throw err; // loadSecret throws nothing else
         issues.push({ path: `secrets.${index}.${err.field === 'pair' ? 'privateKey' : err.field}`, message: err.message });
       }
     });
@@ -150,6 +160,9 @@ export class SecretStore {
     for (const [name, secret] of next) {
       this.secrets.set(name, secret);
       this.watch(secret.config);
+      // present (0) from the start, as Envoy's: an alert on update_rejected needs the series before the first rotation
+      this.stats.counter('sds.', name, 'update_success');
+      this.stats.counter('sds.', name, 'update_rejected');
     }
   }
 
