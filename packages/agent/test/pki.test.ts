@@ -230,4 +230,20 @@ describe('pki: files', { timeout: 60_000 }, () => {
 
     expect(() => validateCaMaterial(host, undefined, new Date(Date.now() + 31 * 24 * HOUR))).toThrow(/ca-cert\.pem \(O=cluster\.local, CN=host-a\) expired on/);
   });
+
+  it('accepts a root-cert.pem with two roots (root rotation): old and new host CAs load, their leaves verify against the one bundle', async () => {
+    const oldRoot = await createRootCa({ trustDomain: 'cluster.local', commonName: 'old root' });
+    const newRoot = await createRootCa({ trustDomain: 'cluster.local', commonName: 'new root' });
+    const bundle = `${oldRoot.rootPem}${newRoot.rootPem}`;
+    const dir = scratch();
+    const hosts = [await createIntermediateCa(oldRoot, { name: 'host-a' }), await createIntermediateCa(newRoot, { name: 'host-b' })];
+    for (const [i, host] of hosts.entries()) {
+      writeCaDir(path.join(dir, `ca-${i}`), { ...host, rootPem: bundle });
+      const loaded = await loadCaDir(path.join(dir, `ca-${i}`));
+      const leaf = await issueWorkloadCertificate(loaded, { spiffeId: ORDER, ttlMs: HOUR });
+      expect(leaf.trustBundlePem).toBe(bundle);
+      const files = writeWorkloadFiles(path.join(dir, `leaf-${i}`), leaf);
+      expect((await verify(files)).code).toBe(0);
+    }
+  });
 });
