@@ -33,7 +33,10 @@ export interface IssuedCertificate {
   serialNumber: string;
   notBefore: string;
   notAfter: string;
+  /** file paths (never their contents) */
   certChain: string;
+  privateKey: string;
+  trustBundle: string;
 }
 
 /** What /config_dump/pilot-agent and /health show: no key material. */
@@ -114,7 +117,7 @@ export class CertificateProvisioner {
       const dir = path.join(certDirOf(this.opts.agent), service);
       const files = writeWorkloadFiles(dir, cert, this.opts.owner ?? {});
       this.identities.set(service, id);
-      this.issued.set(service, { service, spiffeId: id, serialNumber: cert.serialNumber, notBefore: cert.notBefore.toISOString(), notAfter: cert.notAfter.toISOString(), certChain: files.certChain });
+      this.issued.set(service, { service, spiffeId: id, serialNumber: cert.serialNumber, notBefore: cert.notBefore.toISOString(), notAfter: cert.notAfter.toISOString(), certChain: files.certChain, privateKey: files.privateKey, trustBundle: files.trustBundle });
       this.opts.log.info({ service, spiffeId: id, serial: cert.serialNumber, notAfter: cert.notAfter.toISOString() }, `issued ${id} (serial ${cert.serialNumber}, valid until ${cert.notAfter.toISOString()}) into ${dir}`);
     }
   }
@@ -223,7 +226,7 @@ export class CertificateProvisioner {
     const secret = secretOf(this.opts.agent, this.opts.services[0]!);
     for (const service of this.opts.services) {
       this.identities.set(service, id);
-      this.issued.set(service, { service, spiffeId: id, serialNumber: leaf.serialNumber, notBefore: new Date(leaf.validFrom).toISOString(), notAfter: notAfter.toISOString(), certChain: secret.certChain });
+      this.issued.set(service, { service, spiffeId: id, serialNumber: leaf.serialNumber, notBefore: new Date(leaf.validFrom).toISOString(), notAfter: notAfter.toISOString(), certChain: secret.certChain, privateKey: secret.privateKey, trustBundle: secret.trustBundle });
     }
     this.opts.log.info({ spiffeId: id, file: files.certChain }, `using ${id} from ${files.certChain} for ${this.opts.services.join(', ')}`);
   }

@@ -93,13 +93,18 @@ describe('diagnostics against the demo (capture disabled, built-in config)', { t
     // the hops that are in use are still checked for real
     for (const hop of ['agent', 'mesh-dns', 'proxy', 'route:order', 'cluster:order', 'local-app', 'registry']) expect(byHop.has(hop), hop).toBe(true);
     expect(byHop.get('cluster:order').evidence).toMatch(/2\/2 healthy/);
+    // the demo runs with mTLS on: user's certificate served by the proxy; the order demo apps have no identity
+    expect(byHop.get('certificates')).toMatchObject({ status: 'OK' });
+    expect(byHop.get('certificates').evidence).toMatch(/^user: spiffe:\/\/cluster\.local\/ns\/default\/sa\/user, serial [0-9a-f]+, 1 day\(s\) left .*served by the proxy$/);
+    expect(byHop.get('peer-identity')).toMatchObject({ status: 'OK', evidence: expect.stringMatching(/^no peer service registered an identity/) });
     expect(byHop.get('mesh-dns').evidence).toContain(`upstream ${dnsmasq!.upstream} reachable`);
   });
 
   it('doctor (text) prints no FAIL and exits 0', async () => {
     const run = await cli('doctor', '--admin', admin);
     expect(run.stdout).not.toMatch(/^FAIL/m);
-    expect(run.stdout).toMatch(/12 OK, 0 WARN, 0 FAIL/);
+    // 12 hops, and since issue 13 the demo's mTLS: certificates and peer-identity
+    expect(run.stdout).toMatch(/14 OK, 0 WARN, 0 FAIL/);
     expect(run.code).toBe(0);
   });
 

@@ -4,6 +4,7 @@ import {
   captureDisabled, checkAgent, checkCluster, checkConfig, checkDnsCapture, checkInboundCapture, checkLocalApp, checkMeshDns,
   checkOutboundCapture, checkProxy, checkRegistry, checkRoute, checkVipRoute, meshServices, readNatRules, verifyApplied, type CheckContext, type CheckResult,
 } from './checks.js';
+import { checkCertificates, checkPeerIdentity } from './mtls-checks.js';
 
 export interface DoctorReport { ok: boolean; time: string; agentAdminUrl: string; checks: CheckResult[] }
 
@@ -25,11 +26,13 @@ export async function doctorChecks(agentAdminUrl: string, opts: { snapshot?: Sid
   const proxy = await checkProxy(ctx);
   checks.push(proxy);
   const proxyDown = proxy.status === 'FAIL' ? 'proxy' : undefined;
+  checks.push(checkCertificates(ctx));
   for (const service of meshServices(snap)) {
     const route = checkRoute(ctx, service, proxyDown);
     checks.push(route);
     checks.push(checkCluster(ctx, service, proxyDown ?? (route.status === 'FAIL' ? `route:${service}` : undefined)));
   }
+  checks.push(await checkPeerIdentity(ctx));
   checks.push(checkInboundCapture(ctx));
   const app = await checkLocalApp(ctx);
   checks.push(app);

@@ -18,7 +18,7 @@ export interface SidecarSnapshot {
   localAddress?: string;
   agent: { status: HttpAnswer; health: HttpAnswer; healthJson?: any; latestError: HttpAnswer; config: HttpAnswer; configJson?: any; services: HttpAnswer; servicesJson?: any; dump?: any };
   dns: { health: HttpAnswer; healthJson?: any; dump: HttpAnswer; dumpJson?: any };
-  proxy: { listeners: HttpAnswer; clusters: HttpAnswer; stats: HttpAnswer; dump: HttpAnswer; dumpJson?: any; serverInfo: HttpAnswer; serverInfoJson?: any };
+  proxy: { listeners: HttpAnswer; clusters: HttpAnswer; stats: HttpAnswer; dump: HttpAnswer; dumpJson?: any; serverInfo: HttpAnswer; serverInfoJson?: any; certs?: HttpAnswer; certsJson?: any };
   localServices: LocalService[];
   clusterStatus: Map<string, ClusterStatus>;
   virtualHosts: VirtualHostInfo[];
@@ -73,7 +73,7 @@ export async function gatherSnapshot(agentAdminUrl: string): Promise<SidecarSnap
   const ports = portsFromAgentConfig(configJson, Number(agentUrl.port || DEFAULT_PORTS.agentAdmin));
   const dnsBase = `http://${adminHost}:${ports.dnsAdmin}`;
   const proxyBase = `http://${adminHost}:${ports.proxyAdmin}`;
-  const [dnsHealth, dnsDump, listeners, clusters, stats, proxyDump, serverInfo] = await Promise.all([
+  const [dnsHealth, dnsDump, listeners, clusters, stats, proxyDump, serverInfo, certs] = await Promise.all([
     getJson(`${dnsBase}/health`),
     getJson(`${dnsBase}/config_dump`),
     httpRequest(`${proxyBase}/listeners`),
@@ -81,6 +81,7 @@ export async function gatherSnapshot(agentAdminUrl: string): Promise<SidecarSnap
     httpRequest(`${proxyBase}/stats`),
     getJson(`${proxyBase}/config_dump`),
     getJson(`${proxyBase}/server_info`),
+    getJson(`${proxyBase}/certs`),
   ]);
   const registryConfig = configJson?.registry;
   const backend = pick<string>(registryConfig?.backend, registryConfig?.type);
@@ -93,7 +94,7 @@ export async function gatherSnapshot(agentAdminUrl: string): Promise<SidecarSnap
     localAddress: pick<string>(configJson?.node?.ip, configJson?.nodeIp, configJson?.node?.address),
     agent: { status, health: health.answer, healthJson: health.json, latestError, config: config.answer, configJson, services: services.answer, servicesJson: services.json, dump: agentDump.json },
     dns: { health: dnsHealth.answer, healthJson: dnsHealth.json, dump: dnsDump.answer, dumpJson: dnsDump.json },
-    proxy: { listeners, clusters, stats, dump: proxyDump.answer, dumpJson: proxyDump.json, serverInfo: serverInfo.answer, serverInfoJson: serverInfo.json },
+    proxy: { listeners, clusters, stats, dump: proxyDump.answer, dumpJson: proxyDump.json, serverInfo: serverInfo.answer, serverInfoJson: serverInfo.json, certs: certs.answer, certsJson: certs.json },
     localServices: localServicesFrom(services.json),
     clusterStatus: clusters.status === 200 ? parseClustersText(clusters.body) : new Map(),
     virtualHosts: proxyDump.json ? virtualHostsFromConfigDump(proxyDump.json) : [],

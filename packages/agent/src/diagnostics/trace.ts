@@ -9,7 +9,21 @@ import { captureDisabled, readNatRules } from './checks.js';
 import { gatherSnapshot, type SidecarSnapshot } from './sidecar.js';
 import { describeRoute, routeFix, routeGet } from './vip-route.js';
 
-export type TraceHopName = 'dns' | 'vip-route' | 'capture' | 'listener' | 'route' | 'endpoint' | 'upstream';
+export type TraceHopName = 'dns' | 'vip-route' | 'capture' | 'listener' | 'route' | 'endpoint' | 'tls' | 'upstream';
+
+/** Asks the proxy how it reached the upstream (stripped before the upstream); the answer comes in TRANSPORT_HEADER. */
+export const DEBUG_UPSTREAM_HEADER = 'x-mesh-debug-upstream';
+export const TRANSPORT_HEADER = 'x-mesh-upstream-transport';
+
+/** The `tls` hop from the proxy's `x-mesh-upstream-transport`: `tls TLSv1.3 peer=spiffe://...` or `plaintext`. */
+export function tlsHop(value: string | string[] | undefined): TraceHop {
+  const text = Array.isArray(value) ? value[0] : value;
+  if (!text) return { hop: 'tls', ok: true, detail: `not reported: the proxy sent no ${TRANSPORT_HEADER} header (a proxy without mTLS support)` };
+  const m = /^tls (\S+) peer=(\S+)$/.exec(text.trim());
+  if (m) return { hop: 'tls', ok: true, detail: `mTLS ${m[1]}, peer identity ${m[2]} (verified by the proxy against the registered one)` };
+  if (text.trim() === 'plaintext') return { hop: 'tls', ok: true, detail: 'plaintext: the endpoint registered no identity (its sidecar runs without mTLS or in mode disable)' };
+  return { hop: 'tls', ok: true, detail: text.trim() };
+}
 export interface TraceHop { hop: TraceHopName; ok: boolean; detail: string; ms?: number }
 export interface TraceReport { url: string; via: 'capture' | 'proxy'; ok: boolean; failedHop?: TraceHopName; hops: TraceHop[]; status?: number; totalMs: number; fix?: string }
 
@@ -74,7 +88,7 @@ export async function traceRequest(url: string, agentAdminUrl: string, opts: { v
 
   // 3..7: the request itself.
   const connectTo = via === 'proxy' ? { host: '127.0.0.1', port: snap.ports.proxyListener } : { host: address, port };
-  const answer = await httpRequest(url, { connectTo, timeoutMs: 10_000, headers: { 'user-agent': 'mesh-agent-trace', 'x-request-id': `trace-${Date.now()}` } });
+  const answer = await httpRequest(url, { connectTo, timeoutMs: 10_000, headers: { 'user-agent': 'mesh-agent-trace', 'x-request-id': `trace-${Date.now()}`, [DEBUG_UPSTREAM_HEADER]: '1' } });
   if (via === 'capture' && answer.status === 0 && /ENETUNREACH|EHOSTUNREACH/.test(answer.error ?? '')) {
     // the route went away between the lookup and the request, or `ip` could not tell
     const last = hops[hops.length - 1];
@@ -131,6 +145,7 @@ export async function traceRequest(url: string, agentAdminUrl: string, opts: { v
     return report('endpoint', `no healthy endpoint for ${vh.name}: curl -s ${adminHost}:${snap.ports.proxyAdmin}/clusters | grep ${vh.name}; check the instances' applications and sidecars`, answer);
   }
   hops.push({ hop: 'endpoint', ok: true, detail: picked.join(', ') || 'not identified (counters unchanged)' });
+  hops.push(tlsHop(answer.headers[TRANSPORT_HEADER]));
   const upstreamOk = answer.status > 0 && answer.status < 500;
   const serviceTime = answer.headers['x-envoy-upstream-service-time'];
   hops.push({ hop: 'upstream', ok: upstreamOk, detail: `HTTP ${answer.status}, flags ${upstreamFlags}${serviceTime ? `, x-envoy-upstream-service-time ${serviceTime}` : ''}`, ms: answer.ms });
