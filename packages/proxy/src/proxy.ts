@@ -4,15 +4,18 @@ import { BLACKHOLE_CLUSTER, ConfigError, MeshError, parseConfig, proxyBootstrapS
 import { Cluster } from './cluster/cluster';
 import type { Host } from './cluster/host';
 import type { ClusterConfig, ProxyBootstrap } from './config/types';
-import { outboundDestinationList } from './http/connection-origin';
+import { classifyConnection, outboundDestinationList, stripV4Mapped, type ConnectionOrigin } from './http/connection-origin';
 import { DownstreamConnection, DRAIN_IDLE_GRACE_MS } from './http/downstream-connection';
 import type { RequestHead } from './http/head-parser';
+import { CompiledRbac } from './http/rbac';
+import { LogLimiter } from './observability/log-limiter';
+import { InboundAcceptor, listenerTlsStats, PLAINTEXT, type DownstreamTransport } from './tls/inbound-tls';
 import { refreshCertGauges } from './admin/certs';
 import { registerAdminRoutes } from './admin/register';
 import { AccessLogger } from './observability/access-log';
 import { originalDestination, originalDstStatus } from './original-dst';
 import { RouteTable } from './routing/router';
-import type { ConfigSnapshot, HttpConnManagerStats, ProxyRuntime, ResolvedLimits } from './runtime';
+import type { ConfigSnapshot, HttpConnManagerStats, InboundPortState, ProxyRuntime, ResolvedLimits } from './runtime';
 import { StatsStore, type Gauge } from './stats/store';
 import { SecretStore } from './tls/secret-store';
 import { UpstreamPool } from './upstream/pool';
@@ -86,6 +89,9 @@ export class MeshProxy {
   /** Envoy's (and Istio's) BlackHoleCluster: no endpoints; counts what the listener refuses (502 NR). */
   readonly blackhole: Cluster;
   private refusedSinceLog = 0;
+  private readonly rbacLog = new LogLimiter(REFUSED_LOG_INTERVAL_MS);
+  /** mTLS on inbound ports and the direct path (issue 13); made in start() once the listener's stat scope is known. */
+  private inboundAcceptor: InboundAcceptor | undefined;
   private lastRefusedLog = 0;
 
   constructor(config: unknown, readonly opts: ProxyOptions = {}) {
@@ -104,6 +110,7 @@ export class MeshProxy {
     // before anything else: an unusable secret is a config error at start-up
     this.secrets.configure(this.config.secrets ?? []);
     this.pool.secrets = this.secrets;
+    this.upgrades.secrets = this.secrets;
     const listenerName = this.config.listener?.name ?? 'virtual';
     const http = {} as Record<string, unknown>;
     for (const leaf of ['downstream_cx_total', 'downstream_cx_destroy', 'downstream_cx_protocol_error', 'downstream_rq_total', 'downstream_rq_completed',
@@ -124,6 +131,7 @@ export class MeshProxy {
       originalDst: originalDestination,
       blackhole: this.blackhole,
       onRefused: (peer, reason) => this.noteRefused(peer, reason),
+      onRbacDenied: (d) => this.noteRbacDenied(d),
       onInternalError: (err, where) => this.logger.scope('connection').error({ err, where }, 'internal error in a connection callback; the connection was closed'),
       handleUpgrade: (head, path, socket, rest, cluster, host) => this.forwardUpgrade(head, path, socket, rest, cluster, host),
       draining: false,
@@ -175,11 +183,18 @@ export class MeshProxy {
     }
     this.clusters.clear();
     for (const [k, v] of next) this.clusters.set(k, v);
+    // RBAC policies compiled once per snapshot (issue 13)
+    const inboundPorts = new Map<number, InboundPortState>((config.inbound ?? []).map((i) => [i.port, {
+      port: i.port, cluster: i.cluster, service: parseClusterName(i.cluster)?.service, tls: i.tls,
+      rbac: i.rbac ? new CompiledRbac(i.port, i.rbac.policies ?? [], this.stats) : undefined,
+    }]));
     return {
       version: config.version ?? '1',
       routes: new RouteTable(config.routes?.virtualHosts ?? []),
       clusters: next,
       inboundByPort: new Map((config.inbound ?? []).map((i) => [i.port, i.cluster])),
+      inboundPorts,
+      inboundTlsPorts: [...inboundPorts.values()].filter((i) => i.tls !== undefined && i.tls.mode !== 'disable').length,
       localAddresses: new Set(config.localAddresses ?? []),
       outboundDestinations: outboundDestinationList(config.outboundCidrs ?? []),
     };
@@ -194,6 +209,14 @@ export class MeshProxy {
       'refused a connection the capture rules did not bring (502 NR); see docs/troubleshooting.md, "502 NR from 15001"');
     this.refusedSinceLog = 0;
     this.lastRefusedLog = now;
+  }
+
+  /** A request denied by RBAC: one warning per REFUSED_LOG_INTERVAL_MS naming the last caller, with the count since the last line. */
+  private noteRbacDenied(d: { port: number; principal: string | undefined; method: string; path: string; peer: string }): void {
+    const denied = this.rbacLog.note();
+    if (denied === undefined) return;
+    this.logger.scope('http').warn({ identity: d.principal ?? '(plaintext: no identity)', method: d.method, path: d.path, port: d.port, peer: d.peer, denied },
+      'RBAC denied a request (403 RBAC: access denied); see docs/troubleshooting.md, "403 RBAC: access denied"');
   }
 
   /** A cluster without static endpoints takes the registry's instances of the service in its name (`out#PORT#SERVICE`). */
@@ -284,6 +307,10 @@ export class MeshProxy {
       downstream_cx_total: this.stats.counter('listener.', listenerScope, 'downstream_cx_total'),
       downstream_cx_active: this.stats.gauge('listener.', listenerScope, 'downstream_cx_active'),
     };
+    this.inboundAcceptor = new InboundAcceptor(this.runtime, listenerTlsStats(this.stats, listenerScope), this.logger, {
+      serve: (socket, origin, transport) => this.serve(socket, origin, transport),
+      closedUnserved: () => this.runtime.listenerStats.downstream_cx_active.dec(),
+    });
     if (this.opts.admin !== false) {
       const admin = createAdminServer({ component: 'envoy', helpStyle: 'envoy', host: this.config.admin?.address ?? '127.0.0.1', port: this.config.admin?.port ?? 15000, logger: this.logger });
       registerAdminRoutes(admin, this);
@@ -311,6 +338,23 @@ export class MeshProxy {
     const rt = this.runtime;
     rt.listenerStats.downstream_cx_total.inc();
     rt.listenerStats.downstream_cx_active.inc();
+    try {
+      const origin = classifyConnection(rt.originalDst(socket), stripV4Mapped(socket.remoteAddress ?? ''), stripV4Mapped(socket.localAddress ?? ''), rt.snapshot);
+      // a port with mTLS (or TLS to the listener itself): the acceptor reads the first bytes and terminates TLS
+      if (this.inboundAcceptor?.take(socket, origin)) return;
+      this.serve(socket, origin, PLAINTEXT);
+    } catch (err) {
+      // a 'connection' callback must never throw: that would end the process
+      rt.onInternalError(err, 'accept');
+      rt.listenerStats.downstream_cx_active.dec();
+      socket.on('error', () => {});
+      socket.destroy();
+    }
+  }
+
+  /** Hands a classified connection (plaintext, or after its TLS handshake) to the HTTP codec. */
+  private serve(socket: net.Socket, origin: ConnectionOrigin, transport: DownstreamTransport): void {
+    const rt = this.runtime;
     rt.http.downstream_cx_total.inc();
     rt.http.downstream_cx_active.inc();
     let conn: DownstreamConnection;
@@ -320,9 +364,8 @@ export class MeshProxy {
         rt.listenerStats.downstream_cx_active.dec();
         rt.http.downstream_cx_active.dec();
         rt.http.downstream_cx_destroy.inc();
-      });
+      }, origin, transport);
     } catch (err) {
-      // a 'connection' callback must never throw: that would end the process
       rt.onInternalError(err, 'accept');
       rt.listenerStats.downstream_cx_active.dec();
       rt.http.downstream_cx_active.dec();
@@ -340,7 +383,7 @@ export class MeshProxy {
     cluster.stats.upstream_rq_total.inc();
     host.stats.rq_total++;
     // the downstream connection's own 'close' handler still counts the close (downstream_cx_active): only forget it here
-    this.upgrades.forward(head, path, socket, rest, host, () => { this.upgraded.delete(socket); });
+    this.upgrades.forward(head, path, socket, rest, host, () => { this.upgraded.delete(socket); }, host.identity === undefined ? undefined : cluster.upstreamTls);
   }
 
   private sweep(): void {
@@ -373,6 +416,7 @@ export class MeshProxy {
     if (this.closed) return;
     this.closed = true;
     if (this.sweeper) clearInterval(this.sweeper);
+    this.inboundAcceptor?.destroyPending(); // before: server.close() waits for every socket
     await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
     for (const c of this.connections) c.socket.destroy();
     for (const s of this.upgraded) s.destroy();

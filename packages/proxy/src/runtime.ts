@@ -2,6 +2,7 @@ import type net from 'node:net';
 import type { Cluster } from './cluster/cluster';
 import type { Host } from './cluster/host';
 import type { RequestHead } from './http/head-parser';
+import type { CompiledRbac } from './http/rbac';
 import type { AccessLogger } from './observability/access-log';
 import type { RouteTable } from './routing/router';
 import type { Counter, Gauge } from './stats/store';
@@ -14,9 +15,23 @@ export interface ConfigSnapshot {
   readonly routes: RouteTable;
   readonly clusters: ReadonlyMap<string, Cluster>;
   readonly inboundByPort: ReadonlyMap<number, string>;
+  /** Per inbound port: its cluster, TLS mode and compiled RBAC policies (issue 13). */
+  readonly inboundPorts: ReadonlyMap<number, InboundPortState>;
+  /** How many inbound ports terminate TLS (strict or permissive): 0 = the direct path needs no sniffing. */
+  readonly inboundTlsPorts: number;
   readonly localAddresses: ReadonlySet<string>;
   /** `outboundCidrs`: a redirected connection whose original destination is in here is outbound. */
   readonly outboundDestinations: net.BlockList;
+}
+
+export interface InboundPortState {
+  readonly port: number;
+  readonly cluster: string;
+  /** The local service (from `in#PORT#SERVICE`): what an Istio SNI on the direct path must name. */
+  readonly service: string | undefined;
+  readonly tls: { readonly mode: 'strict' | 'permissive' | 'disable'; readonly secret?: string } | undefined;
+  /** undefined = no policy: every caller is allowed. */
+  readonly rbac: CompiledRbac | undefined;
 }
 
 export interface ResolvedLimits {
@@ -75,6 +90,8 @@ export interface ProxyRuntime {
   readonly blackhole: Cluster;
   /** A connection was refused (BlackHoleCluster): logged, rate limited. */
   onRefused(peer: string, reason: string): void;
+  /** A request was denied by an inbound port's RBAC policies (403): logged, rate limited. */
+  onRbacDenied(denial: { port: number; principal: string | undefined; method: string; path: string; peer: string }): void;
   /** A bug surfaced inside a socket or timer callback: logged; the connection is closed, the process lives on. */
   onInternalError(err: unknown, where: string): void;
   /** Hands an Upgrade (WebSocket) request to http-proxy-3; the socket is no longer ours. */

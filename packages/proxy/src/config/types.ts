@@ -107,7 +107,12 @@ export interface ProxyBootstrap {
   localAddresses?: string[];
   /** Original destinations the capture rules send here as outbound: the mesh VIP, the VIP range, extra captured CIDRs (IPs or CIDRs). */
   outboundCidrs?: string[];
-  inbound?: { port: number; cluster: string }[];
+  /** `tls`: mTLS termination on the captured port; `rbac`: allowed callers (issue 13). */
+  inbound?: {
+    port: number; cluster: string;
+    tls?: { mode: 'strict' | 'permissive' | 'disable'; secret?: string };
+    rbac?: { policies?: { name: string; principals?: string[]; methods?: string[]; paths?: string[] }[] };
+  }[];
   /** TLS secrets (file paths) by name, watched and reloaded (issue 13). */
   secrets?: { name: string; certChain: string; privateKey: string; trustBundle: string }[];
   accessLog?: { format?: 'text' | 'json'; path?: string };

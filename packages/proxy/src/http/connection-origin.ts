@@ -13,10 +13,11 @@ import type { ConfigSnapshot, OriginalDestination } from '../runtime';
  *     BlackHoleCluster (502, flag NR). An open relay into the mesh otherwise.
  */
 export type ConnectionOrigin =
-  | { kind: 'inbound'; cluster: string }
+  | { kind: 'inbound'; cluster: string; port: number }
   | { kind: 'outbound' }
   | { kind: 'local' }
-  | { kind: 'refused'; reason: string };
+  /** `direct`: another host connected to the listener itself (the only refused kind mTLS can still serve, issue 13). */
+  | { kind: 'refused'; reason: string; direct?: boolean };
 
 const OUTBOUND: ConnectionOrigin = Object.freeze({ kind: 'outbound' });
 const LOCAL: ConnectionOrigin = Object.freeze({ kind: 'local' });
@@ -65,13 +66,13 @@ export function classifyConnection(dst: OriginalDestination, peer: string, accep
     // this way, and it must reach the local application only, never be routed into the mesh.
     if (isOwnAddress(dst.address, snap)) {
       const cluster = snap.inboundByPort.get(dst.port);
-      if (cluster !== undefined) return { kind: 'inbound', cluster };
+      if (cluster !== undefined) return { kind: 'inbound', cluster, port: dst.port };
       return { kind: 'refused', reason: `original destination ${dst.address}:${dst.port} is a local address but port ${dst.port} is no registered inbound port` };
     }
     if (isOutboundDestination(dst.address, snap)) return OUTBOUND;
     return { kind: 'refused', reason: `original destination ${dst.address}:${dst.port} is neither in outboundCidrs (the mesh VIPs) nor a local service address` };
   }
   if (isOwnAddress(peer, snap) || (peer !== '' && peer === accepted)) return LOCAL;
-  if (dst.kind === 'unknown') return { kind: 'refused', reason: `${dst.reason}: a connection from another host (${peer}) cannot be told apart from a direct one to the listener` };
-  return { kind: 'refused', reason: `direct connection to the listener from another host (${peer}); only captured traffic and explicit-proxy requests from this host are served` };
+  if (dst.kind === 'unknown') return { kind: 'refused', direct: true, reason: `${dst.reason}: a connection from another host (${peer}) cannot be told apart from a direct one to the listener` };
+  return { kind: 'refused', direct: true, reason: `direct connection to the listener from another host (${peer}); only captured traffic and explicit-proxy requests from this host are served` };
 }

@@ -7,13 +7,15 @@ import type { CompiledRoute } from '../routing/router';
 import type { ConfigSnapshot, ProxyRuntime } from '../runtime';
 import type { PendingRequest, UpstreamConnection, UpstreamOwner } from '../upstream/pool';
 import { BodyFramer } from './body-framer';
-import { classifyConnection, stripV4Mapped, type ConnectionOrigin } from './connection-origin';
+import { stripV4Mapped, type ConnectionOrigin } from './connection-origin';
 import { HttpParseError, parseRequestHead, parseResponseHead, type RequestHead, type ResponseHead } from './head-parser';
 import { isHopByHop, reasonPhrase } from './hop-by-hop';
+import { RBAC_DENIED_BODY, type CompiledRbac } from './rbac';
 import { addFlag, ResponseFlag } from './response-flags';
 import { statScopeOf } from '../resilience/cluster-resilience';
 import { IMMEDIATE_HC_FAIL_HEADER } from '../resilience/health-checker';
 import type { TryOutcome } from '../resilience/retry-policy';
+import type { DownstreamTransport } from '../tls/inbound-tls';
 import { MAX_RETRY_BODY_BYTES, RequestRetryState, routeRetryPolicy, withAttemptCountHeader } from '../resilience/retry-state';
 
 const CRLFCRLF = Buffer.from('\r\n\r\n');
@@ -52,8 +54,6 @@ export class DownstreamConnection implements UpstreamOwner {
   private readonly reqFramer = new BodyFramer(400);
   private readonly resFramer = new BodyFramer(502);
   private readonly peer: string;
-  /** Inbound, outbound, local or refused: a property of the connection, decided once (connection-origin.ts). */
-  private readonly origin: ConnectionOrigin;
   private closeAfterResponse = false;
 
   // Per-request state.
@@ -99,10 +99,14 @@ export class DownstreamConnection implements UpstreamOwner {
   private authority: string | undefined;
   private requestId: string | undefined;
 
-  constructor(readonly socket: net.Socket, private readonly rt: ProxyRuntime, private readonly onClosed: (c: DownstreamConnection) => void) {
+  /**
+   * `origin`: inbound, outbound, local or refused, decided once by the acceptor (connection-origin.ts);
+   * `transport`: plaintext, or TLS terminated by the acceptor with the caller's identity (issue 13).
+   */
+  constructor(readonly socket: net.Socket, private readonly rt: ProxyRuntime, private readonly onClosed: (c: DownstreamConnection) => void,
+    private readonly origin: ConnectionOrigin, readonly transport: DownstreamTransport) {
     this.peer = stripV4Mapped(socket.remoteAddress ?? '');
     socket.setNoDelay(true);
-    this.origin = classifyConnection(rt.originalDst(socket), this.peer, stripV4Mapped(socket.localAddress ?? ''), rt.snapshot);
     if (this.origin.kind === 'refused') {
       rt.blackhole.stats.upstream_cx_total.inc();
       rt.onRefused(this.peer, this.origin.reason);
@@ -222,7 +226,7 @@ export class DownstreamConnection implements UpstreamOwner {
     this.responseStarted = false; this.breakerAcquired = false; this.upstreamServiceTime = undefined; this.routeTimeoutMs = 0;
     this.bytesReceived = 0; this.bytesSent = 0; this.flags = ''; this.status = 0; this.path = '';
     this.authority = undefined; this.requestId = undefined;
-    this.transportFailure = undefined; this.debugUpstream = false;
+    this.transportFailure = undefined; this.debugUpstream = false; this.responseCodeDetails = undefined;
   }
 
   private startRequest(head: RequestHead, buf: Buffer, bodyStart: number): void {
@@ -279,6 +283,9 @@ export class DownstreamConnection implements UpstreamOwner {
     let route: CompiledRoute | undefined;
     const inbound = this.origin.kind === 'inbound' ? this.origin.cluster : undefined;
     if (inbound !== undefined) {
+      // Envoy's RBAC filter runs before the router: a caller the port's policies do not allow never reaches the application
+      const rbac = this.origin.kind === 'inbound' ? snap.inboundPorts.get(this.origin.port)?.rbac : undefined;
+      if (rbac && !this.rbacAllows(rbac, head.method, pathOnly)) { this.localReply(403, RBAC_DENIED_BODY, ResponseFlag.RbacAccessDenied, buf, bodyStart); return; }
       clusterName = inbound;
     } else {
       const r = snap.routes.match(authority ?? '', pathOnly, head);
@@ -369,6 +376,14 @@ export class DownstreamConnection implements UpstreamOwner {
     }
     if (bodyStart < buf.length) this.forwardRequestBody(buf, bodyStart);
     else if (!this.reqFramer.done) this.state = St.Body;
+  }
+
+  private rbacAllows(rbac: CompiledRbac, method: string, path: string): boolean {
+    const principal = this.transport.peerIdentity;
+    if (rbac.check({ principal, method, path }).allowed) return true;
+    this.responseCodeDetails = 'rbac_access_denied_matched_policy[none]';
+    this.rt.onRbacDenied({ port: rbac.port, principal, method, path, peer: this.peer });
+    return false;
   }
 
   /** Envoy's BlackHoleCluster: 502 with flag NR, counted on the cluster, logged; the connection closes after it. */
@@ -481,6 +496,8 @@ export class DownstreamConnection implements UpstreamOwner {
   private debugUpstream = false;
   /** Why the last try's TLS handshake failed (access log `upstream_transport_failure_reason`). */
   private transportFailure: string | undefined;
+  /** Envoy's %RESPONSE_CODE_DETAILS% where this proxy sets one (RBAC denials). */
+  private responseCodeDetails: string | undefined;
 
   /** Passes request body bytes through to the upstream while the framing says they belong to this request. */
   private forwardRequestBody(buf: Buffer, offset: number): void {
@@ -947,6 +964,7 @@ export class DownstreamConnection implements UpstreamOwner {
         upstreamHost: this.host ? `${this.host.address}:${this.host.port}` : undefined,
         upstreamCluster: cluster?.name,
         upstreamTransportFailureReason: this.transportFailure,
+        responseCodeDetails: this.responseCodeDetails,
       });
     }
     this.req = undefined;

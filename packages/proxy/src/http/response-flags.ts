@@ -13,6 +13,10 @@ export const ResponseFlag = {
   DownstreamProtocolError: 'DPE',
   UpstreamProtocolError: 'UPE',
   StreamIdleTimeout: 'SI',
+  /** No filter chain matched the connection (plaintext on a strict mTLS port): closed, no request. */
+  NoFilterChainFound: 'NFCF',
+  /** Denied by the inbound RBAC policy: 403. */
+  RbacAccessDenied: 'RBAC',
 } as const;
 
 export function addFlag(flags: string, flag: string): string {

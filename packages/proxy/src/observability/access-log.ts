@@ -20,6 +20,8 @@ export interface AccessLogEntry {
   upstreamCluster: string | undefined;
   /** Envoy's %UPSTREAM_TRANSPORT_FAILURE_REASON%: why the TLS handshake with the upstream failed. */
   upstreamTransportFailureReason?: string;
+  /** Envoy's %RESPONSE_CODE_DETAILS% where set (`rbac_access_denied_matched_policy[none]`). */
+  responseCodeDetails?: string;
 }
 
 export type AccessLogFormat = 'text' | 'json';
@@ -56,6 +58,7 @@ export function formatJsonLine(e: AccessLogEntry): string {
     upstream_host: e.upstreamHost ?? null,
     upstream_cluster: e.upstreamCluster ?? null,
     upstream_transport_failure_reason: e.upstreamTransportFailureReason ?? null,
+    response_code_details: e.responseCodeDetails ?? null,
   })}\n`;
 }
 
