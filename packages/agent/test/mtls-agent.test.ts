@@ -4,6 +4,8 @@
 import { execFile } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
+import https from 'node:https';
+import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
@@ -12,7 +14,7 @@ import { stringify } from 'yaml';
 import { isMeshError, spiffeIdOf } from '@mesh-agent/shared-config';
 import { createRootCa, issueWorkloadCertificate, writeCaDir, writeWorkloadFiles, type CaMaterial } from '../src/pki/index';
 import { startApp, startTestAgent, tempDir, type TestAgent, type TestApp } from './agent-fixture';
-import { eventually, httpGet } from './helpers';
+import { eventually, httpGet, steadyLoad } from './helpers';
 
 const exec = promisify(execFile);
 const USER_ID = 'spiffe://cluster.local/ns/default/sa/user';
@@ -113,6 +115,39 @@ describe('built-in issuer', { timeout: 90_000 }, () => {
     expect(await proxyCounter(t, 'sds.user.update_rejected')).toBe(0);
     const dump = await json(`${t.admin}/config_dump/pilot-agent`);
     expect(dump.mtls.rotations).toBeGreaterThanOrEqual(1);
+  });
+});
+
+describe('renewal under steady load', { timeout: 90_000 }, () => {
+  it('loses no request: calls to an mTLS peer keep succeeding while the certificate is replaced, and new handshakes present the new one', async () => {
+    // the peer requires a client certificate of the mesh and closes every connection, so each call is a new handshake
+    const peerCert = await issueWorkloadCertificate(ca, { spiffeId: 'spiffe://cluster.local/ns/default/sa/order', ttlMs: 3_600_000 });
+    const clientSerials = new Set<string>();
+    const peer = https.createServer({ cert: peerCert.certChainPem, key: peerCert.privateKeyPem, ca: ca.rootPem, requestCert: true, rejectUnauthorized: true }, (req, res) => {
+      clientSerials.add((req.socket as import('node:tls').TLSSocket).getPeerCertificate().serialNumber.toUpperCase());
+      res.setHeader('connection', 'close');
+      res.end('order\n');
+    });
+    peer.on('tlsClientError', () => undefined);
+    await new Promise<void>((resolve) => peer.listen(0, '127.0.0.1', () => resolve()));
+    const registry = { services: [{ name: 'order', instances: [{ id: 'order-1', address: '127.0.0.1', port: (peer.address() as AddressInfo).port, metadata: { identity: 'spiffe://cluster.local/ns/default/sa/order' } }] }] };
+    const t = await startTestAgent({ appPort: app.port, registry, config: { mtls: { ca: { dir: caDir }, certTtlSeconds: 10 } } });
+    try {
+      const file = path.join(t.dir, 'certs', 'user', 'cert-chain.pem');
+      const first = (await openssl(file)).serial;
+      const load = steadyLoad(async () => {
+        const res = await httpGet('http://order/', { proxy: t.proxy, timeoutMs: 5000 });
+        if (res.status !== 200 || res.body !== 'order\n') throw new Error(`HTTP ${res.status} ${res.headers['x-envoy-response-flags'] ?? ''} ${res.body.slice(0, 100)}`);
+      }, { workers: 4, maxCount: 20_000, maxMs: 20_000 });
+      await eventually(async () => (await openssl(file)).serial !== first && clientSerials.size >= 2, 'a renewal seen by the peer', 20_000, 200);
+      const { count, failures } = await load.stop();
+      expect(failures).toEqual([]);
+      expect(count).toBeGreaterThan(20);
+      expect(clientSerials).toContain(first);
+    } finally {
+      await t.stop();
+      await new Promise<void>((resolve) => { peer.closeAllConnections(); peer.close(() => resolve()); });
+    }
   });
 });
 
