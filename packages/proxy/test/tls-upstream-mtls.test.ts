@@ -1,6 +1,6 @@
 import fs from 'node:fs';
 import https from 'node:https';
-import type net from 'node:net';
+import { connect as netConnect, type AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import type tls from 'node:tls';
@@ -41,9 +41,17 @@ async function startTlsUpstream(leaf: TestLeaf, clientCa: string, opts: { closeE
     res.end('secure hello\n');
   });
   server.on('tlsClientError', (err) => handshakeErrors.push(err.message));
+  // WebSocket-style upgrade: 101, then an echo, after recording the client certificate like a request
+  server.on('upgrade', (req, socket: tls.TLSSocket, head: Buffer) => {
+    seen.push({ clientId: socket.getPeerCertificate().subjectaltname?.replace(/^URI:/, ''), serial: socket.getPeerCertificate().serialNumber.toLowerCase(), servername: false, alpn: socket.alpnProtocol, protocol: socket.getProtocol(), headers: req.headers });
+    socket.on('error', () => {});
+    socket.write('HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\n\r\n');
+    if (head.length > 0) socket.write(head);
+    socket.pipe(socket);
+  });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   return {
-    port: (server.address() as net.AddressInfo).port, seen, handshakeErrors,
+    port: (server.address() as AddressInfo).port, seen, handshakeErrors,
     close: () => new Promise<void>((resolve) => { server.closeAllConnections(); server.close(() => resolve()); }),
   };
 }
@@ -184,6 +192,29 @@ describe('outbound mTLS origination', () => {
       expect(plain.requests.length).toBe(before + 1);
       expect(stat('cluster.out#8080#plain.ssl.connection_error')).toBe(1);
     } finally { agent.destroy(); }
+  });
+});
+
+describe('upgrades (WebSocket) to an mTLS host', () => {
+  it('go over mTLS too, presenting the secret and checking the identity', async () => {
+    const before = ups.order!.seen.length;
+    const text = await new Promise<string>((resolve) => {
+      const s = netConnect(p.port, '127.0.0.1');
+      let got = '';
+      const done = setTimeout(() => { s.destroy(); resolve(got); }, 5000);
+      s.setEncoding('latin1');
+      s.on('connect', () => s.write('GET /ws HTTP/1.1\r\nHost: order\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n'));
+      s.on('data', (d: string) => {
+        got += d;
+        if (got.includes('\r\n\r\n') && !got.includes('ping-pong')) s.write('ping-pong');
+        if (got.endsWith('ping-pong')) { clearTimeout(done); s.destroy(); resolve(got); }
+      });
+      s.on('error', () => {});
+    });
+    expect(text).toMatch(/^HTTP\/1\.1 101 /);
+    expect(text.endsWith('ping-pong')).toBe(true);
+    expect(ups.order!.seen.length).toBe(before + 1);
+    expect(ups.order!.seen.at(-1)).toMatchObject({ clientId: `${TD}/user`, protocol: 'TLSv1.3' });
   });
 });
 

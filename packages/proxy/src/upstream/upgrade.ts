@@ -1,9 +1,21 @@
-import type { IncomingMessage } from 'node:http';
+import http, { type IncomingMessage } from 'node:http';
 import { createRequire } from 'node:module';
 import type net from 'node:net';
 import type { ProxyServer } from 'http-proxy-3';
 import type { Host } from '../cluster/host';
 import type { RequestHead } from '../http/head-parser';
+import { connectUpstreamTls, type SecretLookup, type UpstreamTlsSettings } from '../tls/upstream-tls';
+
+/** One upgrade's connection to an mTLS host: the same origination (and identity check) as the pool's. */
+class MtlsUpgradeAgent extends http.Agent {
+  constructor(private readonly host: Host, private readonly settings: UpstreamTlsSettings, private readonly secrets: SecretLookup | undefined) {
+    super({ keepAlive: false });
+  }
+
+  override createConnection(): net.Socket {
+    return connectUpstreamTls(this.host, this.settings, this.secrets);
+  }
+}
 
 /**
  * Upgrade (WebSocket) requests go through http-proxy-3 (the user's named
@@ -12,6 +24,8 @@ import type { RequestHead } from '../http/head-parser';
  */
 export class UpgradeForwarder {
   private proxyServer: ProxyServer | undefined;
+  /** The proxy's secrets, for upgrades to hosts reached over mTLS. */
+  secrets: SecretLookup | undefined;
 
   /** Loaded on the first upgrade: a proxy that never sees one does not pay its memory (~10 MiB). */
   private get proxy(): ProxyServer {
@@ -29,7 +43,8 @@ export class UpgradeForwarder {
     return this.proxyServer;
   }
 
-  forward(head: RequestHead, path: string, socket: net.Socket, rest: Buffer, host: Host, onClose: () => void): void {
+  /** `tls`: the host is reached over mTLS (the cluster's setting, the host has an identity). */
+  forward(head: RequestHead, path: string, socket: net.Socket, rest: Buffer, host: Host, onClose: () => void, tls?: UpstreamTlsSettings): void {
     const headers: Record<string, string> = {};
     for (let i = 0; i < head.lower.length; i++) {
       const n = head.lower[i]!;
@@ -48,7 +63,7 @@ export class UpgradeForwarder {
     } as unknown as IncomingMessage;
     socket.once('close', onClose);
     const target = host.address.includes(':') ? `http://[${host.address}]:${host.port}` : `http://${host.address}:${host.port}`;
-    this.proxy.ws(req, socket, rest, { target });
+    this.proxy.ws(req, socket, rest, tls ? { target, agent: new MtlsUpgradeAgent(host, tls, this.secrets) } : { target });
   }
 
   close(): void {
