@@ -55,6 +55,8 @@ describe.skipIf(missing !== undefined)('inbound mTLS on captured ports and the d
         { port: 8093, cluster: 'in#8093#user' },
       ],
       accessLog: { format: 'json', path: accessLogFile },
+      // short, so the tests of a silent client and a stalled handshake wait little
+      limits: { headersTimeoutMs: 1500 },
       clusters: [app('in#8089#user'), app('in#8090#user'), app('in#8093#user')],
     }));
     proxyOut = lab.start(lab.a, [process.execPath, proxyBin, '--config', cfg]).out;
@@ -118,6 +120,29 @@ describe.skipIf(missing !== undefined)('inbound mTLS on captured ports and the d
     expect(stat('cluster.in#8089#user.upstream_rq_total')).toBe(appBefore);
     await waitFor(() => proxyOut().includes('inbound TLS handshake refused'), 'the warning', 5000);
     expect(curlFromB(`https://${lab.ipA}:8089/after`, order)).toMatchObject({ status: '200' });
+  });
+
+  it('a client that sends nothing, or stops inside its ClientHello, is closed after the headers timeout and counted', () => {
+    const probe = (bytes: string) => lab.inNs(lab.b, [process.execPath, '-e', `const s=require('net').connect(8089,'${lab.ipA}',()=>{${bytes ? `s.write(Buffer.from('${bytes}','hex'))` : ''}});
+      s.on('close',()=>{console.log('closed by the proxy');process.exit(0)});s.on('error',()=>{});setTimeout(()=>{console.log('still open');process.exit(1)},10000)`], { allowFail: true, timeoutMs: 20_000 });
+    expect(probe('').stdout).toContain('closed by the proxy');
+    expect(stat(`${L}downstream_pre_cx_timeout`)).toBe(1);
+    expect(probe('160301020001').stdout).toContain('closed by the proxy'); // a TLS record header and one byte of the hello
+    expect(stat(`${L}downstream_cx_transport_socket_connect_timeout`)).toBe(1);
+    expect(stat(`${L}ssl.handshake`)).toBeGreaterThan(0); // the proxy lives on
+  });
+
+  it('a certificate replaced on disk serves the next handshake (new serial), without a restart', async () => {
+    const serialOf = () => {
+      const r = lab.inNs(lab.b, ['openssl', 's_client', '-connect', `${lab.ipA}:8089`, '-cert', order.certChain, '-key', order.privateKey, '-CAfile', ca.cert], { input: '', allowFail: true, timeoutMs: 20_000 });
+      const pem = /-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/.exec(r.stdout)![0];
+      return sh(['openssl', 'x509', '-noout', '-serial'], { input: pem }).stdout.trim().replace(/^serial=/, '').toLowerCase();
+    };
+    expect(serialOf()).toBe(user.serial);
+    const rotated = issueLeaf(ca, path.join(dir, 'user'), `${TD}/user`);
+    await waitFor(() => stat('sds.user.update_success') >= 1, 'the reload of the rotated secret', 10_000);
+    expect(serialOf()).toBe(rotated.serial);
+    expect(curlFromB(`https://${lab.ipA}:8089/rotated`, order)).toMatchObject({ status: '200' });
   });
 
   it('direct path: TLS to A:15001 from another host whose SNI names a local mTLS port is served as inbound to that port', () => {
