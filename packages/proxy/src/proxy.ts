@@ -111,7 +111,6 @@ export class MeshProxy {
     this.secrets.configure(this.config.secrets ?? []);
     this.pool.secrets = this.secrets;
     this.upgrades.secrets = this.secrets;
-    this.upgrades.secrets = this.secrets;
     const listenerName = this.config.listener?.name ?? 'virtual';
     const http = {} as Record<string, unknown>;
     for (const leaf of ['downstream_cx_total', 'downstream_cx_destroy', 'downstream_cx_protocol_error', 'downstream_rq_total', 'downstream_rq_completed',
