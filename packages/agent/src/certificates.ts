@@ -220,6 +220,16 @@ export class CertificateProvisioner {
     if (!anchored) {
       throw filesError(`mtls.files.certChain (${files.certChain}) does not chain to any certificate of mtls.files.trustBundle (${files.trustBundle})`, 'put the root (or intermediate) that issued the chain into the trust bundle, and the intermediates after the leaf in the chain');
     }
+    // the proxy runs as proxy.uid/gid and reads the files itself
+    const owner = this.opts.owner;
+    if (owner) {
+      for (const field of ['certChain', 'privateKey', 'trustBundle'] as const) {
+        const st = fs.statSync(files[field]);
+        if (!readableBy(st, owner)) {
+          throw filesError(`mtls.files.${field} (${files[field]}) is not readable by the proxy's user ${owner.uid}:${owner.gid} (owner ${st.uid}:${st.gid}, mode ${(st.mode & 0o777).toString(8)})`, `chown ${owner.uid}:${owner.gid} ${files[field]} (keep a key mode 0600), or have your issuer write it so`);
+        }
+      }
+    }
     if (notAfter.getTime() - now < EXPIRY_WARNING_MS) {
       this.opts.log.warn({ file: files.certChain, notAfter: notAfter.toISOString() }, `the certificate ${files.certChain} expires at ${notAfter.toISOString()}, in less than an hour: is its issuer renewing it?`);
     }
@@ -230,6 +240,13 @@ export class CertificateProvisioner {
     }
     this.opts.log.info({ spiffeId: id, file: files.certChain }, `using ${id} from ${files.certChain} for ${this.opts.services.join(', ')}`);
   }
+}
+
+function readableBy(st: fs.Stats, who: { uid: number; gid: number }): boolean {
+  if (who.uid === 0) return true;
+  if (st.uid === who.uid) return (st.mode & 0o400) !== 0;
+  if (st.gid === who.gid) return (st.mode & 0o040) !== 0;
+  return (st.mode & 0o004) !== 0;
 }
 
 function filesError(message: string, hint: string): MeshError {

@@ -11,7 +11,8 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
-import { isMeshError, spiffeIdOf } from '@mesh-agent/shared-config';
+import { agentConfigSchema, isMeshError, parseConfig, spiffeIdOf } from '@mesh-agent/shared-config';
+import { CertificateProvisioner } from '../src/certificates';
 import { createRootCa, issueWorkloadCertificate, writeCaDir, writeWorkloadFiles, type CaMaterial } from '../src/pki/index';
 import { startApp, startTestAgent, tempDir, type TestAgent, type TestApp } from './agent-fixture';
 import { eventually, httpGet, steadyLoad } from './helpers';
@@ -275,6 +276,28 @@ describe('a bad certificate source stops the start at <INIT>, before anything is
       expect(fs.existsSync(bootstrap)).toBe(false);
       expect(fs.existsSync(path.join(dir, 'children.json'))).toBe(false);
       expect(fs.existsSync(path.join(dir, 'certs'))).toBe(false);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("files the proxy's user cannot read (the agent as root drops the proxy to proxy.uid)", async () => {
+    const dir = tempDir('mesh-agent-files-');
+    try {
+      const files = writeWorkloadFiles(path.join(dir, 'tls'), await issueWorkloadCertificate(ca, { spiffeId: USER_ID, ttlMs: 3_600_000 * 2 }));
+      fs.chmodSync(path.join(dir, 'tls'), 0o755);
+      const provisioner = new CertificateProvisioner({
+        agent: parseConfig(agentConfigSchema, { mtls: { files: { certChain: files.certChain, privateKey: files.privateKey, trustBundle: files.trustBundle } } }),
+        services: ['user'],
+        owner: { uid: 1000, gid: 1000 },
+        log: { info: () => undefined, warn: () => undefined },
+        onError: () => undefined,
+      });
+      // key.pem is root's, mode 0600
+      await expect(provisioner.prepare()).rejects.toThrow(`mtls.files.privateKey (${files.privateKey}) is not readable by the proxy's user 1000:1000 (owner 0:0, mode 600)`);
+      fs.chownSync(files.privateKey, 1000, 1000);
+      await provisioner.prepare();
+      expect(provisioner.identityOf('user')).toBe(USER_ID);
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
     }
