@@ -1,6 +1,6 @@
 import fs from 'node:fs';
 import https from 'node:https';
-import { connect as netConnect, type AddressInfo } from 'node:net';
+import { connect as netConnect, createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import type tls from 'node:tls';
@@ -24,12 +24,12 @@ interface TlsUpstream {
   close(): Promise<void>;
 }
 
-async function startTlsUpstream(leaf: TestLeaf, clientCa: string, opts: { closeEach?: boolean } = {}): Promise<TlsUpstream> {
+async function startTlsUpstream(leaf: TestLeaf, clientCa: string, opts: { closeEach?: boolean; maxVersion?: tls.SecureVersion } = {}): Promise<TlsUpstream> {
   const seen: TlsUpstream['seen'] = [];
   const handshakeErrors: string[] = [];
   const server = https.createServer({
     cert: fs.readFileSync(leaf.certChain), key: fs.readFileSync(leaf.privateKey), ca: fs.readFileSync(clientCa),
-    requestCert: true, rejectUnauthorized: true, ALPNProtocols: ['http/1.1'], minVersion: 'TLSv1.2',
+    requestCert: true, rejectUnauthorized: true, ALPNProtocols: ['http/1.1'], minVersion: 'TLSv1.2', ...(opts.maxVersion ? { maxVersion: opts.maxVersion } : {}),
   }, (req, res) => {
     const socket = req.socket as tls.TLSSocket & { servername?: string | false };
     const peer = socket.getPeerCertificate();
@@ -62,6 +62,9 @@ let otherCa: TestCa;
 let client: TestLeaf;
 const ups: Record<string, TlsUpstream> = {};
 let plain: TestUpstream;
+/** accepts TCP and never answers the ClientHello */
+let silent: Server;
+const silentSockets = new Set<Socket>();
 let p: StartedProxy;
 
 const SNI = 'outbound_.8080_._.order.default.svc.cluster.local';
@@ -101,7 +104,11 @@ beforeAll(async () => {
   ups.unknown = await startTlsUpstream(issueLeaf(otherCa, path.join(dir, 'unknown'), ORDER), ca.cert);
   ups.expired = await startTlsUpstream(issueLeaf(ca, path.join(dir, 'expired'), ORDER, { expired: true }), ca.cert);
   ups.rotate = await startTlsUpstream(issueLeaf(ca, path.join(dir, 'rotate'), ORDER), ca.cert, { closeEach: true });
+  ups.tls12 = await startTlsUpstream(issueLeaf(ca, path.join(dir, 'tls12'), ORDER), ca.cert, { maxVersion: 'TLSv1.2' });
+  ups.switch = await startTlsUpstream(issueLeaf(ca, path.join(dir, 'switch'), ORDER), ca.cert);
   plain = await startUpstream('plain');
+  silent = createServer((s) => { silentSockets.add(s); s.on('error', () => {}); s.on('close', () => silentSockets.delete(s)); });
+  await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
   p = await startProxy(bootstrap([
     mtlsCluster('out#8080#order', ups.order!.port, ORDER),
     mtlsCluster('out#8080#evil', ups.evil!.port, ORDER),
@@ -109,6 +116,9 @@ beforeAll(async () => {
     mtlsCluster('out#8080#expired', ups.expired!.port, ORDER),
     mtlsCluster('out#8080#rotate', ups.rotate!.port, ORDER),
     mtlsCluster('out#8080#plain', plain.port, undefined),
+    mtlsCluster('out#8080#tls12', ups.tls12!.port, ORDER),
+    mtlsCluster('out#8080#switch', ups.switch!.port, ORDER),
+    { ...mtlsCluster('out#8080#silent', (silent.address() as AddressInfo).port, ORDER), connectTimeoutMs: 300 },
   ]));
 });
 
@@ -116,6 +126,8 @@ afterAll(async () => {
   await p?.proxy.close();
   for (const u of Object.values(ups)) await u.close();
   await plain?.close();
+  for (const s of silentSockets) s.destroy();
+  await new Promise<void>((resolve) => (silent ? silent.close(() => resolve()) : resolve()));
   fs.rmSync(dir, { recursive: true, force: true });
 });
 
@@ -191,6 +203,37 @@ describe('outbound mTLS origination', () => {
       expect(r.status).toBe(503);
       expect(plain.requests.length).toBe(before + 1);
       expect(stat('cluster.out#8080#plain.ssl.connection_error')).toBe(1);
+    } finally { agent.destroy(); }
+  });
+});
+
+describe('handshake edges', () => {
+  it('a peer that allows TLS 1.2 only is still reached (1.3 preferred, 1.2 allowed)', async () => {
+    const r = await request(p.port, { host: 'tls12', path: '/v12', headers: { 'x-mesh-debug-upstream': '1' } });
+    expect(r.status).toBe(200);
+    expect(r.headers['x-mesh-upstream-transport']).toBe(`tls TLSv1.2 peer=${ORDER}`);
+    expect(ups.tls12!.seen.at(-1)).toMatchObject({ clientId: `${TD}/user`, protocol: 'TLSv1.2' });
+  });
+
+  it('a peer that accepts TCP but never completes the handshake: the connect timeout covers it (503 UF, ssl.connection_error)', async () => {
+    const r = await request(p.port, { host: 'silent', path: '/silent' });
+    expect(r.status).toBe(503);
+    expect(r.body).toContain('transport failure reason: TLS error: upstream connect timeout');
+    expect(stat('cluster.out#8080#silent.ssl.connection_error')).toBe(1);
+    expect(stat('cluster.out#8080#silent.upstream_cx_connect_fail')).toBe(1);
+  });
+
+  it('an idle mTLS connection never serves a plaintext request once the cluster stops originating TLS', async () => {
+    const agent = new (await import('node:http')).Agent({ keepAlive: true, maxSockets: 1 });
+    try {
+      expect((await request(p.port, { host: 'switch', path: '/tls', agent })).status).toBe(200);
+      expect(stat('cluster.out#8080#switch.ssl.handshake')).toBe(1);
+      // same host, same identity; only the cluster's tls goes: the pooled TLS connection must not carry it
+      const clusters = (p.proxy.config.clusters ?? []).map((c) => (c.name === 'out#8080#switch' ? { ...mtlsCluster('out#8080#switch', ups.switch!.port, ORDER), tls: undefined } : c));
+      p.proxy.update(bootstrap(clusters as unknown as Record<string, unknown>[]));
+      const r = await request(p.port, { host: 'switch', path: '/plain-now', agent });
+      expect(r.status).toBe(503); // plaintext HTTP to a TLS server: no response
+      expect(ups.switch!.seen).toHaveLength(1);
     } finally { agent.destroy(); }
   });
 });
