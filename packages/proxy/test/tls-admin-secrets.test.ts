@@ -12,6 +12,7 @@ import { createTestCa, issueLeaf, type TestCa, type TestLeaf } from './support/t
 // (promtool-clean), and a bad secret refused at update and at start (the real bin, exit 2).
 
 const USER = 'spiffe://cluster.local/ns/default/sa/user';
+const ORDER = 'spiffe://cluster.local/ns/default/sa/order';
 let dir: string;
 let ca: TestCa;
 let leaf: TestLeaf;
@@ -37,7 +38,13 @@ beforeAll(async () => {
   dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tls-admin-'));
   ca = createTestCa(path.join(dir, 'ca'));
   leaf = issueLeaf(ca, path.join(dir, 'user'), USER);
-  p = await startProxy({ version: 'v1', secrets: secretsConfig(leaf) });
+  p = await startProxy({
+    version: 'v1', secrets: secretsConfig(leaf),
+    clusters: [{
+      name: 'out#8080#order', tls: { secret: 'user', sni: 'outbound_.8080_._.order.default.svc.cluster.local' },
+      endpoints: [{ address: '198.18.0.10', port: 8080, metadata: { identity: ORDER } }, { address: '198.18.0.11', port: 8080 }],
+    }],
+  });
 });
 
 afterAll(async () => {
@@ -115,6 +122,28 @@ describe('admin views of the secrets', () => {
     const other = issueLeaf(ca, path.join(dir, 'other'), USER);
     expect(() => p.proxy.update({ version: 'v3', secrets: secretsConfig(leaf, { privateKey: other.privateKey }) })).toThrow(/secrets\.0\.privateKey[\s\S]*is not the key of the first certificate/);
     expect(p.proxy.configVersion).toBe('v1');
+  });
+});
+
+describe('clusters originating mTLS in /config_dump', () => {
+  it('show Istio\'s transport socket matches (secret, SNI, the identities) and which endpoints get TLS', async () => {
+    const dump = JSON.parse((await admin('/config_dump?resource=static_clusters')).text) as { configs: { cluster: Record<string, any> }[] };
+    const cluster = dump.configs.find((c) => c.cluster.name === 'out#8080#order')!.cluster;
+    const [tls, raw] = cluster.transport_socket_matches;
+    expect(tls).toMatchObject({
+      name: 'tlsMode-istio', match: { tlsMode: 'istio' },
+      transport_socket: { name: 'envoy.transport_sockets.tls', typed_config: {
+        sni: 'outbound_.8080_._.order.default.svc.cluster.local',
+        common_tls_context: {
+          alpn_protocols: ['http/1.1'], tls_certificate_sds_secret_configs: [{ name: 'user' }],
+          combined_validation_context: { default_validation_context: { match_subject_alt_names: [{ exact: ORDER }] } },
+        },
+      } },
+    });
+    expect(raw).toMatchObject({ name: 'tlsMode-disabled', match: {}, transport_socket: { name: 'envoy.transport_sockets.raw_buffer' } });
+    const [withId, withoutId] = cluster.load_assignment.endpoints[0].lb_endpoints;
+    expect(withId.metadata).toEqual({ filter_metadata: { 'envoy.transport_socket_match': { tlsMode: 'istio' }, 'mesh-agent': { identity: ORDER } } });
+    expect(withoutId.metadata).toBeUndefined();
   });
 });
 

@@ -1,6 +1,7 @@
 import type { Cluster } from '../cluster/cluster';
 import type { ClusterConfig, ProxyBootstrap, RouteConfig } from '../config/types';
 import type { LoadedSecret } from '../tls/secret-store';
+import { UPSTREAM_ALPN } from '../tls/upstream-tls';
 
 const T = 'type.googleapis.com/envoy.admin.v3.';
 const V3 = 'type.googleapis.com/envoy.config.';
@@ -31,6 +32,34 @@ function secretResource(s: LoadedSecret): object {
   };
 }
 
+/**
+ * Istio's auto mTLS as Envoy dumps it: endpoints labelled `tlsMode: istio` (those with a registered
+ * identity) get the TLS transport socket presenting the secret; the rest stay raw (plaintext).
+ */
+function transportSocketMatches(c: Cluster, tls: NonNullable<ClusterConfig['tls']>): object[] {
+  const identities = [...new Set(c.hosts.map((h) => h.identity).filter((id): id is string => id !== undefined))];
+  return [
+    {
+      name: 'tlsMode-istio', match: { tlsMode: 'istio' },
+      transport_socket: {
+        name: 'envoy.transport_sockets.tls',
+        typed_config: {
+          '@type': 'type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext',
+          common_tls_context: {
+            tls_params: { tls_minimum_protocol_version: 'TLSv1_2', tls_maximum_protocol_version: 'TLSv1_3' },
+            alpn_protocols: UPSTREAM_ALPN,
+            tls_certificate_sds_secret_configs: [{ name: tls.secret }],
+            // each endpoint must present its own registered identity (stricter than any of the list)
+            combined_validation_context: { default_validation_context: { match_subject_alt_names: identities.map((exact) => ({ exact })) }, validation_context_sds_secret_config: { name: tls.secret } },
+          },
+          ...(tls.sni ? { sni: tls.sni } : {}),
+        },
+      },
+    },
+    { name: 'tlsMode-disabled', match: {}, transport_socket: { name: 'envoy.transport_sockets.raw_buffer', typed_config: { '@type': 'type.googleapis.com/envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer' } } },
+  ];
+}
+
 function clusterResource(c: Cluster, cc: ClusterConfig): object {
   return {
     '@type': `${V3}cluster.v3.Cluster`,
@@ -43,6 +72,7 @@ function clusterResource(c: Cluster, cc: ClusterConfig): object {
     ...(cc.healthCheck ? { health_checks: [{ timeout: seconds(cc.healthCheck.timeoutMs), interval: seconds(cc.healthCheck.intervalMs), interval_jitter: seconds(cc.healthCheck.jitterMs), healthy_threshold: cc.healthCheck.healthyThreshold, unhealthy_threshold: cc.healthCheck.unhealthyThreshold, http_health_check: { path: cc.healthCheck.path } }] } : {}),
     ...(cc.outlierDetection ? { outlier_detection: { consecutive_5xx: cc.outlierDetection.consecutive5xx, consecutive_gateway_failure: cc.outlierDetection.consecutiveGatewayFailure, interval: seconds(cc.outlierDetection.intervalMs), base_ejection_time: seconds(cc.outlierDetection.baseEjectionTimeMs), max_ejection_percent: cc.outlierDetection.maxEjectionPercent } } : {}),
     common_lb_config: { healthy_panic_threshold: { value: cc.panicThresholdPercent ?? 50 } },
+    ...(cc.tls ? { transport_socket_matches: transportSocketMatches(c, cc.tls) } : {}),
     load_assignment: {
       cluster_name: cc.name,
       endpoints: [{
@@ -50,6 +80,7 @@ function clusterResource(c: Cluster, cc: ClusterConfig): object {
           endpoint: { address: { socket_address: { address: h.address, port_value: h.port } } },
           health_status: h.healthFlags.has('failed_eds_health') ? 'UNHEALTHY' : 'HEALTHY',
           load_balancing_weight: h.weight,
+          ...(cc.tls && h.identity !== undefined ? { metadata: { filter_metadata: { 'envoy.transport_socket_match': { tlsMode: 'istio' }, 'mesh-agent': { identity: h.identity } } } } : {}),
         })),
       }],
     },
