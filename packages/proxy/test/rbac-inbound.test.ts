@@ -58,6 +58,22 @@ describe.skipIf(missing !== undefined)('RBAC on inbound ports', () => {
       clusters: [app('in#8089#user'), app('in#8090#user'), app('in#8091#user')],
     }));
     proxyOut = lab.start(lab.a, [process.execPath, proxyBin, '--config', cfg]).out;
+    // B's sidecar: explicit-proxy clients of B reach A's captured ports over mTLS as `order` (outbound side)
+    const cfgB = path.join(dir, 'proxy-b.json');
+    const out = (name: string, port: number, identity: string) => ({ name, endpoints: [{ address: lab.ipA, port, metadata: { identity } }],
+      tls: { secret: 'order', sni: `outbound_.${port}_._.user.default.svc.cluster.local` } });
+    fs.writeFileSync(cfgB, JSON.stringify({
+      admin: { address: '127.0.0.1', port: 15000 },
+      listener: { name: 'virtual', address: '127.0.0.1', port: 15001 },
+      secrets: [{ name: 'order', certChain: order.certChain, privateKey: order.privateKey, trustBundle: order.trustBundle }],
+      clusters: [out('out#8089#user', 8089, `${TD}/user`), out('out#8089#user-wrong-id', 8089, `${TD}/payments`)],
+      routes: { virtualHosts: [
+        { name: 'user', domains: ['user'], routes: [{ match: { prefix: '/' }, route: { cluster: 'out#8089#user' } }] },
+        { name: 'user-wrong-id', domains: ['user-wrong-id'], routes: [{ match: { prefix: '/' }, route: { cluster: 'out#8089#user-wrong-id' } }] },
+      ] },
+    }));
+    lab.start(lab.b, [process.execPath, proxyBin, '--config', cfgB]);
+    await lab.waitHttp(lab.b, 'http://127.0.0.1:15000/ready');
     await lab.waitHttp(lab.a, 'http://127.0.0.1:15000/ready');
     await lab.waitHttp(lab.a, 'http://127.0.0.1:18089/');
   }, 90_000);
@@ -106,6 +122,18 @@ describe.skipIf(missing !== undefined)('RBAC on inbound ports', () => {
     expect(plain.stdout).toContain('RBAC: access denied');
     expect(stat('http.inbound_0.0.0.0_8090.rbac.denied')).toBe(before + 1);
     expect(curlFromB([url(8090, '/x')], order).results).toEqual(['200 1']);
+  });
+
+  it('sidecar to sidecar: B\'s proxy originates mTLS as order to A\'s strict port, A\'s RBAC sees that identity; a mis-registered identity is refused by B', () => {
+    const allowedBefore = stat('http.inbound_0.0.0.0_8089.rbac.allowed');
+    const ok = lab.inNs(lab.b, ['curl', '-s', '--max-time', '10', '-w', '\n%{http_code}', '-x', 'http://127.0.0.1:15001', 'http://user/api/from-b']);
+    expect(ok.stdout).toBe('app GET /api/from-b\n\n200');
+    expect(stat('http.inbound_0.0.0.0_8089.rbac.allowed')).toBe(allowedBefore + 1);
+    const denied = lab.inNs(lab.b, ['curl', '-s', '--max-time', '10', '-w', '\n%{http_code}', '-x', 'http://127.0.0.1:15001', 'http://user/admin']);
+    expect(denied.stdout).toBe('RBAC: access denied\n403');
+    // B registered another identity for A's address: B's own check refuses A's certificate (503 UF)
+    const wrong = lab.inNs(lab.b, ['curl', '-s', '--max-time', '10', '-w', '\n%{http_code}', '-x', 'http://127.0.0.1:15001', 'http://user-wrong-id/api/x']);
+    expect(wrong.stdout).toMatch(/peer identity spiffe:\/\/cluster\.local\/ns\/default\/sa\/user is not the registered spiffe:\/\/cluster\.local\/ns\/default\/sa\/payments\n\n503$/);
   });
 
   it('an empty policy list denies everyone', () => {

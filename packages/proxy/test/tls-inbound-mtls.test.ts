@@ -1,3 +1,4 @@
+import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -41,7 +42,7 @@ describe.skipIf(missing !== undefined)('inbound mTLS on captured ports and the d
     rogue = issueLeaf(createTestCa(path.join(dir, 'rogue-ca'), 'rogue-ca'), path.join(dir, 'rogue'), `${TD}/order`);
     lab.create();
     for (const port of ['8089', '8090', '8093']) lab.inNs(lab.a, ['iptables', '-t', 'nat', '-A', 'PREROUTING', '-p', 'tcp', '--dport', port, '-j', 'REDIRECT', '--to-ports', '15001']);
-    lab.start(lab.a, [process.execPath, '-e', `require('http').createServer((q,s)=>s.end('app '+q.url+' '+(q.headers['x-forwarded-for']||'')+'\\n')).listen(18089,'127.0.0.1')`]);
+    lab.start(lab.a, [process.execPath, '-e', `require('http').createServer((q,s)=>s.end(q.url==='/headers'?JSON.stringify(q.headers):'app '+q.url+' '+(q.headers['x-forwarded-for']||'')+'\\n')).listen(18089,'127.0.0.1')`]);
     const cfg = path.join(dir, 'proxy.json');
     const app = (name: string) => ({ name, endpoints: [{ address: '127.0.0.1', port: 18089 }] });
     fs.writeFileSync(cfg, JSON.stringify({
@@ -101,6 +102,17 @@ describe.skipIf(missing !== undefined)('inbound mTLS on captured ports and the d
   it('permissive: plaintext and mTLS are both served', () => {
     expect(curlFromB(`http://${lab.ipA}:8090/plain`)).toMatchObject({ status: '200', body: `app /plain ${lab.ipB}` });
     expect(curlFromB(`https://${lab.ipA}:8090/tls`, order)).toMatchObject({ status: '200', body: `app /tls ${lab.ipB}` });
+  });
+
+  it('the application learns the caller\'s identity from x-forwarded-client-cert (set by the proxy only, as Istio\'s sidecars) and x-forwarded-proto https', () => {
+    const spoof = ['-H', `x-forwarded-client-cert: URI=${TD}/admin`];
+    const tlsHeaders = JSON.parse(curlFromB(`https://${lab.ipA}:8089/headers`, order, spoof).body);
+    const hash = new crypto.X509Certificate(fs.readFileSync(order.certChain)).fingerprint256.replace(/:/g, '').toLowerCase();
+    expect(tlsHeaders['x-forwarded-client-cert']).toBe(`By=${TD}/user;Hash=${hash};Subject="";URI=${TD}/order`);
+    expect(tlsHeaders['x-forwarded-proto']).toBe('https');
+    const plainHeaders = JSON.parse(curlFromB(`http://${lab.ipA}:8090/headers`, undefined, spoof).body);
+    expect(plainHeaders['x-forwarded-client-cert']).toBeUndefined(); // a plaintext caller cannot claim an identity
+    expect(plainHeaders['x-forwarded-proto']).toBe('http');
   });
 
   it('a port without tls serves plaintext as before', () => {

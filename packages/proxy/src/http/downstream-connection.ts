@@ -474,6 +474,8 @@ export class DownstreamConnection implements UpstreamOwner {
       if (n === 'transfer-encoding') { out += `${head.names[i]!}: ${head.values[i]!}\r\n`; continue; } // chunked framing passes through as is
       if (n === DEBUG_UPSTREAM_HEADER) { this.debugUpstream = head.values[i] === '1'; continue; } // mesh-agent trace asks; the upstream never sees it
       if (isHopByHop(n, tokens)) continue;
+      // Envoy's SANITIZE_SET on inbound: only this proxy vouches for the caller's certificate
+      if (n === 'x-forwarded-client-cert' && this.origin.kind === 'inbound') continue;
       if (n === 'x-forwarded-for') { xff = xff === undefined ? head.values[i] : `${xff}, ${head.values[i]!}`; continue; }
       if (n === 'x-request-id') this.requestId = head.values[i];
       else if (n === 'x-forwarded-proto') xfp = true;
@@ -483,7 +485,8 @@ export class DownstreamConnection implements UpstreamOwner {
     if (!hostSeen && this.authority) out += `host: ${this.authority}\r\n`;
     xff = xff === undefined ? this.peer : `${xff}, ${this.peer}`;
     out += `x-forwarded-for: ${xff}\r\n`;
-    if (!xfp) out += 'x-forwarded-proto: http\r\n';
+    if (!xfp) out += this.transport.tls ? 'x-forwarded-proto: https\r\n' : 'x-forwarded-proto: http\r\n';
+    if (this.transport.clientCertDetails !== undefined) out += `x-forwarded-client-cert: ${this.transport.clientCertDetails}\r\n`;
     if (this.requestId === undefined) {
       this.requestId = randomUUID();
       out += `x-request-id: ${this.requestId}\r\n`;

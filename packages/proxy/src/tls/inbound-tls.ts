@@ -1,6 +1,7 @@
 // Inbound mTLS on the one listener (issue 13): Envoy's tls_inspector and filter-chain match, for the
 // captured service ports whose `inbound[].tls.mode` is strict or permissive, and for TLS sent to the
 // listener itself from another host (the direct path: served only as authenticated inbound traffic).
+import type { X509Certificate } from 'node:crypto';
 import type net from 'node:net';
 import tls from 'node:tls';
 import type { MeshLogger } from '@mesh-agent/admin-kit';
@@ -19,6 +20,8 @@ export interface DownstreamTransport {
   readonly peerIdentity?: string;
   /** `TLSv1.3`, `TLSv1.2`. */
   readonly protocol?: string;
+  /** Istio's `x-forwarded-client-cert` for the local application: `By=<own id>;Hash=<sha256 of the client cert>;Subject="";URI=<caller id>`. */
+  readonly clientCertDetails?: string;
 }
 
 export const PLAINTEXT: DownstreamTransport = Object.freeze({ tls: false });
@@ -127,6 +130,14 @@ export interface InboundAcceptorHooks {
   serve(socket: net.Socket, origin: ConnectionOrigin, transport: DownstreamTransport): void;
   /** The connection ended before it was served (refused, timed out, handshake failed): the listener's accounting. */
   closedUnserved(): void;
+}
+
+/** Envoy's XFCC element as Istio's sidecars set it on inbound (forward_client_cert_details SANITIZE_SET: By, Hash, Subject, URI). */
+export function clientCertDetails(localIdentity: string | undefined, cert: X509Certificate, peerIdentity: string | undefined): string {
+  const hash = cert.fingerprint256.replace(/:/g, '').toLowerCase();
+  // a header value: the subject's lines joined, control characters dropped, quotes escaped
+  const subject = [...(cert.subject ?? '').split('\n').filter(Boolean).join(',')].filter((c) => c >= ' ' && c !== '\x7f').join('').replace(/"/g, '\\"');
+  return `${localIdentity ? `By=${localIdentity};` : ''}Hash=${hash};Subject="${subject}"${peerIdentity ? `;URI=${peerIdentity}` : ''}`;
 }
 
 /** Node's tls.Server checks the client chain after the handshake (VerifyCallback accepts, the result is read here); a TLSSocket made outside a tls.Server must do the same. */
@@ -300,7 +311,8 @@ export class InboundAcceptor {
         this.stats.handshake.inc();
         this.pending.delete(socket);
         onServed();
-        this.hooks.serve(socket, origin, { tls: true, peerIdentity: spiffeIdOf(cert.subjectAltName), protocol: socket.getProtocol() ?? undefined });
+        const peerIdentity = spiffeIdOf(cert.subjectAltName);
+        this.hooks.serve(socket, origin, { tls: true, peerIdentity, protocol: socket.getProtocol() ?? undefined, clientCertDetails: clientCertDetails(secret.identity, cert, peerIdentity) });
       } catch (err) {
         rt.onInternalError(err, 'inbound TLS secure');
         socket.destroy();
