@@ -2,7 +2,7 @@
 // Debian tools. In CI a missing piece fails the suite with the reason; elsewhere the suite skips.
 import { execFileSync } from 'node:child_process';
 
-export const REQUIRED_TOOLS = ['ip', 'iptables', 'iptables-save', 'setpriv', 'curl', 'dig', 'dnsmasq', 'etcd'] as const;
+export const REQUIRED_TOOLS = ['ip', 'iptables', 'iptables-save', 'setpriv', 'curl', 'dig', 'dnsmasq', 'etcd', 'openssl', 'tcpdump'] as const;
 
 export interface Preflight { ok: boolean; reason?: string }
 
