@@ -9,7 +9,8 @@
 //      keepalive upstream; B: listen ssl, ssl_verify_client on). CPU per request = CPU of A + B.
 //   2. New connection per request: handshake-client.mjs (its own process, its CPU not counted) opens
 //      a connection per request (full mTLS handshake, no resumption; or plain TCP) to B; the CPU of
-//      the terminating side B only gives handshakes (connections) per CPU-second.
+//      the terminating side B only gives handshakes (connections) per CPU-second. A bare node:tls
+//      server (floor-server.mjs, no proxying) beside them gives the Node.js floor.
 // Proxies pinned to core 0, wrk, the client and the upstream to core 1 (taskset). Runs alternated
 // over ROUNDS (default 2) so machine load hits every contender alike; BENCH_SECONDS (default 10)
 // per run; the whole script has a deadline. Prints a table and one JSON line. Measures only.
@@ -28,7 +29,7 @@ const hsConcurrency = Number(process.env.BENCH_HANDSHAKE_CONCURRENCY ?? 16);
 const SUBNET = 131;
 
 // Ports. Host B: the upstream, our listener and the two captured service ports, nginx B's two ports.
-const P = { upstream: 9000, listener: 15001, admin: 15000, svcTls: 8080, svcPlain: 8081, ngPlainB: 8101, ngTlsB: 8443, ngPlainA: 8001, ngTlsA: 8002 };
+const P = { upstream: 9000, listener: 15001, admin: 15000, svcTls: 8080, svcPlain: 8081, ngPlainB: 8101, ngTlsB: 8443, ngPlainA: 8001, ngTlsA: 8002, floorTls: 8445, floorPlain: 8446 };
 const SNI = `outbound_.${P.svcTls}_._.server.default.svc.cluster.local`;
 
 const { dir, start, cleanup: stopChildren } = benchRun('bench-tls-');
@@ -182,6 +183,9 @@ async function main() {
   }`);
   const ngA = start(...inNsPinned(a, 0, 'nginx', ['-c', ngAConf, '-g', 'daemon off;']), 'nginx A');
 
+  const floor = start(...inNsPinned(b, 0, process.execPath, [path.join(here, 'floor-server.mjs'), '--address', ipB, '--tls-port', String(P.floorTls), '--plain-port', String(P.floorPlain),
+    '--cert', certs.server.certChain, '--key', certs.server.privateKey, '--ca', certs.server.trustBundle]), 'node:tls floor server');
+
   const mesh = meshConfigs(ipB, certs);
   const meshProxy = (name, cfg, nsName) => {
     const file = path.join(dir, `mesh-${name}.json`);
@@ -213,6 +217,8 @@ async function main() {
     { key: 'mesh-tcp', label: 'mesh-proxy B plaintext', port: P.svcPlain, tls: false, pid: meshB.pid },
     { key: 'nginx-tls', label: 'nginx B mTLS', port: P.ngTlsB, tls: true, pid: ngB.pid },
     { key: 'nginx-tcp', label: 'nginx B plaintext', port: P.ngPlainB, tls: false, pid: ngB.pid },
+    { key: 'floor-tls', label: 'node:tls floor mTLS', port: P.floorTls, tls: true, pid: floor.pid },
+    { key: 'floor-tcp', label: 'node:net floor plain', port: P.floorPlain, tls: false, pid: floor.pid },
   ];
   for (const t of targets) {
     const probe = handshakes(t.port, t.tls, certs, 1);
@@ -241,6 +247,8 @@ async function main() {
     }
   }
 
+  // Keep-alive means few handshakes: A's pooled connections to B are reused (Envoy's cluster stat).
+  const poolHandshakes = chains.find((c) => c.key === 'mesh-mtls').works ? sslHandshakes(a, `cluster.out#${P.svcTls}#server.`) : NaN;
   const sums = Object.fromEntries(Object.entries(runs).filter(([, v]) => v.length > 0).map(([k, v]) => [k, total(v)]));
   const ratio = (x, y) => (sums[x] && sums[y] ? sums[x].cpuUsPer / sums[y].cpuUsPer : NaN);
   const perCoreRatio = (x, y) => (sums[x] && sums[y] ? sums[x].perCore / sums[y].perCore : NaN);
@@ -251,6 +259,7 @@ async function main() {
     const s = sums[c.key];
     console.log(`${c.label.padEnd(22)} ${f(s?.rate).padStart(8)} ${f(s?.cpuUsPer, 1).padStart(11)} ${f(s?.perCore).padStart(15)} ${String(s?.failed ?? 'n/a').padStart(8)}${c.works ? '' : `   not measured: ${c.check}`}`);
   }
+  if (Number.isFinite(poolHandshakes)) console.log(`mesh-proxy A -> B mTLS handshakes in the whole run (pooled, reused): ${poolHandshakes} for ${sums['mesh-mtls']?.n ?? 0} requests`);
   console.log('\nnew connection per request, client -> B -> upstream (CPU = proxy B only)');
   console.log(`${'target'.padEnd(22)} ${'conn/s'.padStart(8)} ${'CPU us/conn'.padStart(11)} ${'conn/s per core'.padStart(15)} ${'failed'.padStart(8)}`);
   for (const t of targets) {
@@ -261,22 +270,24 @@ async function main() {
     keepAlive: { meshMtlsOverPlain: ratio('mesh-mtls', 'mesh-plain'), nginxMtlsOverPlain: ratio('nginx-mtls', 'nginx-plain'), meshOverNginxMtls: ratio('mesh-mtls', 'nginx-mtls'), meshOverNginxPlain: ratio('mesh-plain', 'nginx-plain') },
     newConnection: {
       meshMtlsOverPlain: ratio('mesh-tls', 'mesh-tcp'), nginxMtlsOverPlain: ratio('nginx-tls', 'nginx-tcp'),
-      meshOverNginxHandshakesPerCore: perCoreRatio('mesh-tls', 'nginx-tls'),
+      meshOverNginxHandshakesPerCore: perCoreRatio('mesh-tls', 'nginx-tls'), meshOverNodeFloorHandshakesPerCore: perCoreRatio('mesh-tls', 'floor-tls'),
     },
   };
   console.log('\nratios of CPU per request (> 1 = costs more):');
   console.log(`  keep-alive:     mesh mTLS / mesh plaintext ${f(ratios.keepAlive.meshMtlsOverPlain, 2)}   nginx mTLS / nginx plaintext ${f(ratios.keepAlive.nginxMtlsOverPlain, 2)}   mesh / nginx: mTLS ${f(ratios.keepAlive.meshOverNginxMtls, 2)}, plaintext ${f(ratios.keepAlive.meshOverNginxPlain, 2)}`);
   console.log(`  new connection: mesh mTLS / mesh plaintext ${f(ratios.newConnection.meshMtlsOverPlain, 2)}   nginx mTLS / nginx plaintext ${f(ratios.newConnection.nginxMtlsOverPlain, 2)}`);
-  console.log(`  mTLS handshakes per core (terminating side): mesh-proxy ${f(sums['mesh-tls']?.perCore)}, nginx ${f(sums['nginx-tls']?.perCore)}, mesh / nginx ${f(ratios.newConnection.meshOverNginxHandshakesPerCore, 2)}`);
+  console.log(`  mTLS handshakes per core (terminating side): mesh-proxy ${f(sums['mesh-tls']?.perCore)}, nginx ${f(sums['nginx-tls']?.perCore)}, mesh / nginx ${f(ratios.newConnection.meshOverNginxHandshakesPerCore, 2)}; ` +
+    `bare node:tls server (no proxying) ${f(sums['floor-tls']?.perCore)}, mesh / that floor ${f(ratios.newConnection.meshOverNodeFloorHandshakesPerCore, 2)}`);
   const round = (o) => JSON.parse(JSON.stringify(o, (k, v) => (typeof v === 'number' ? (Number.isFinite(v) ? Math.round(v * 1000) / 1000 : null) : v)));
   console.log(JSON.stringify(round({
     bench: 'tls', date: new Date().toISOString(), cores: os.cpus().length, loadavg: os.loadavg(), seconds, rounds, connections, hsConcurrency,
     keepAlive: Object.fromEntries(chains.map((c) => [c.key, sums[c.key] ?? { notMeasured: c.check }])),
     newConnection: Object.fromEntries(targets.map((t) => [t.key, sums[t.key] ?? { notMeasured: true }])),
     ratios,
+    poolHandshakes,
     runs,
   })));
 }
 
-const guard = setTimeout(() => { console.error('bench/tls: time bound reached'); cleanup(); process.exit(1); }, (seconds * 8 * rounds + 150) * 1000);
+const guard = setTimeout(() => { console.error('bench/tls: time bound reached'); cleanup(); process.exit(1); }, (seconds * 10 * rounds + 150) * 1000);
 main().catch((err) => { console.error(err.message ?? err); process.exitCode = 1; }).finally(() => { clearTimeout(guard); cleanup(); });
