@@ -14,7 +14,7 @@
 // Proxies pinned to core 0, wrk, the client and the upstream to core 1 (taskset). Runs alternated
 // over ROUNDS (default 2) so machine load hits every contender alike; BENCH_SECONDS (default 10)
 // per run; the whole script has a deadline. Prints a table and one JSON line. Measures only.
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -34,7 +34,10 @@ const SNI = `outbound_.${P.svcTls}_._.server.default.svc.cluster.local`;
 
 const { dir, start, cleanup: stopChildren } = benchRun('bench-tls-');
 let ns;
+/** wrk and client runs in flight, ended by cleanup() too. */
+const running = new Set();
 function cleanup() {
+  for (const child of running) child.kill('SIGKILL');
   stopChildren();
   ns?.remove();
 }
@@ -119,17 +122,32 @@ async function until200(check, deadlineMs = 15000) {
   return last;
 }
 
-function wrk(url, host) {
+/** Runs a command to its end (killed after `timeoutMs`) without blocking the event loop, so Ctrl-C still cleans up. */
+function runAsync(cmd, args, timeoutMs) {
+  return new Promise((resolve) => {
+    const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    running.add(child);
+    let stdout = '';
+    let stderr = '';
+    child.stdout.setEncoding('utf8').on('data', (d) => { stdout += d; });
+    child.stderr.setEncoding('utf8').on('data', (d) => { stderr += d; });
+    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+    child.on('error', (err) => { clearTimeout(timer); running.delete(child); resolve({ stdout, stderr: stderr + err.message, status: null }); });
+    child.on('close', (status) => { clearTimeout(timer); running.delete(child); resolve({ stdout, stderr, status }); });
+  });
+}
+
+async function wrk(url, host) {
   const [cmd, args] = inNsPinned(ns.a, 1, 'wrk', ['-t1', `-c${connections}`, `-d${seconds}s`, '--latency', '-H', `Host: ${host}`, url]);
-  const out = spawnSync(cmd, args, { encoding: 'utf8', timeout: (seconds + 30) * 1000 }).stdout ?? '';
+  const out = (await runAsync(cmd, args, (seconds + 30) * 1000)).stdout;
   return { ...parseWrk(out), sockErr: /Socket errors:[^\n]*/.exec(out)?.[0] ?? '' };
 }
 
-function handshakes(port, withTls, certs, secs = seconds) {
+async function handshakes(port, withTls, certs, secs = seconds) {
   const tlsArgs = withTls ? ['--cert', certs.client.certChain, '--key', certs.client.privateKey, '--ca', certs.client.trustBundle, '--servername', SNI] : [];
   const [cmd, args] = inNsPinned(ns.a, 1, process.execPath, [path.join(here, 'handshake-client.mjs'), '--host', ns.ipB, '--port', String(port),
     '--seconds', String(secs), '--concurrency', String(hsConcurrency), ...tlsArgs]);
-  const res = spawnSync(cmd, args, { encoding: 'utf8', timeout: (seconds + 30) * 1000 });
+  const res = await runAsync(cmd, args, (secs + 30) * 1000);
   try {
     return JSON.parse(res.stdout.trim().split('\n').pop());
   } catch {
@@ -221,13 +239,13 @@ async function main() {
     { key: 'floor-tcp', label: 'node:net floor plain', port: P.floorPlain, tls: false, pid: floor.pid },
   ];
   for (const t of targets) {
-    const probe = handshakes(t.port, t.tls, certs, 1);
+    const probe = await handshakes(t.port, t.tls, certs, 1);
     t.works = probe.ok > 0 && probe.failed === 0;
     if (!t.works) console.log(`bench/tls: new-connection target "${t.label}" fails (${JSON.stringify(probe)}); not measured`);
   }
 
   // Warm-up (JIT, pools, upstream connections), short and bounded.
-  for (const c of chains.filter((x) => x.works)) spawnSync(...inNsPinned(a, 1, 'wrk', ['-t1', '-c10', '-d2s', '-H', `Host: ${c.host}`, c.url]), { timeout: 20000 });
+  for (const c of chains.filter((x) => x.works)) await runAsync(...inNsPinned(a, 1, 'wrk', ['-t1', '-c10', '-d2s', '-H', `Host: ${c.host}`, c.url]), 20000);
 
   console.log(`bench/tls: ${rounds} round(s) x ${seconds}s per run, alternated; keep-alive: wrk -t1 -c${connections}; new connection: ${hsConcurrency} client loops; ` +
     `proxies pinned to core 0: ${canPin ? 'yes' : 'no (taskset unavailable)'}; ${os.cpus().length} cores; load average ${os.loadavg().map((l) => l.toFixed(1)).join(' ')}`);
@@ -235,13 +253,13 @@ async function main() {
   for (let r = 0; r < rounds; r++) {
     for (const c of chains.filter((x) => x.works)) {
       const before = c.pids.reduce((s, p) => s + cpuSeconds(p), 0);
-      const w = wrk(c.url, c.host);
+      const w = await wrk(c.url, c.host);
       const cpu = c.pids.reduce((s, p) => s + cpuSeconds(p), 0) - before;
       runs[c.key].push({ cpu, n: w.requests - w.non2xx, failed: w.non2xx, rate: w.rps, p99: w.p99, sockErr: w.sockErr });
     }
     for (const t of targets.filter((x) => x.works)) {
       const before = cpuSeconds(t.pid);
-      const h = handshakes(t.port, t.tls, certs);
+      const h = await handshakes(t.port, t.tls, certs);
       const cpu = cpuSeconds(t.pid) - before;
       runs[t.key].push({ cpu, n: h.ok, failed: h.failed, rate: h.ok / seconds, errors: h.errors });
     }
@@ -289,5 +307,7 @@ async function main() {
   })));
 }
 
+// Ctrl-C or a kill: the namespaces and children go too (they would outlive the script otherwise).
+for (const signal of ['SIGINT', 'SIGTERM']) process.on(signal, () => { cleanup(); process.exit(130); });
 const guard = setTimeout(() => { console.error('bench/tls: time bound reached'); cleanup(); process.exit(1); }, (seconds * 10 * rounds + 150) * 1000);
 main().catch((err) => { console.error(err.message ?? err); process.exitCode = 1; }).finally(() => { clearTimeout(guard); cleanup(); });
