@@ -1,4 +1,4 @@
-import { HttpParseError } from './head-parser';
+import { HttpParseError, type BodyKind } from './head-parser';
 
 /**
  * Tracks where a message body ends without copying it, so bytes can be passed
@@ -21,10 +21,10 @@ export class BodyFramer {
 
   constructor(private readonly errorStatus: 400 | 502) {}
 
-  /** Resets for a new body. kind: 'none' | 'length' | 'chunked' | 'close'. */
-  reset(kind: 'none' | 'length' | 'chunked' | 'close', contentLength: number): this {
+  /** Resets for a new body; 'stream' (payload ended by the stream's end) is taken like 'close'. */
+  reset(kind: BodyKind, contentLength: number): this {
     this.chunked = kind === 'chunked';
-    this.untilClose = kind === 'close';
+    this.untilClose = kind === 'close' || kind === 'stream';
     this.remaining = kind === 'length' ? contentLength : 0;
     this.state = S.Size;
     this.sizeDigits = 0;

@@ -21,13 +21,15 @@ export interface ParsedHeaders {
   values: string[];
 }
 
-export type BodyKind = 'none' | 'length' | 'chunked' | 'close';
+/** 'stream': payload ended by the end of the stream (HTTP/2, or de-chunked); see http/codec/types.ts. */
+export type BodyKind = 'none' | 'length' | 'chunked' | 'close' | 'stream';
 
 export interface RequestHead extends ParsedHeaders {
   method: string;
   target: string;
-  /** 0 for HTTP/1.0, 1 for HTTP/1.1. */
+  /** 0 for HTTP/1.0, 1 for HTTP/1.1 (and HTTP/2). */
   minor: number;
+  protocol: 'HTTP/1.0' | 'HTTP/1.1' | 'HTTP/2';
   bodyKind: BodyKind;
   contentLength: number;
   host: string | undefined;
@@ -159,7 +161,7 @@ export function parseRequestHead(head: string, limits: HeadLimits): RequestHead 
   else if (version === 'HTTP/1.0') minor = 0;
   else throw new HttpParseError(400, `unsupported protocol version ${JSON.stringify(version)}`);
   const out: RequestHead = {
-    names: [], lower: [], values: [], method, target, minor, bodyKind: 'none', contentLength: 0, host: undefined,
+    names: [], lower: [], values: [], method, target, minor, protocol: minor === 1 ? 'HTTP/1.1' : 'HTTP/1.0', bodyKind: 'none', contentLength: 0, host: undefined,
     close: false, connectionTokens: undefined, upgrade: undefined, expectContinue: false,
   };
   parseFields(lines, 1, limits, out, false);
