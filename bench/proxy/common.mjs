@@ -73,3 +73,24 @@ export function benchRun(tmpPrefix) {
   }
   return { dir, start, cleanup };
 }
+
+/**
+ * Writes `<dir>/<name>/nginx.conf`: one worker, no access log, temp paths and pid inside the
+ * directory (no root-owned defaults), keep-alive without a request limit; `httpBody` goes inside `http {}`.
+ */
+export function writeNginxConf(dir, name, httpBody) {
+  const p = path.join(dir, name);
+  fs.mkdirSync(p, { recursive: true });
+  fs.writeFileSync(path.join(p, 'nginx.conf'), `worker_processes 1;
+pid ${p}/nginx.pid;
+error_log ${p}/error.log;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path ${p}; proxy_temp_path ${p}; fastcgi_temp_path ${p}; uwsgi_temp_path ${p}; scgi_temp_path ${p};
+  keepalive_requests 1000000;
+  ${httpBody}
+}
+`);
+  return path.join(p, 'nginx.conf');
+}

@@ -8,27 +8,12 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { benchRun, canPin, cpuSeconds, freePort, have, parseWrk, pin, root, seconds, waitPort } from './common.mjs';
+import { benchRun, canPin, cpuSeconds, freePort, have, parseWrk, pin, root, seconds, waitPort, writeNginxConf } from './common.mjs';
 
 const connections = Number(process.env.BENCH_CONNECTIONS ?? 50);
 const { dir, start, cleanup } = benchRun('bench-proxy-');
 
-function nginxConf(name, port, body) {
-  const p = path.join(dir, name);
-  fs.mkdirSync(p, { recursive: true });
-  fs.writeFileSync(path.join(p, 'nginx.conf'), `worker_processes 1;
-pid ${p}/nginx.pid;
-error_log ${p}/error.log;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path ${p}; proxy_temp_path ${p}; fastcgi_temp_path ${p}; uwsgi_temp_path ${p}; scgi_temp_path ${p};
-  keepalive_requests 1000000;
-  ${body.replace('PORT', String(port))}
-}
-`);
-  return path.join(p, 'nginx.conf');
-}
+const nginxConf = (name, port, body) => writeNginxConf(dir, name, body.replace('PORT', String(port)));
 
 function wrk(port, host) {
   const [cmd, args] = pin(1, 'wrk', ['-t1', `-c${connections}`, `-d${seconds}s`, '--latency', '-H', `Host: ${host}`, `http://127.0.0.1:${port}/`]);

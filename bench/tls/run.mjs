@@ -18,7 +18,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { benchRun, canPin, cpuSeconds, have, parseWrk, pin, root, seconds } from '../proxy/common.mjs';
+import { benchRun, canPin, cpuSeconds, have, parseWrk, pin, root, seconds, writeNginxConf } from '../proxy/common.mjs';
 import { makeCertificates } from './certs.mjs';
 import { captureInbound, createNsPair, netnsUnavailable } from './netns.mjs';
 
@@ -48,22 +48,7 @@ const inNsPinned = (name, core, cmd, args) => {
   return ['ip', ['netns', 'exec', name, c, ...a]];
 };
 
-function nginxConf(name, body) {
-  const p = path.join(dir, name);
-  fs.mkdirSync(p, { recursive: true });
-  fs.writeFileSync(path.join(p, 'nginx.conf'), `worker_processes 1;
-pid ${p}/nginx.pid;
-error_log ${p}/error.log;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path ${p}; proxy_temp_path ${p}; fastcgi_temp_path ${p}; uwsgi_temp_path ${p}; scgi_temp_path ${p};
-  keepalive_requests 1000000;
-  ${body}
-}
-`);
-  return path.join(p, 'nginx.conf');
-}
+const nginxConf = (name, body) => writeNginxConf(dir, name, body);
 
 const proxyPass = (upstream) => `proxy_pass ${upstream}; proxy_http_version 1.1; proxy_set_header Connection "";`;
 
