@@ -300,6 +300,34 @@ describe('proxyBootstrapSchema', () => {
   });
 });
 
+describe('proxyBootstrapSchema: upstream protocol and gRPC (issue 14)', () => {
+  const withCluster = (cluster: Record<string, unknown>) => ({ clusters: [{ name: 'out#9000#greeter', ...cluster }] });
+
+  it('a cluster speaks http1 unless it says http2; other protocols are refused with the list', () => {
+    expect(parseConfig(proxyBootstrapSchema, withCluster({})).clusters[0]!.protocol).toBe('http1');
+    expect(parseConfig(proxyBootstrapSchema, withCluster({ protocol: 'http2' })).clusters[0]!.protocol).toBe('http2');
+    expect(paths(() => parseConfig(proxyBootstrapSchema, withCluster({ protocol: 'grpc' })))).toEqual(['clusters[0].protocol: expected one of http1, http2']);
+  });
+
+  it('a gRPC health check takes an optional service name and needs protocol http2', () => {
+    expect(parseConfig(proxyBootstrapSchema, withCluster({ protocol: 'http2', healthCheck: { grpc: { serviceName: 'greeter.Greeter' } } })).clusters[0]!.healthCheck)
+      .toMatchObject({ grpc: { serviceName: 'greeter.Greeter' }, intervalMs: 5000 });
+    expect(paths(() => parseConfig(proxyBootstrapSchema, withCluster({ healthCheck: { grpc: {} } })))).toEqual([
+      'clusters[0].healthCheck.grpc: a gRPC health check needs protocol http2 (gRPC runs over HTTP/2): set protocol: http2 or use path',
+    ]);
+    expect(paths(() => parseConfig(proxyBootstrapSchema, withCluster({ protocol: 'http2', healthCheck: { grpc: { service: 'x' } } })))).toEqual([
+      'clusters[0].healthCheck.grpc.service: unknown field; known fields: serviceName',
+    ]);
+  });
+
+  it("retryOn takes Envoy's gRPC words", () => {
+    const route = (retryOn: string) => ({ ...withCluster({}), routes: { virtualHosts: [{ name: 'g', domains: ['g'], routes: [{ match: { prefix: '/' }, route: { cluster: 'out#9000#greeter', retryPolicy: { retryOn } } }] }] } });
+    expect(parseConfig(proxyBootstrapSchema, route('unavailable,cancelled,deadline-exceeded,internal,resource-exhausted')).routes.virtualHosts[0]!.routes[0]!.route!.retryPolicy!.retryOn)
+      .toBe('unavailable,cancelled,deadline-exceeded,internal,resource-exhausted');
+    expect(paths(() => parseConfig(proxyBootstrapSchema, route('unavailable,aborted')))[0]).toMatch(/^routes.virtualHosts\[0\].routes\[0\].route.retryPolicy.retryOn: unknown retryOn word "aborted"; valid words: .*unavailable$/);
+  });
+});
+
 describe('dnsConfigSchema', () => {
   it('defaults', () => {
     expect(parseConfig(dnsConfigSchema, {})).toEqual({

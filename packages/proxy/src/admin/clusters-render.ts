@@ -33,6 +33,8 @@ export function renderClustersText(clusters: Iterable<Cluster>): string {
       out.push(`${n}::outlier::success_rate_ejection_threshold::${od?.successRateEjectionThreshold?.() ?? -1}`);
     }
     out.push(`${n}::added_via_api::${c.addedViaApi}`);
+    // not in Envoy's text (it prints no protocol); grep "::protocol::http2" finds the HTTP/2 clusters
+    out.push(`${n}::protocol::${c.protocol}`);
     for (const h of c.hosts) {
       const a = `${n}::${hostAddr(h)}`;
       for (const s of HOST_STATS) out.push(`${a}::${s}::${h.stats[s]}`);
@@ -59,6 +61,7 @@ export function renderClustersJson(clusters: Iterable<Cluster>): object {
     statuses.push({
       name: c.name,
       added_via_api: c.addedViaApi,
+      protocol: c.protocol,
       circuit_breakers: { thresholds: [threshold('DEFAULT'), threshold('HIGH')] },
       observability_name: c.name,
       host_statuses: c.hosts.map((h) => ({

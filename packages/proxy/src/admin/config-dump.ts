@@ -1,7 +1,7 @@
 import type { Cluster } from '../cluster/cluster';
 import type { ClusterConfig, ProxyBootstrap, RouteConfig } from '../config/types';
 import type { LoadedSecret } from '../tls/secret-store';
-import { UPSTREAM_ALPN } from '../tls/upstream-tls';
+import { upstreamAlpn } from '../tls/upstream-tls';
 
 const T = 'type.googleapis.com/envoy.admin.v3.';
 const V3 = 'type.googleapis.com/envoy.config.';
@@ -47,7 +47,7 @@ function transportSocketMatches(c: Cluster, tls: NonNullable<ClusterConfig['tls'
           '@type': 'type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext',
           common_tls_context: {
             tls_params: { tls_minimum_protocol_version: 'TLSv1_2', tls_maximum_protocol_version: 'TLSv1_3' },
-            alpn_protocols: UPSTREAM_ALPN,
+            alpn_protocols: upstreamAlpn(c.protocol),
             tls_certificate_sds_secret_configs: [{ name: tls.secret }],
             // each endpoint must present its own registered identity (stricter than any of the list)
             combined_validation_context: { default_validation_context: { match_subject_alt_names: identities.map((exact) => ({ exact })) }, validation_context_sds_secret_config: { name: tls.secret } },
@@ -69,7 +69,15 @@ function clusterResource(c: Cluster, cc: ClusterConfig): object {
     lb_policy: (cc.lbPolicy ?? 'round_robin').toUpperCase(),
     ...(cc.hashHeader ? { ring_hash_lb_config: {}, hash_policy: [{ header: { header_name: cc.hashHeader } }] } : {}),
     ...(cc.circuitBreakers ? { circuit_breakers: { thresholds: [{ max_connections: cc.circuitBreakers.maxConnections, max_pending_requests: cc.circuitBreakers.maxPendingRequests, max_requests: cc.circuitBreakers.maxRequests, max_retries: cc.circuitBreakers.maxRetries }] } } : {}),
-    ...(cc.healthCheck ? { health_checks: [{ timeout: seconds(cc.healthCheck.timeoutMs), interval: seconds(cc.healthCheck.intervalMs), interval_jitter: seconds(cc.healthCheck.jitterMs), healthy_threshold: cc.healthCheck.healthyThreshold, unhealthy_threshold: cc.healthCheck.unhealthyThreshold, http_health_check: { path: cc.healthCheck.path } }] } : {}),
+    // Envoy's HttpProtocolOptions extension: explicit HTTP/2 (h2c, or ALPN h2 over mTLS) or HTTP/1.1 to the endpoints
+    typed_extension_protocol_options: {
+      'envoy.extensions.upstreams.http.v3.HttpProtocolOptions': {
+        '@type': 'type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions',
+        explicit_http_config: c.protocol === 'http2' ? { http2_protocol_options: {} } : { http_protocol_options: {} },
+      },
+    },
+    ...(cc.healthCheck ? { health_checks: [{ timeout: seconds(cc.healthCheck.timeoutMs), interval: seconds(cc.healthCheck.intervalMs), interval_jitter: seconds(cc.healthCheck.jitterMs), healthy_threshold: cc.healthCheck.healthyThreshold, unhealthy_threshold: cc.healthCheck.unhealthyThreshold,
+      ...(cc.healthCheck.grpc ? { grpc_health_check: { service_name: cc.healthCheck.grpc.serviceName ?? '' } } : { http_health_check: { path: cc.healthCheck.path } }) }] } : {}),
     ...(cc.outlierDetection ? { outlier_detection: { consecutive_5xx: cc.outlierDetection.consecutive5xx, consecutive_gateway_failure: cc.outlierDetection.consecutiveGatewayFailure, interval: seconds(cc.outlierDetection.intervalMs), base_ejection_time: seconds(cc.outlierDetection.baseEjectionTimeMs), max_ejection_percent: cc.outlierDetection.maxEjectionPercent } } : {}),
     common_lb_config: { healthy_panic_threshold: { value: cc.panicThresholdPercent ?? 50 } },
     ...(cc.tls ? { transport_socket_matches: transportSocketMatches(c, cc.tls) } : {}),

@@ -119,6 +119,8 @@ export class Cluster {
 
   get name(): string { return this.config.name; }
   get connectTimeoutMs(): number { return this.config.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS; }
+  /** The protocol spoken to the endpoints: `http2` for ports declared http2/grpc (the pool and router pick the codec by it). */
+  get protocol(): 'http1' | 'http2' { return this.config.protocol ?? 'http1'; }
 
   /** Replaces the config in place (same name); keeps hosts that stay, with their stats and flags. */
   reconfigure(config: ClusterConfig): void {

@@ -22,6 +22,8 @@ export interface CircuitBreakersConfig {
 
 export interface HealthCheckConfig {
   path: string;
+  /** `grpc.health.v1.Health/Check` over HTTP/2 instead of `GET path` (Envoy's grpc_health_check). */
+  grpc?: { serviceName?: string };
   intervalMs?: number;
   timeoutMs?: number;
   healthyThreshold?: number;
@@ -43,6 +45,8 @@ export interface ClusterConfig {
   lbPolicy?: LbPolicy;
   hashHeader?: string;
   connectTimeoutMs?: number;
+  /** Upstream protocol (Envoy's http2_protocol_options for `http2`); default http1. */
+  protocol?: 'http1' | 'http2';
   endpoints?: EndpointConfig[];
   /** Endpoints come from the registry (the agent's 'registry' message): service name to follow. */
   service?: string;
@@ -120,5 +124,5 @@ export interface ProxyBootstrap {
   routes?: { virtualHosts?: VirtualHostConfig[] };
   drainTimeMs?: number;
   /** Limits on the request head (defaults: 60 KiB like Envoy, 100 headers, 10 s). */
-  limits?: { maxHeadersBytes?: number; maxHeadersCount?: number; headersTimeoutMs?: number; idleTimeoutMs?: number; streamIdleTimeoutMs?: number };
+  limits?: { maxHeadersBytes?: number; maxHeadersCount?: number; headersTimeoutMs?: number; idleTimeoutMs?: number; streamIdleTimeoutMs?: number; http2MaxConcurrentStreams?: number; http2InitialStreamWindowBytes?: number };
 }

@@ -1,6 +1,7 @@
 import http from 'node:http';
+import http2 from 'node:http2';
 import type { HealthCheckConfig as ClusterHealthCheckConfig } from '../config/types';
-import type { ClusterStatScope, ResilienceHost } from './types';
+import { hostAddress, type ClusterStatScope, type ResilienceHost } from './types';
 
 /**
  * Envoy's active HTTP health checker for one cluster. Each host is probed with
@@ -10,6 +11,10 @@ import type { ClusterStatScope, ResilienceHost } from './types';
  * a host starts with `failed_active_hc` and is probed at once, and one pass is
  * enough the first time. A response carrying `x-envoy-immediate-health-check-fail`
  * (a proxy told to fail by /healthcheck/fail) fails the host at once.
+ *
+ * With `grpc` set (Envoy's grpc_health_check) the probe is `grpc.health.v1.Health/Check` over HTTP/2
+ * (h2c, one connection per probe as the HTTP probe's `connection: close`): it passes when the answer is
+ * grpc-status 0 with status SERVING; NOT_SERVING, UNKNOWN, SERVICE_UNKNOWN or any gRPC error fail it.
  */
 
 /** The cluster's health check as configured, plus the Host header the probes send. */
@@ -27,7 +32,7 @@ export type ProbeResult = 'success' | 'failure' | 'network_failure' | 'immediate
 interface Session<H> {
   host: H;
   timer: NodeJS.Timeout | undefined;
-  inFlight: http.ClientRequest | undefined;
+  inFlight: { destroy(): void } | undefined;
   consecutiveSuccess: number;
   consecutiveFailure: number;
   /** no probe has passed yet: one pass is enough */
@@ -47,7 +52,7 @@ export interface ActiveHealthCheckerOptions<H> {
 }
 
 export class ActiveHealthChecker<H extends ResilienceHost> {
-  readonly config: Required<Omit<HealthCheckConfig, 'host'>> & { host: string };
+  readonly config: Required<Omit<HealthCheckConfig, 'host' | 'grpc'>> & { host: string; grpc: HealthCheckConfig['grpc'] };
   private readonly sessions = new Map<H, Session<H>>();
   private running = false;
   private readonly random: () => number;
@@ -65,6 +70,7 @@ export class ActiveHealthChecker<H extends ResilienceHost> {
       unhealthyThreshold: Math.max(1, c.unhealthyThreshold ?? DEFAULT_HEALTH_CHECK.unhealthyThreshold),
       jitterMs: c.jitterMs ?? DEFAULT_HEALTH_CHECK.jitterMs,
       host: c.host ?? opts.clusterName,
+      grpc: c.grpc,
     };
     this.random = opts.random ?? Math.random;
   }
@@ -136,6 +142,7 @@ export class ActiveHealthChecker<H extends ResilienceHost> {
     let req: http.ClientRequest | undefined;
     const timeout = setTimeout(() => {
       req?.destroy();
+      s.inFlight?.destroy(); // a gRPC probe's connection
       settle('network_failure');
     }, this.config.timeoutMs);
     timeout.unref();
@@ -149,6 +156,10 @@ export class ActiveHealthChecker<H extends ResilienceHost> {
       this.apply(s, result);
       this.schedule(s);
     };
+    if (this.config.grpc) {
+      s.inFlight = this.grpcProbe(s.host, this.config.grpc.serviceName ?? '', settle);
+      return;
+    }
     try {
       req = http.request({
         host: s.host.address,
@@ -173,6 +184,51 @@ export class ActiveHealthChecker<H extends ResilienceHost> {
     s.inFlight = req;
     req.on('error', () => settle('network_failure'));
     req.end();
+  }
+
+  /** One `grpc.health.v1.Health/Check` on a fresh h2c connection; `settle` gets the verdict once (the timeout is the caller's). */
+  private grpcProbe(host: H, service: string, settle: (r: ProbeResult) => void): { destroy(): void } {
+    let session: http2.ClientHttp2Session | undefined;
+    const done = (r: ProbeResult) => {
+      settle(r);
+      session?.destroy();
+    };
+    try {
+      session = http2.connect(`http://${hostAddress(host)}`, { maxSessionMemory: 1 });
+      session.on('error', () => done('network_failure'));
+      session.on('goaway', () => { /* in-flight probe still completes; 'close' settles otherwise */ });
+      session.on('close', () => done('network_failure'));
+      const req = session.request({
+        // the cluster name as Envoy sends it, unless it cannot be an authority (out#9000#greeter: nghttp2 refuses the stream)
+        ':method': 'POST', ':path': GRPC_HEALTH_CHECK_PATH, ':authority': AUTHORITY.test(this.config.host) ? this.config.host : hostAddress(host),
+        'content-type': 'application/grpc', te: 'trailers', 'user-agent': 'Envoy/HC',
+      });
+      let headersStatus: number | undefined;
+      let grpcStatus: string | undefined;
+      const chunks: Buffer[] = [];
+      let bytes = 0;
+      req.on('response', (headers) => {
+        headersStatus = Number(headers[':status']);
+        if (headers['grpc-status'] !== undefined) grpcStatus = String(headers['grpc-status']);
+      });
+      req.on('trailers', (trailers) => { if (trailers['grpc-status'] !== undefined) grpcStatus = String(trailers['grpc-status']); });
+      req.on('data', (c: Buffer) => {
+        bytes += c.length;
+        // a health answer is a few bytes: anything large is not one (bounded memory)
+        if (bytes > MAX_GRPC_HC_RESPONSE_BYTES) { req.close(http2.constants.NGHTTP2_CANCEL); done('failure'); return; }
+        chunks.push(c);
+      });
+      req.on('error', () => done('network_failure'));
+      req.on('end', () => {
+        if (headersStatus !== 200 || grpcStatus !== '0') { done('failure'); return; }
+        done(decodeHealthCheckResponse(Buffer.concat(chunks)) === GRPC_SERVING ? 'success' : 'failure');
+      });
+      req.end(encodeHealthCheckRequest(service));
+    } catch {
+      // http2.connect throws synchronously on what it cannot use; this runs in a timer, where a throw ends the process
+      done('network_failure');
+    }
+    return { destroy: () => session?.destroy() };
   }
 
   private apply(s: Session<H>, result: ProbeResult): void {
@@ -209,3 +265,65 @@ export class ActiveHealthChecker<H extends ResilienceHost> {
 }
 
 const NOOP = { inc() {}, value: 0 };
+
+export const GRPC_HEALTH_CHECK_PATH = '/grpc.health.v1.Health/Check';
+/** grpc.health.v1.HealthCheckResponse.ServingStatus.SERVING */
+export const GRPC_SERVING = 1;
+const MAX_GRPC_HC_RESPONSE_BYTES = 4096;
+/** RFC 3986 authority characters (reg-name, IP literal, port). */
+const AUTHORITY = /^[A-Za-z0-9\-._~!$&'()*+,;=:%[\]]+$/;
+
+/** One gRPC message frame (uncompressed) carrying HealthCheckRequest { string service = 1; }, encoded by hand. */
+export function encodeHealthCheckRequest(service: string): Buffer {
+  const name = Buffer.from(service, 'utf8');
+  const msg = name.length === 0 ? Buffer.alloc(0) : Buffer.concat([Buffer.from([0x0a]), varint(name.length), name]);
+  const frame = Buffer.alloc(5 + msg.length);
+  frame.writeUInt32BE(msg.length, 1);
+  msg.copy(frame, 5);
+  return frame;
+}
+
+/** The `status` (field 1, enum) of the HealthCheckResponse in a gRPC message frame; undefined when malformed or compressed. */
+export function decodeHealthCheckResponse(frame: Buffer): number | undefined {
+  if (frame.length < 5 || frame[0] !== 0) return undefined;
+  const len = frame.readUInt32BE(1);
+  if (frame.length < 5 + len) return undefined;
+  const msg = frame.subarray(5, 5 + len);
+  let status = 0; // proto3: an absent enum is its zero value (UNKNOWN)
+  for (let i = 0; i < msg.length;) {
+    const key = readVarint(msg, i);
+    if (!key) return undefined;
+    i = key.next;
+    const field = key.value >>> 3;
+    const wire = key.value & 7;
+    if (wire === 0) {
+      const v = readVarint(msg, i);
+      if (!v) return undefined;
+      i = v.next;
+      if (field === 1) status = v.value;
+    } else if (wire === 2) {
+      const l = readVarint(msg, i);
+      if (!l || l.next + l.value > msg.length) return undefined;
+      i = l.next + l.value;
+    } else if (wire === 5) i += 4;
+    else if (wire === 1) i += 8;
+    else return undefined;
+  }
+  return status;
+}
+
+function varint(n: number): Buffer {
+  const out: number[] = [];
+  while (n > 0x7f) { out.push((n & 0x7f) | 0x80); n >>>= 7; }
+  out.push(n);
+  return Buffer.from(out);
+}
+
+function readVarint(buf: Buffer, at: number): { value: number; next: number } | undefined {
+  let value = 0;
+  for (let i = at, shift = 0; i < buf.length && shift < 35; i++, shift += 7) {
+    value |= (buf[i]! & 0x7f) << shift;
+    if ((buf[i]! & 0x80) === 0) return { value: value >>> 0, next: i + 1 };
+  }
+  return undefined;
+}

@@ -12,8 +12,15 @@ export interface UpstreamTlsSettings { readonly secret: string; readonly sni: st
 
 export interface SecretLookup { get(name: string): LoadedSecret | undefined }
 
-/** ALPN offered to peer sidecars (HTTP/2 adds `h2` later). */
+/** ALPN offered to peer sidecars of an HTTP/1.1 cluster. */
 export const UPSTREAM_ALPN = ['http/1.1'];
+/** ALPN offered to the peers of an HTTP/2 cluster: h2 only (the pool speaks nothing else on those connections). */
+export const UPSTREAM_ALPN_H2 = ['h2'];
+
+/** The ALPN list a cluster's mTLS connections offer, by the cluster's protocol. */
+export function upstreamAlpn(protocol: 'http1' | 'http2'): string[] {
+  return protocol === 'http2' ? UPSTREAM_ALPN_H2 : UPSTREAM_ALPN;
+}
 
 /** The peer presented a certificate that chains fine but names another identity (Envoy's `ssl.fail_verify_san`). */
 export class PeerIdentityError extends Error {
@@ -57,7 +64,7 @@ export function countHandshake(stats: StatsStore, cluster: string, err: Error | 
  * Opens a TLS connection to `host` presenting the secret's current certificate (so a rotation applies to
  * the next connection). A secret that is not loaded fails the connection (a connect failure), never throws.
  */
-export function connectUpstreamTls(host: { address: string; port: number; identity: string | undefined }, settings: UpstreamTlsSettings, secrets: SecretLookup | undefined): net.Socket {
+export function connectUpstreamTls(host: { address: string; port: number; identity: string | undefined }, settings: UpstreamTlsSettings, secrets: SecretLookup | undefined, alpn: string[] = UPSTREAM_ALPN): net.Socket {
   const secret = secrets?.get(settings.secret);
   const expected = host.identity;
   if (!secret || expected === undefined) {
@@ -71,7 +78,7 @@ export function connectUpstreamTls(host: { address: string; port: number; identi
     port: host.port,
     secureContext: secret.secureContext,
     servername: settings.sni,
-    ALPNProtocols: UPSTREAM_ALPN,
+    ALPNProtocols: alpn,
     minVersion: 'TLSv1.2',
     rejectUnauthorized: true,
     // Called only once the chain verified: the identity check replaces the hostname check.

@@ -57,7 +57,7 @@ const policyShape = {
   timeouts: timeoutsSchema.prefault({}).describe('Timeouts'),
   retries: retriesSchema.prefault({}).describe('Retry policy'),
   loadBalancing: loadBalancingSchema.prefault({}).describe('Load balancing'),
-  healthCheck: healthCheckSchema.omit({ path: true }).prefault({}).describe("Active health checking of instances (the path comes from each service's spec.yaml)"),
+  healthCheck: healthCheckSchema.omit({ path: true, grpc: true }).prefault({}).describe("Active health checking of instances (the path comes from each service's spec.yaml)"),
   outlierDetection: outlierDetectionSettingsSchema.prefault({}).describe('Passive outlier detection'),
   circuitBreakers: circuitBreakersSchema.prefault({}).describe('Circuit breakers per cluster'),
   panicThresholdPercent: percent.default(50).describe('Below this share of healthy endpoints, balance over all of them'),
@@ -68,7 +68,7 @@ export const serviceTrafficPolicySchema = z.strictObject({
   retries: overrideOf(retriesSchema).optional(),
   /** Replaces the mesh-wide load balancing as a whole (policy and hashHeader belong together). */
   loadBalancing: loadBalancingSchema.optional(),
-  healthCheck: overrideOf(healthCheckSchema.omit({ path: true })).optional(),
+  healthCheck: overrideOf(healthCheckSchema.omit({ path: true, grpc: true })).optional(),
   outlierDetection: overrideOf(outlierDetectionSettingsSchema).optional(),
   circuitBreakers: overrideOf(circuitBreakersSchema).optional(),
   panicThresholdPercent: percent.optional(),

@@ -24,8 +24,15 @@ export const circuitBreakersSchema = z.strictObject({
 /** The name of the proxy's own cluster for refused connections (Envoy's and Istio's name); no configured cluster may take it. */
 export const BLACKHOLE_CLUSTER = 'BlackHoleCluster';
 
+/** Envoy's grpc_health_check: `grpc.health.v1.Health/Check` over HTTP/2 instead of `GET path`; SERVING passes. */
+export const grpcHealthCheckSchema = z.strictObject({
+  /** The service name asked about; absent = the server as a whole (""). */
+  serviceName: z.string().optional(),
+});
+
 export const healthCheckSchema = z.strictObject({
   path: healthCheckPath.default('/health'),
+  grpc: grpcHealthCheckSchema.optional(),
   intervalMs: positiveInt.default(5000),
   timeoutMs: positiveInt.default(1000),
   healthyThreshold: positiveInt.default(1),
@@ -69,6 +76,10 @@ export const upstreamTlsSchema = z.strictObject({
   sni: z.string().min(1).optional(),
 });
 
+/** Envoy's upstream protocol: HTTP/1.1, or HTTP/2 (http2_protocol_options; h2c in plaintext, ALPN h2 over mTLS) for ports declared http2/grpc. */
+export const CLUSTER_PROTOCOLS = ['http1', 'http2'] as const;
+export const clusterProtocolSchema = z.enum(CLUSTER_PROTOCOLS, { error: `expected one of ${CLUSTER_PROTOCOLS.join(', ')}` });
+
 export const clusterSchema = z
   .strictObject({
     /** Naming scheme: inbound `in#PORT#SERVICE`, outbound `out#PORT#SERVICE`. */
@@ -77,6 +88,7 @@ export const clusterSchema = z
     /** ring_hash only: the request header whose value picks the endpoint. */
     hashHeader: z.string().min(1).optional(),
     connectTimeoutMs: positiveInt.default(1000),
+    protocol: clusterProtocolSchema.default('http1'),
     endpoints: z.array(endpointSchema).default([]),
     circuitBreakers: circuitBreakersSchema.prefault({}),
     healthCheck: healthCheckSchema.optional(),
@@ -85,6 +97,9 @@ export const clusterSchema = z
     tls: upstreamTlsSchema.optional(),
   })
   .superRefine((cluster, ctx) => {
+    if (cluster.healthCheck?.grpc && cluster.protocol !== 'http2') {
+      ctx.addIssue({ code: 'custom', path: ['healthCheck', 'grpc'], message: 'a gRPC health check needs protocol http2 (gRPC runs over HTTP/2): set protocol: http2 or use path' });
+    }
     if (cluster.lbPolicy === 'ring_hash' && !cluster.hashHeader) {
       ctx.addIssue({ code: 'custom', path: ['hashHeader'], message: 'lbPolicy ring_hash needs hashHeader (the header to hash on)' });
     }
@@ -117,7 +132,9 @@ export const routeMatchSchema = z
   });
 
 /** Envoy's `retry_on` words the proxy implements. */
-export const RETRY_ON_WORDS = ['5xx', 'gateway-error', 'reset', 'connect-failure', 'retriable-4xx', 'refused-stream', 'retriable-status-codes'] as const;
+export const RETRY_ON_WORDS = ['5xx', 'gateway-error', 'reset', 'connect-failure', 'retriable-4xx', 'refused-stream', 'retriable-status-codes',
+  // gRPC (Envoy's x-envoy-retry-grpc-on): the grpc-status of a trailers-only response
+  'cancelled', 'deadline-exceeded', 'internal', 'resource-exhausted', 'unavailable'] as const;
 
 export const retryPolicySchema = z
   .strictObject({
@@ -253,6 +270,10 @@ export const proxyBootstrapSchema = z
         idleTimeoutMs: positiveInt.default(300000),
         /** Envoy's stream idle timeout: a request whose body or response moves no byte for this long is cut (408 or reset, flag SI). */
         streamIdleTimeoutMs: positiveInt.default(300000),
+        /** HTTP/2 downstream SETTINGS_MAX_CONCURRENT_STREAMS per connection (Envoy's is unlimited, which rapid-reset floods exploit). */
+        http2MaxConcurrentStreams: positiveInt.max(2147483647, { error: 'at most 2147483647 (2^31-1, RFC 9113 6.5.2)' }).default(100),
+        /** HTTP/2 downstream SETTINGS_INITIAL_WINDOW_SIZE: how much of a request body one stream may send ahead (memory per stream). */
+        http2InitialStreamWindowBytes: positiveInt.min(65535, { error: 'at least 65535 (the HTTP/2 default window)' }).max(262144, { error: 'at most 262144 (256 KiB per stream bounds memory: 100 streams x 256 KiB per connection)' }).default(65535),
       })
       .prefault({}),
   })
@@ -302,6 +323,8 @@ export type LbPolicy = z.infer<typeof lbPolicySchema>;
 export type Endpoint = z.infer<typeof endpointSchema>;
 export type CircuitBreakers = z.infer<typeof circuitBreakersSchema>;
 export type HealthCheck = z.infer<typeof healthCheckSchema>;
+export type GrpcHealthCheck = z.infer<typeof grpcHealthCheckSchema>;
+export type ClusterProtocol = z.infer<typeof clusterProtocolSchema>;
 export type OutlierDetection = z.infer<typeof outlierDetectionSchema>;
 export type Cluster = z.infer<typeof clusterSchema>;
 export type HeaderMatch = z.infer<typeof headerMatchSchema>;
