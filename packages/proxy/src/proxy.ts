@@ -40,7 +40,8 @@ export interface ProxyOptions {
 
 export interface ListenAddress { address: string; port: number }
 
-const DEFAULT_LIMITS: ResolvedLimits = { maxHeadersBytes: 60 * 1024, maxHeadersCount: 100, headersTimeoutMs: 10_000, idleTimeoutMs: 300_000, streamIdleTimeoutMs: 300_000 };
+const DEFAULT_LIMITS: ResolvedLimits = { maxHeadersBytes: 60 * 1024, maxHeadersCount: 100, headersTimeoutMs: 10_000, idleTimeoutMs: 300_000, streamIdleTimeoutMs: 300_000,
+  http2MaxConcurrentStreams: 100, http2InitialStreamWindowBytes: 65_535 };
 
 export const PROXY_VERSION = '0.1.0';
 
@@ -115,8 +116,9 @@ export class MeshProxy {
     const http = {} as Record<string, unknown>;
     for (const leaf of ['downstream_cx_total', 'downstream_cx_destroy', 'downstream_cx_protocol_error', 'downstream_rq_total', 'downstream_rq_completed',
       'downstream_rq_1xx', 'downstream_rq_2xx', 'downstream_rq_3xx', 'downstream_rq_4xx', 'downstream_rq_5xx', 'downstream_rq_timeout', 'downstream_rq_idle_timeout',
-      'downstream_rq_ws_on_non_ws_route', 'downstream_cx_upgrades_total', 'downstream_rq_non_relative_path', 'no_route', 'no_cluster']) http[leaf] = this.stats.counter('http.', listenerName, leaf);
-    for (const leaf of ['downstream_cx_active', 'downstream_rq_active']) http[leaf] = this.stats.gauge('http.', listenerName, leaf);
+      'downstream_rq_ws_on_non_ws_route', 'downstream_cx_upgrades_total', 'downstream_rq_non_relative_path', 'no_route', 'no_cluster',
+      'downstream_cx_http1_total', 'downstream_cx_http2_total', 'downstream_rq_http1_total', 'downstream_rq_http2_total']) http[leaf] = this.stats.counter('http.', listenerName, leaf);
+    for (const leaf of ['downstream_cx_active', 'downstream_rq_active', 'downstream_cx_http2_active']) http[leaf] = this.stats.gauge('http.', listenerName, leaf);
     const limits = { ...DEFAULT_LIMITS, ...((this.config as { limits?: Partial<ResolvedLimits> }).limits ?? {}) };
     this.blackhole = new Cluster({ name: BLACKHOLE_CLUSTER, endpoints: [] }, this.stats);
     this.runtime = {

@@ -41,6 +41,10 @@ export interface ResolvedLimits {
   idleTimeoutMs: number;
   /** Envoy's stream idle timeout: no byte of the request body or the response for this long cuts the request (flag SI). */
   streamIdleTimeoutMs: number;
+  /** HTTP/2 downstream SETTINGS_MAX_CONCURRENT_STREAMS (issue 14). */
+  http2MaxConcurrentStreams: number;
+  /** HTTP/2 downstream SETTINGS_INITIAL_WINDOW_SIZE. */
+  http2InitialStreamWindowBytes: number;
 }
 
 export interface HttpConnManagerStats {
@@ -48,6 +52,12 @@ export interface HttpConnManagerStats {
   downstream_cx_active: Gauge;
   downstream_cx_destroy: Counter;
   downstream_cx_protocol_error: Counter;
+  /** Envoy's per-protocol connection and request counters (issue 14). */
+  downstream_cx_http1_total: Counter;
+  downstream_cx_http2_total: Counter;
+  downstream_cx_http2_active: Gauge;
+  downstream_rq_http1_total: Counter;
+  downstream_rq_http2_total: Counter;
   downstream_rq_total: Counter;
   downstream_rq_active: Gauge;
   downstream_rq_completed: Counter;

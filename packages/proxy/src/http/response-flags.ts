@@ -9,6 +9,8 @@ export const ResponseFlag = {
   DownstreamConnectionTermination: 'DC',
   UpstreamConnectionTermination: 'UC',
   UpstreamRemoteReset: 'UR',
+  /** HTTP/2: the client reset the stream (RST_STREAM) before the response was complete. */
+  DownstreamRemoteReset: 'DR',
   UpstreamRequestTimeout: 'UT',
   DownstreamProtocolError: 'DPE',
   UpstreamProtocolError: 'UPE',
