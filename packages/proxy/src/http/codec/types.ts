@@ -61,6 +61,8 @@ export interface StreamResponseHead extends ParsedHeaders {
   close: boolean;
   /** lower-case tokens of the upstream's Connection header: the hop-by-hop names a codec must not forward */
   connectionTokens: string[] | undefined;
+  /** set on the proxy's own local replies (HTTP/1: an HTTP/1.0 keep-alive client keeps its connection after one) */
+  local?: boolean;
 }
 
 /**
@@ -78,8 +80,9 @@ export type ExtraHeaders = readonly string[];
  *
  * Order of the encode calls for one response: [encode100Continue] encodeHeaders [encodeData...]
  * [encodeTrailers]; `endStream` true on exactly one of encodeHeaders/encodeData, or encodeTrailers
- * (which always ends). After the end, or after reset(), no encode call follows and the codec no longer
- * calls the callbacks of this request (except that an HTTP/1 codec then goes on with the next request).
+ * (which always ends). After the end (the codec then calls DownstreamStreamCallbacks.onResponseComplete()),
+ * or after reset(), no encode call follows and the codec no longer calls the callbacks of this request
+ * (except that an HTTP/1 codec then goes on with the next request on the same ActiveStream).
  */
 export interface DownstreamStream {
   readonly protocol: HttpProtocol;
@@ -157,6 +160,13 @@ export interface DownstreamStreamCallbacks {
   onDownstreamReset(flag: string): void;
   /** The downstream can take more response bytes again (after encodeData returned false). */
   onDownstreamDrain(): void;
+  /**
+   * The codec wrote the end of the response (the encode call with endStream, or encodeTrailers) and calls
+   * this before that encode call returns: the ActiveStream finishes the request (router clean-up, stats,
+   * access log with the final byte counts). Not called after reset(). An HTTP/1 codec goes on with the
+   * next (pipelined) request only after this returned, since it reuses the ActiveStream.
+   */
+  onResponseComplete(): void;
   /**
    * No byte of the request body or the response moved for limits.streamIdleTimeoutMs (the codec's sweep
    * watches bytesReceived + bytesSent): 408 before the response started, otherwise reset; flag SI.
