@@ -32,7 +32,7 @@ import { mtlsModeOf, mtlsSource } from './mtls-settings';
 import { PeriodicTask } from './periodic-task';
 import { createRegistry, mergeInstances, type LocalRegistration, type RegistryBackend } from './registry/index';
 import { bindTcp, bindUdp, type OwnedSocket } from './sockets';
-import { isProxiedProtocol } from './port-protocols';
+import { isHttp1Protocol } from './port-protocols';
 import { endStaleChildren, recordChildren } from './stale-children';
 import { StatusMachine } from './status';
 import { ChildSupervisor, type ComponentName } from './supervisor';
@@ -394,8 +394,8 @@ export class MeshAgent {
           service: service.name,
           host: '127.0.0.1',
           port: targetPort,
-          // the HTTP path is probed on HTTP ports only; a dubbo or tcp port is checked by connecting
-          path: isProxiedProtocol(protocol) ? service.healthCheck?.path : undefined,
+          // the HTTP path is probed (HTTP/1.1 GET) on http ports only; a grpc, http2, dubbo or tcp port is checked by connecting
+          path: isHttp1Protocol(protocol) ? service.healthCheck?.path : undefined,
           intervalMs: hc.intervalMs,
           timeoutMs: hc.timeoutMs,
           healthyThreshold: hc.healthyThreshold,
@@ -418,7 +418,8 @@ export class MeshAgent {
     return {
       service,
       namespace: this.config.node.namespace,
-      instance: { id, address: this.nodeIp, port, healthy, weight: 1, metadata: { node: nodeIdOf(this.config, this.spec, this.nodeIp), ...this.identityMetadata(service) } },
+      // metadata.protocol: peers' proxies speak HTTP/2 to an http2/grpc port (their cluster's protocol)
+      instance: { id, address: this.nodeIp, port, healthy, weight: 1, metadata: { node: nodeIdOf(this.config, this.spec, this.nodeIp), protocol: spec?.ports.find((p) => p.targetPort === port)?.protocol ?? 'http', ...this.identityMetadata(service) } },
     };
   }
 

@@ -4,7 +4,7 @@ import type { Cluster, DnsConfig, ProxyBootstrapInput, GlobalMeshConfig, ProxyBo
 import type { MeshModel } from './mesh-model';
 import { localServiceName } from './mesh-model';
 import { mtlsModeOf, mtlsSource, outboundSni, rbacPoliciesOf, secretOf } from './mtls-settings';
-import { isProxiedProtocol } from './port-protocols';
+import { clusterProtocolOf, isHttp1Protocol, isProxiedProtocol } from './port-protocols';
 
 /** Naming scheme of the source document: in#PORT#SERVICE and out#PORT#SERVICE. */
 export function inboundClusterName(port: number, service: string): string {
@@ -110,6 +110,7 @@ function outboundCluster(model: MeshModel, service: RegistryService, port: numbe
   const tls = mtlsSource(model.agent) ? { tls: { secret: localServiceName(model.agent, model.spec), sni: outboundSni(port, service) } } : {};
   return {
     name: outboundClusterName(port, service),
+    protocol: upstreamProtocol(service.instances.filter((i) => instancePorts.includes(i.port))),
     lbPolicy: policy.loadBalancing.policy,
     ...(policy.loadBalancing.hashHeader ? { hashHeader: policy.loadBalancing.hashHeader } : {}),
     connectTimeoutMs: policy.timeouts.connectMs,
@@ -119,6 +120,15 @@ function outboundCluster(model: MeshModel, service: RegistryService, port: numbe
     panicThresholdPercent: policy.panicThresholdPercent,
     ...tls,
   };
+}
+
+/**
+ * HTTP/2 to a cluster whose instances registered `metadata.protocol` http2 or grpc (the agent
+ * registers it from spec.yaml), every one of them: an HTTP/1-only instance would refuse h2c.
+ */
+function upstreamProtocol(instances: RegistryService['instances']): Cluster['protocol'] {
+  const http2 = instances.length > 0 && instances.every((i) => clusterProtocolOf(i.metadata.protocol) === 'http2');
+  return http2 ? 'http2' : 'http1';
 }
 
 /** An endpoint's id, and with mTLS on the SPIFFE ID its agent registered (the proxy checks the peer presents exactly it). */
@@ -167,16 +177,19 @@ export function buildProxyBootstrap(model: MeshModel, version: string): ProxyBoo
   for (const service of spec.spec.services) {
     const policy = policyFor(global, service.name);
     // a non-HTTP port gets no inbound cluster: it is not captured (port-protocols.ts)
-    for (const { targetPort } of service.ports.filter((p) => isProxiedProtocol(p.protocol))) {
+    for (const { targetPort, protocol } of service.ports.filter((p) => isProxiedProtocol(p.protocol))) {
       const name = inboundClusterName(targetPort, service.name);
       inbound.push({ port: targetPort, cluster: name, ...inboundSecurity(model, service.name) });
       clusters.push({
         name,
+        // an http2/grpc port is reached over HTTP/2 (h2c to the local app)
+        protocol: clusterProtocolOf(protocol),
         lbPolicy: 'round_robin',
         connectTimeoutMs: policy.timeouts.connectMs,
         endpoints: [{ address: model.appHost, port: targetPort, weight: 1, healthy: true, metadata: { id: model.nodeId } }],
         circuitBreakers: policy.circuitBreakers,
-        ...(service.healthCheck ? { healthCheck: { ...policy.healthCheck, path: service.healthCheck.path } } : {}),
+        // healthCheck.path is an HTTP/1.1 GET: probed on http ports only (the agent TCP-checks the others)
+        ...(service.healthCheck && isHttp1Protocol(protocol) ? { healthCheck: { ...policy.healthCheck, path: service.healthCheck.path } } : {}),
         panicThresholdPercent: policy.panicThresholdPercent,
       });
     }

@@ -144,6 +144,43 @@ describe('buildProxyBootstrap', () => {
     expect(captureRulesConfig(m).inboundPorts).toEqual([8089]);
   });
 
+  it('issue 14: an http2 or grpc port of spec.yaml is captured inbound with an HTTP/2 cluster (no HTTP/1 path probe); http stays http1', () => {
+    const m = model();
+    m.spec = parseConfig(servicesSpecSchema, {
+      spec: { services: [{ name: 'user', ports: [{ targetPort: 8089 }, { targetPort: 50051, protocol: 'grpc' }, { targetPort: 8443, protocol: 'http2' }, { targetPort: 20880, protocol: 'dubbo' }], healthCheck: { path: '/health' } }] },
+    });
+    const b = parseConfig(proxyBootstrapSchema, buildProxyBootstrap(m, '1'));
+    expect(b.inbound.map((i) => i.port)).toEqual([8089, 50051, 8443]);
+    expect(captureRulesConfig(m).inboundPorts).toEqual([8089, 50051, 8443]);
+    const inbound = Object.fromEntries(b.clusters.filter((c) => c.name.startsWith('in#')).map((c) => [c.name, c]));
+    expect(Object.keys(inbound)).toEqual(['in#8089#user', 'in#50051#user', 'in#8443#user']);
+    expect(inbound['in#8089#user']).toMatchObject({ protocol: 'http1', healthCheck: { path: '/health' } });
+    expect(inbound['in#50051#user'].protocol).toBe('http2');
+    expect(inbound['in#8443#user'].protocol).toBe('http2');
+    // healthCheck.path is an HTTP/1.1 GET: a gRPC server would answer it with a protocol error
+    expect(inbound['in#50051#user'].healthCheck).toBeUndefined();
+  });
+
+  it('issue 14: an outbound cluster is http2 when every instance registered metadata.protocol grpc/http2, http1 otherwise', () => {
+    const inst = (id: string, port: number, protocol?: string) => ({ id, address: '198.18.0.3', port, healthy: true, weight: 1, metadata: (protocol ? { protocol } : {}) as Record<string, string> });
+    const b = parseConfig(proxyBootstrapSchema, buildProxyBootstrap(model({
+      registry: {
+        services: [
+          { name: 'inventory', namespace: 'default', instances: [inst('i1', 50051, 'grpc'), inst('i2', 50051, 'http2')] },
+          { name: 'mixed', namespace: 'default', instances: [inst('m1', 8080, 'grpc'), inst('m2', 8080)] },
+          { name: 'order', namespace: 'default', instances: [inst('o1', 8080, 'http')] },
+          { name: 'empty', namespace: 'default', instances: [] },
+        ],
+      },
+    }), '1'));
+    const protocolOf = (name: string) => b.clusters.find((c) => c.name === name)!.protocol;
+    expect(protocolOf('out#50051#inventory')).toBe('http2');
+    // one instance of unknown protocol (registered by hand, or an older agent): HTTP/1.1, which every HTTP server speaks
+    expect(protocolOf('out#8080#mixed')).toBe('http1');
+    expect(protocolOf('out#8080#order')).toBe('http1');
+    expect(protocolOf('out#80#empty')).toBe('http1');
+  });
+
   it('tells the proxy exactly the outbound destinations the capture DNATs to it (outboundCidrs): the rest of its listener is refused', () => {
     const m = model();
     m.agent = parseConfig(agentConfigSchema, { node: { ip: '198.18.0.2' }, mesh: { vip: '240.240.0.9' }, iptables: { includeOutboundCidrs: ['198.19.0.0/16'] } });

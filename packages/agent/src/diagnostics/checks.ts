@@ -9,7 +9,7 @@ import { queryA, systemNameserver } from './dns-wire.js';
 import { parseIptablesSave, serviceOfCluster, matchVirtualHost, type NatRule } from './envoy-formats.js';
 import type { LocalPort, SidecarSnapshot } from './sidecar.js';
 import { describeRoute, firstHostOf, routeFix, routeGet } from './vip-route.js';
-import { isProxiedProtocol, notCapturedReason } from '../port-protocols.js';
+import { isHttp1Protocol, isProxiedProtocol, notCapturedReason } from '../port-protocols.js';
 import { formatDifference, SpawnExecutor, verifyRules, type RuleDifference } from '@mesh-agent/iptables-rules';
 import { agentConfigSchema, ConfigError, formatConfigIssue, loadConfigFile, servicesSpecSchema } from '@mesh-agent/shared-config';
 
@@ -320,7 +320,7 @@ export function checkInboundCapture(ctx: CheckContext): CheckResult {
   if (nat.error) return { hop, status: 'WARN', evidence: `cannot read the rules: ${nat.error}`, fix: 'run mesh-agent doctor as root' };
   const excluded = new Set<number>((snap.agent.configJson?.iptables?.excludeInboundPorts ?? []).map(Number));
   const captured = snap.localServices.flatMap((svc) => svc.ports.filter((p) => isHttpPort(p) && !excluded.has(p.port)).map((p) => ({ ...p, service: svc.name })));
-  // spec.yaml's non-HTTP ports are left to the application on purpose (the proxy speaks HTTP only): named, not a fault
+  // spec.yaml's non-HTTP ports (not http, http2 or grpc) are left to the application on purpose: named, not a fault
   const uncaptured = snap.localServices.flatMap((svc) => svc.ports.filter((p) => !isHttpPort(p)).map((p) => notCapturedReason(svc.name, p.port, p.protocol)));
   const notCaptured = uncaptured.length ? `; ${uncaptured.join('; ')}` : '';
   if (!captured.length) return { hop, status: 'OK', evidence: `no port captured inbound${notCaptured}` };
@@ -346,9 +346,9 @@ export async function checkLocalApp({ snap }: CheckContext): Promise<CheckResult
   const results: string[] = [];
   let failed = false;
   for (const svc of snap.localServices) {
-    const http = svc.ports.find(isHttpPort);
+    const http = svc.ports.find((p) => isHttp1Protocol(p.protocol));
     if (!http) {
-      // a service without an HTTP port (dubbo, tcp): the agent's own check is a TCP connect too
+      // a service without an HTTP/1 port (grpc, http2, dubbo, tcp): the agent's own check is a TCP connect too
       const port = svc.ports[0].port;
       const refused = await tcpConnect('127.0.0.1', port);
       if (refused) failed = true;

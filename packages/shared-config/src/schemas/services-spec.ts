@@ -4,9 +4,10 @@ import { healthCheckPath, serviceName, servicePort } from './common';
 /** TSF's `spec.yaml`: the services the local application offers (reference: tsf-mesh-notes.md). */
 
 /**
- * What a port speaks: TSF's `http` and `dubbo`, and Istio's protocol names. Only `http` (HTTP/1.x)
- * is captured and proxied; every other port is left out of the inbound capture (the proxy speaks
- * HTTP/1.1 only until the TCP proxy exists), and the agent's /health and doctor say so.
+ * What a port speaks: TSF's `http` and `dubbo`, and Istio's protocol names. `http` (HTTP/1.x),
+ * `http2` and `grpc` (HTTP/2, spoken to the application in h2c) are captured and proxied; every
+ * other port is left out of the inbound capture (until the TCP proxy exists), and the agent's
+ * /health and doctor say so.
  */
 export const SERVICE_PROTOCOLS = ['http', 'http2', 'https', 'grpc', 'tcp', 'tls', 'dubbo', 'redis', 'mysql', 'mongo'] as const;
 
@@ -15,12 +16,12 @@ export const servicePortSchema = z.strictObject({
   protocol: z
     .enum(SERVICE_PROTOCOLS, { error: `expected one of ${SERVICE_PROTOCOLS.join(', ')}` })
     .default('http')
-    .describe('What the port speaks; only `http` is captured and proxied, any other port is reached directly (not captured inbound)'),
+    .describe('What the port speaks; `http`, `http2` and `grpc` (HTTP/2 to the app) are captured and proxied, any other port is reached directly (not captured inbound)'),
 });
 
 export const serviceSpecSchema = z.strictObject({
   name: serviceName.describe('Service name other services call'),
-  ports: z.array(servicePortSchema).min(1, { error: 'a service needs at least one port' }).describe('Ports of the service; each `http` port is captured inbound'),
+  ports: z.array(servicePortSchema).min(1, { error: 'a service needs at least one port' }).describe('Ports of the service; each `http`, `http2` and `grpc` port is captured inbound'),
   healthCheck: z
     .strictObject({
       path: healthCheckPath
