@@ -20,6 +20,10 @@ export interface Sidecar { role: Role; ns: string; dir: string; configFile: stri
 export interface SidecarOptions {
   /** Extra top-level sections appended to agent.yaml (YAML lines), e.g. an `mtls:` block. */
   extraConfig?: string[];
+  /** More services of spec.yaml beside the host's own, e.g. a gRPC service on another port (no health check path: TCP-checked). */
+  extraServices?: Array<{ name: string; ports: Array<{ targetPort: number; protocol: string }> }>;
+  /** The proxy's drain time on hot restart (default 2 s); long-lived streams need more to finish on the old epoch. */
+  drainTimeMs?: number;
 }
 
 export function writeSidecarConfig(world: World, role: Role, opts: SidecarOptions = {}): { dir: string; configFile: string } {
@@ -40,6 +44,11 @@ export function writeSidecarConfig(world: World, role: Role, opts: SidecarOption
     '          protocol: http',
     '      healthCheck:',
     '        path: /health',
+    ...(opts.extraServices ?? []).flatMap((extra) => [
+      `    - name: ${extra.name}`,
+      '      ports:',
+      ...extra.ports.flatMap((p) => [`        - targetPort: ${p.targetPort}`, `          protocol: ${p.protocol}`]),
+    ]),
     '',
   ].join('\n'));
   // Test timings: probes every second and short ejections, so a fault and its repair show within
@@ -61,7 +70,7 @@ export function writeSidecarConfig(world: World, role: Role, opts: SidecarOption
     'proxy:',
     `  uid: ${PROXY_USER.uid}`,
     `  gid: ${PROXY_USER.gid}`,
-    '  drainTimeMs: 2000',
+    `  drainTimeMs: ${opts.drainTimeMs ?? 2000}`,
     'mesh:',
     `  globalConfigFile: ${globalFile}`,
     'meshDns:',

@@ -16,10 +16,10 @@ function has(tool: string): boolean {
 }
 
 /** Synchronous so that `describe.skipIf` can use it at collection time. */
-export function preflight(): Preflight {
+export function preflight(extraTools: readonly string[] = []): Preflight {
   if (process.platform !== 'linux') return { ok: false, reason: 'needs Linux network namespaces' };
   if (process.getuid?.() !== 0) return { ok: false, reason: 'needs root (ip netns add, iptables); run as root, e.g. sudo pnpm --filter @mesh-agent/e2e test' };
-  const missing = REQUIRED_TOOLS.filter((tool) => !has(tool));
+  const missing = [...REQUIRED_TOOLS, ...extraTools].filter((tool) => !has(tool));
   if (missing.length) return { ok: false, reason: `missing tools: ${missing.join(', ')}; install them with: sudo bash scripts/install-test-deps.sh` };
   const probe = `mae2e-probe-${process.pid}`;
   try {
