@@ -12,6 +12,9 @@ export interface UpstreamTlsSettings { readonly secret: string; readonly sni: st
 
 export interface SecretLookup { get(name: string): LoadedSecret | undefined }
 
+/** What the trace header says about a plaintext upstream connection. */
+export const PLAINTEXT_TRANSPORT = 'plaintext';
+
 /** ALPN offered to peer sidecars of an HTTP/1.1 cluster. */
 export const UPSTREAM_ALPN = ['http/1.1'];
 /** ALPN offered to the peers of an HTTP/2 cluster: h2 only (the pool speaks nothing else on those connections). */

@@ -8,8 +8,7 @@ import type tls from 'node:tls';
 import type { Cluster } from '../cluster/cluster';
 import type { Host } from '../cluster/host';
 import type { Counter } from '../stats/store';
-import { connectUpstreamTls, countHandshake, describeTls, transportFailureReason, UPSTREAM_ALPN_H2, type SecretLookup, type UpstreamTlsSettings } from '../tls/upstream-tls';
-import { PLAINTEXT_TRANSPORT } from './pool';
+import { connectUpstreamTls, countHandshake, describeTls, PLAINTEXT_TRANSPORT, transportFailureReason, UPSTREAM_ALPN_H2, type SecretLookup, type UpstreamTlsSettings } from '../tls/upstream-tls';
 
 /** Streams a session takes before the peer's SETTINGS say how many it allows (nghttp2's initial value). */
 export const INITIAL_STREAM_CAPACITY = 100;

@@ -10,7 +10,7 @@ import { BodyFramer } from '../http/body-framer';
 import { HttpParseError } from '../http/head-parser';
 import { reasonPhrase } from '../http/hop-by-hop';
 import type { ForwardedRequest, StreamResponseHead, UpstreamCallbacks, UpstreamCodec } from '../http/codec/types';
-import { PLAINTEXT_TRANSPORT } from './pool';
+import { PLAINTEXT_TRANSPORT } from '../tls/upstream-tls';
 import type { Http2Pool, Http2PoolWaiter, Http2UpstreamSession } from './http2-pool';
 
 const { NGHTTP2_CANCEL, NGHTTP2_REFUSED_STREAM, NGHTTP2_NO_ERROR, NGHTTP2_FLAG_END_STREAM } = http2.constants;

@@ -2,7 +2,8 @@ import net from 'node:net';
 import type tls from 'node:tls';
 import type { Cluster } from '../cluster/cluster';
 import type { Host } from '../cluster/host';
-import { connectUpstreamTls, countHandshake, describeTls, transportFailureReason, type SecretLookup, type UpstreamTlsSettings } from '../tls/upstream-tls';
+import { connectUpstreamTls, countHandshake, describeTls, PLAINTEXT_TRANSPORT, transportFailureReason, type SecretLookup, type UpstreamTlsSettings } from '../tls/upstream-tls';
+import { Http2Pool } from './http2-pool';
 
 /** Whoever currently uses an upstream connection receives its events. */
 export interface UpstreamOwner {
@@ -24,8 +25,7 @@ export interface PendingRequest {
   readonly release: () => void;
 }
 
-/** What the trace header says about a plaintext upstream connection. */
-export const PLAINTEXT_TRANSPORT = 'plaintext';
+export { PLAINTEXT_TRANSPORT };
 
 /** One TCP (or mTLS, `tls` set) connection to an upstream host, reused across requests (keep-alive). */
 export class UpstreamConnection {
@@ -93,13 +93,19 @@ export class UpstreamPool {
   private readonly idle = new Map<Host, UpstreamConnection[]>();
   private readonly pending = new Map<Cluster, PendingRequest[]>();
   private readonly sweeper: NodeJS.Timeout;
-  /** The proxy's secrets: mTLS connections take the cluster's secret from here when they open. */
-  secrets: SecretLookup | undefined;
+  private secretLookup: SecretLookup | undefined;
+  /** The HTTP/2 sessions of `protocol: http2` clusters (issue 14): same idle timeout, secrets and host removals. */
+  readonly http2: Http2Pool;
 
   constructor(private readonly idleTimeoutMs = 60_000) {
     this.sweeper = setInterval(() => this.sweep(), Math.min(5000, idleTimeoutMs));
     this.sweeper.unref();
+    this.http2 = new Http2Pool(idleTimeoutMs);
   }
+
+  /** The proxy's secrets: mTLS connections (HTTP/1 and HTTP/2) take the cluster's secret from here when they open. */
+  get secrets(): SecretLookup | undefined { return this.secretLookup; }
+  set secrets(s: SecretLookup | undefined) { this.secretLookup = s; this.http2.secrets = s; }
 
   /**
    * An idle connection to `host`, or a new one. Returns undefined when the
@@ -135,7 +141,7 @@ export class UpstreamPool {
   private open(cluster: Cluster, host: Host, owner: UpstreamOwner): UpstreamConnection {
     // Istio's auto mTLS: TLS to an endpoint with a registered identity when the cluster originates it
     const tlsSettings = host.identity === undefined ? undefined : cluster.upstreamTls;
-    const socket = tlsSettings ? connectUpstreamTls(host, tlsSettings, this.secrets) : net.connect({ host: host.address, port: host.port });
+    const socket = tlsSettings ? connectUpstreamTls(host, tlsSettings, this.secretLookup) : net.connect({ host: host.address, port: host.port });
     socket.setTimeout(cluster.connectTimeoutMs);
     const conn = new UpstreamConnection(socket, host, cluster, this, tlsSettings);
     conn.owner = owner;
@@ -145,6 +151,8 @@ export class UpstreamPool {
     host.stats.rq_active++;
     cluster.stats.upstream_cx_total.inc();
     cluster.stats.upstream_cx_active.inc();
+    // Envoy's per-protocol count beside upstream_cx_http2_total (http2-pool.ts); once per connection, not per request
+    cluster.statsStore.counter('cluster.', cluster.name, 'upstream_cx_http1_total').inc();
     return conn;
   }
 
@@ -239,8 +247,9 @@ export class UpstreamPool {
     if (this.pending.size > 0) this.dispatch(conn.cluster);
   }
 
-  /** Closes idle connections of hosts that left their cluster. */
+  /** Closes idle connections of hosts that left their cluster (HTTP/2 sessions once their last stream ends). */
   closeHosts(hosts: Host[]): void {
+    this.http2.closeHosts(hosts);
     for (const h of hosts) {
       const list = this.idle.get(h);
       if (!list) continue;
@@ -263,6 +272,7 @@ export class UpstreamPool {
   }
 
   close(): void {
+    this.http2.close();
     clearInterval(this.sweeper);
     for (const list of this.idle.values()) for (const c of list) c.socket.destroy();
     this.idle.clear();
