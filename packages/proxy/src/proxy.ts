@@ -5,7 +5,8 @@ import { Cluster } from './cluster/cluster';
 import type { Host } from './cluster/host';
 import type { ClusterConfig, ProxyBootstrap } from './config/types';
 import { classifyConnection, outboundDestinationList, stripV4Mapped, type ConnectionOrigin } from './http/connection-origin';
-import { DownstreamConnection, DRAIN_IDLE_GRACE_MS } from './http/downstream-connection';
+import { Http1ServerCodec } from './http/codec/http1-server-codec';
+import type { DownstreamConnectionHandle } from './http/codec/types';
 import type { RequestHead } from './http/head-parser';
 import { CompiledRbac } from './http/rbac';
 import { LogLimiter } from './observability/log-limiter';
@@ -78,7 +79,8 @@ export class MeshProxy {
   lastUpdated = new Date();
 
   private readonly clusters = new Map<string, Cluster>();
-  private readonly connections = new Set<DownstreamConnection>();
+  /** Downstream connections by codec (HTTP/1: Http1ServerCodec); swept, drained and cut through DownstreamConnectionHandle. */
+  private readonly connections = new Set<DownstreamConnectionHandle>();
   private readonly upgraded = new Set<net.Socket>();
   private readonly upgrades = new UpgradeForwarder();
   private server: net.Server | undefined;
@@ -359,9 +361,9 @@ export class MeshProxy {
     const rt = this.runtime;
     rt.http.downstream_cx_total.inc();
     rt.http.downstream_cx_active.inc();
-    let conn: DownstreamConnection;
+    let conn: DownstreamConnectionHandle;
     try {
-      conn = new DownstreamConnection(socket, rt, (c) => {
+      conn = new Http1ServerCodec(socket, rt, (c) => {
         this.connections.delete(c);
         rt.listenerStats.downstream_cx_active.dec();
         rt.http.downstream_cx_active.dec();
@@ -405,7 +407,7 @@ export class MeshProxy {
     // Idle connections that served a request go once idle for DRAIN_IDLE_GRACE_MS (the sweep), busy ones
     // after their next response, never-used ones after their first (or at the deadline).
     const now = Date.now();
-    for (const c of this.connections) if (c.idle && c.responsesServed > 0 && now - c.lastActivity >= DRAIN_IDLE_GRACE_MS) c.socket.end();
+    for (const c of this.connections) c.startDrain(now);
     const deadline = Date.now() + drainTimeMs;
     while (this.connections.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
     // The drain time is up: what is still open is cut (Envoy's drain manager does the same).

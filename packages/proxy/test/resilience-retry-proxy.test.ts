@@ -3,7 +3,7 @@ import { deadPort, waitFor } from './resilience-upstreams';
 import { admin, CLUSTER, closeProxies, closeUpstreams, endpointsOf, flagsOf, startProxy, stat, upstream, viaProxy } from './support/resilience-proxy';
 
 // Retries, per-try timeouts and the retry breaker through the real proxy (RequestRetryState in
-// DownstreamConnection), real upstreams on loopback: a resetting one, dead ports, a hanging one.
+// RouterFilter), real upstreams on loopback: a resetting one, dead ports, a hanging one.
 afterEach(closeProxies);
 afterAll(closeUpstreams);
 

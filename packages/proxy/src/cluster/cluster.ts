@@ -6,7 +6,7 @@ import { DEFAULT_PANIC_THRESHOLD_PERCENT, HealthyHostSelector } from '../resilie
 
 /**
  * Hook points for the resilience modules (issue 6). The data plane calls these
- * where noted in src/http/downstream-connection.ts; each slot is optional.
+ * where noted in src/router/router-filter.ts; each slot is optional.
  */
 export interface CircuitBreakersSlot {
   /** Called before a request is sent; false => 503 with flag UO, `upstream_rq_pending_overflow`. */

@@ -3,7 +3,7 @@ import type { ClusterStatScope } from './types';
 
 /**
  * The retry decision of one request for a callback-driven data plane (the
- * proxy's DownstreamConnection): after each failed try it says whether to try
+ * proxy's RouterFilter, src/router/router-filter.ts): after each failed try it says whether to try
  * again, after how long, and which flag to set when not (Envoy's router
  * retry state).
  */

@@ -1,0 +1,445 @@
+import { randomUUID } from 'node:crypto';
+import { performance } from 'node:perf_hooks';
+import type { Cluster } from '../../cluster/cluster';
+import type { CompiledRoute } from '../../routing/router';
+import type { ConfigSnapshot, ProxyRuntime } from '../../runtime';
+import { IMMEDIATE_HC_FAIL_HEADER } from '../../resilience/health-checker';
+import { withAttemptCountHeader } from '../../resilience/retry-state';
+import { RouterFilter } from '../../router/router-filter';
+import type { DownstreamStream, DownstreamStreamCallbacks, ExtraHeaders, ForwardedRequest, StreamRequestHead, StreamResponseHead } from '../codec/types';
+import type { RequestHead } from '../head-parser';
+import { isHopByHop, reasonPhrase } from '../hop-by-hop';
+import { RBAC_DENIED_BODY, type CompiledRbac } from '../rbac';
+import { addFlag, ResponseFlag } from '../response-flags';
+
+const BLACKHOLE_BODY = 'refused by the mesh listener: it serves captured traffic and explicit-proxy requests from this host only (BlackHoleCluster)\n';
+const NO_HEADERS: string[] = [];
+
+/** Request header `mesh-agent trace` sends (value `1`); removed before the upstream. */
+export const DEBUG_UPSTREAM_HEADER = 'x-mesh-debug-upstream';
+
+/**
+ * Envoy's ActiveStream and filter manager: one request's life, whatever the protocol.
+ *   origin (refused -> BlackHoleCluster) -> target/authority -> RBAC filter -> route (direct response) ->
+ *   cluster -> the proxy's own health-check short-circuit -> request id and forwarding headers ->
+ *   RouterFilter (breakers, host, tries, retries, timeouts, relay) -> downstream stats and access log.
+ * Local replies are made here (sendLocalReply). The HTTP/1 codec reuses one ActiveStream for all the
+ * requests of its connection (reset per request, no allocation); the HTTP/2 codec makes one per stream.
+ */
+export class ActiveStream implements DownstreamStreamCallbacks, ForwardedRequest {
+  readonly router: RouterFilter;
+  /** the request's head (undefined between requests) */
+  head!: StreamRequestHead;
+  private req: RequestHead | undefined;
+  path = '';
+  authority: string | undefined;
+  readonly scheme: 'http' | 'https';
+  /** no request in flight: finished (logged) or not started */
+  finished = true;
+  /** a response head went out (local or relayed): the request can no longer be answered with a status */
+  responseStarted = false;
+  /** `x-mesh-debug-upstream: 1` was sent: the response says how the upstream was reached */
+  debugUpstream = false;
+  private snapshot: ConfigSnapshot | undefined;
+  private cluster: Cluster | undefined;
+  private flags = '';
+  private status = 0;
+  private startMs = 0;
+  private startEpoch = 0;
+  private requestId: string | undefined;
+  private forwardedFor: string | undefined;
+  /** Envoy's %RESPONSE_CODE_DETAILS% where this proxy sets one (RBAC denials). */
+  private responseCodeDetails: string | undefined;
+  /** the forwarded HTTP/1.1 head without the attempt count, built once per request */
+  private upstreamHead = '';
+  private headers: { names: string[]; values: string[] } | undefined;
+
+  constructor(private readonly rt: ProxyRuntime, readonly stream: DownstreamStream) {
+    this.scheme = stream.transport.tls ? 'https' : 'http';
+    this.router = new RouterFilter(rt, this);
+  }
+
+  get attempt(): number { return this.router.retry?.attempt ?? 0; }
+
+  h1Head(): string {
+    const retry = this.router.retry;
+    return retry ? withAttemptCountHeader(this.upstreamHead, retry.attempt) : this.upstreamHead;
+  }
+
+  headerList(): { readonly names: readonly string[]; readonly values: readonly string[] } {
+    return this.headers ??= this.buildHeaderList();
+  }
+
+  addFlag(flag: string): void { this.flags = addFlag(this.flags, flag); }
+
+  private begin(): void {
+    this.finished = false;
+    this.responseStarted = false;
+    this.snapshot = undefined; this.cluster = undefined;
+    this.flags = ''; this.status = 0; this.path = ''; this.authority = undefined;
+    this.requestId = undefined; this.forwardedFor = undefined; this.responseCodeDetails = undefined;
+    this.debugUpstream = false; this.upstreamHead = ''; this.headers = undefined;
+    this.startMs = performance.now();
+    this.startEpoch = Date.now();
+    this.rt.http.downstream_rq_total.inc();
+    this.rt.http.downstream_rq_active.inc();
+  }
+
+  onRequestHeaders(head: StreamRequestHead): void {
+    const rt = this.rt;
+    this.begin();
+    this.head = head;
+    this.req = head;
+    const origin = this.stream.origin;
+
+    // Neither captured nor from this host (item 4 of issue 12): Envoy's BlackHoleCluster, whatever the request.
+    if (origin.kind === 'refused') { this.refuse(head); return; }
+
+    // Request target: origin-form, or absolute-form from an explicit proxy client (curl -x).
+    let target = head.target;
+    let authority = head.host;
+    if (target.charCodeAt(0) !== 47 /* / */) {
+      const m = /^http:\/\/([^/?#]+)(.*)$/i.exec(target);
+      if (m) {
+        authority = m[1]; // checked by the head parser (absoluteFormAuthority)
+        target = m[2] || '/';
+      } else if (head.method === 'OPTIONS' && target === '*') {
+        // As Envoy: only a path reaches the router; the asterisk-form is answered here with 404 and no
+        // body (response code details absolute_path_rejected), the connection kept (docs/proxy-design.md).
+        rt.http.downstream_rq_non_relative_path.inc();
+        this.path = target;
+        this.authority = authority;
+        this.sendLocalReply(404, '', '');
+        return;
+      } else {
+        this.path = target;
+        this.authority = authority;
+        this.stream.closeAfterResponse();
+        this.sendLocalReply(head.method === 'CONNECT' ? 405 : 400, head.method === 'CONNECT' ? 'CONNECT is not supported\n' : 'unsupported request target\n', ResponseFlag.DownstreamProtocolError);
+        return;
+      }
+    }
+    this.path = target;
+    this.authority = authority;
+
+    const snap = rt.snapshot; // pinned for the whole request: updates never split a request
+    this.snapshot = snap;
+    const q = target.indexOf('?');
+    const pathOnly = q < 0 ? target : target.slice(0, q);
+
+    // 1. route
+    let clusterName: string | undefined;
+    let route: CompiledRoute | undefined;
+    const inbound = origin.kind === 'inbound' ? origin.cluster : undefined;
+    if (inbound !== undefined) {
+      // Envoy's RBAC filter runs before the router: a caller the port's policies do not allow never reaches the application
+      const rbac = origin.kind === 'inbound' ? snap.inboundPorts.get(origin.port)?.rbac : undefined;
+      if (rbac && !this.rbacAllows(rbac, head.method, pathOnly)) { this.sendLocalReply(403, RBAC_DENIED_BODY, ResponseFlag.RbacAccessDenied); return; }
+      clusterName = inbound;
+    } else {
+      const r = snap.routes.match(authority ?? '', pathOnly, head);
+      if (r.kind !== 'route') {
+        rt.http.no_route.inc();
+        this.sendLocalReply(404, `no route for host "${authority ?? ''}"${r.kind === 'no-route' ? ` and path "${pathOnly}" in virtual host "${r.virtualHost}"` : ''}\n`, ResponseFlag.NoRouteFound);
+        return;
+      }
+      route = r.route;
+      const direct = route.config.directResponse;
+      if (direct) {
+        this.sendLocalReply(direct.status, direct.body ?? '', '');
+        return;
+      }
+      clusterName = route.pickCluster();
+    }
+
+    // 2. cluster
+    const cluster = clusterName !== undefined ? snap.clusters.get(clusterName) : undefined;
+    if (!cluster) {
+      rt.http.no_cluster.inc();
+      this.sendLocalReply(503, `cluster not found: ${clusterName ?? '(none)'}\n`, ResponseFlag.NoClusterFound);
+      return;
+    }
+    this.cluster = cluster;
+
+    // The proxy's own health (issue 6): after /healthcheck/fail, or while draining, the local
+    // service's health-check path fails here so the registry and other proxies take this instance out.
+    if ((rt.healthCheckFailed || rt.draining) && (inbound !== undefined || cluster.name.startsWith('in#'))
+      && pathOnly === (cluster.config.healthCheck?.path ?? '/health')) {
+      this.sendLocalReply(503, rt.draining ? 'draining\n' : 'health check failed\n', '', [IMMEDIATE_HC_FAIL_HEADER, 'true']);
+      return;
+    }
+
+    // Request id and forwarding headers, built once (also reused for retries and a transparent re-send).
+    this.upstreamHead = this.buildUpstreamHead(head, target);
+
+    // Upgrade (WebSocket, HTTP/1 only): http-proxy-3 takes the socket from here.
+    if (head.upgrade !== undefined) {
+      const pick = cluster.pickHost({ hashKey: this.hashKey(cluster) });
+      if (!pick.host) { this.sendLocalReply(503, 'no healthy upstream\n', ResponseFlag.NoHealthyUpstream); return; }
+      rt.http.downstream_cx_upgrades_total.inc();
+      rt.http.downstream_rq_active.dec();
+      this.finished = true;
+      this.stream.handOverUpgrade(head, target, cluster, pick.host);
+      return;
+    }
+
+    // 3.-5. the router filter: breaker, host, try, retries, timeouts, relay.
+    this.router.start(head, cluster, route);
+  }
+
+  onRequestData(chunk: Buffer, end: boolean): void {
+    if (!this.finished) this.router.onRequestData(chunk, end);
+  }
+
+  onRequestTrailers(names: readonly string[], values: readonly string[]): void {
+    if (!this.finished) this.router.onRequestTrailers(names, values);
+  }
+
+  onDownstreamDrain(): void {
+    if (!this.finished) this.router.onDownstreamDrain();
+  }
+
+  onDownstreamReset(flag: string): void {
+    if (this.finished) return;
+    this.router.abortUpstream();
+    this.flags = addFlag(this.flags, flag);
+    this.finish();
+  }
+
+  onResponseComplete(): void {
+    if (!this.finished) this.finish();
+  }
+
+  /** Envoy's stream idle timeout: 408 before the response started, otherwise the stream is cut; flag SI. */
+  onStreamIdleTimeout(): void {
+    if (this.finished) return;
+    this.rt.http.downstream_rq_idle_timeout.inc();
+    this.router.abortUpstream();
+    this.stream.closeAfterResponse();
+    if (this.responseStarted) { this.resetStream(ResponseFlag.StreamIdleTimeout); return; }
+    this.sendLocalReply(408, 'stream timeout\n', ResponseFlag.StreamIdleTimeout);
+  }
+
+  /**
+   * A bug surfaced in a callback of this request: logged (with its stack); 500 when no response has
+   * started, otherwise the stream is cut. The process and every other request go on.
+   */
+  onInternalError(err: unknown, where: string): void {
+    this.rt.onInternalError(err, where);
+    try {
+      this.router.abortUpstream();
+      if (!this.finished && !this.responseStarted) {
+        this.stream.closeAfterResponse();
+        this.sendLocalReply(500, 'internal error\n', '');
+        return;
+      }
+    } catch { /* failing again: cut below */ }
+    if (!this.finished) { try { this.resetStream(ResponseFlag.DownstreamConnectionTermination); return; } catch { /* cut below */ } }
+    this.stream.reset('');
+  }
+
+  /** The downstream request body broke its framing (HTTP/1 chunked): 400 DPE, or the stream is cut after the head went out. */
+  onDownstreamProtocolError(message: string): void {
+    this.rt.http.downstream_cx_protocol_error.inc();
+    this.router.abortUpstream();
+    this.stream.closeAfterResponse();
+    if (this.finished) return;
+    if (!this.responseStarted) this.sendLocalReply(400, `${message}\n`, ResponseFlag.DownstreamProtocolError);
+    else this.resetStream(ResponseFlag.DownstreamProtocolError);
+  }
+
+  /** The response cannot be completed: the request is finished with `flag`, then the stream is reset. */
+  resetStream(flag: string): void {
+    this.flags = addFlag(this.flags, flag);
+    this.stream.closeAfterResponse();
+    if (!this.finished) this.finish();
+    this.stream.reset(flag);
+  }
+
+  /** A response head relayed by the router. */
+  encodeResponseHeaders(res: StreamResponseHead, extra: ExtraHeaders, firstBody: Buffer | undefined, endStream: boolean): void {
+    this.status = res.status;
+    this.responseStarted = true;
+    this.stream.encodeHeaders(res, extra, firstBody, endStream);
+  }
+
+  /**
+   * A reply made by the proxy itself. `extra`: more header pairs (lower-case names). As Envoy's local replies:
+   * `content-type: text/plain` only with a body, `server: envoy`.
+   */
+  sendLocalReply(status: number, body: string, flag: string, extra?: readonly string[]): void {
+    this.router.abortUpstream();
+    this.flags = addFlag(this.flags, flag);
+    this.status = status;
+    const bodyBuf = Buffer.from(body);
+    const pairs = ['content-length', String(bodyBuf.length)];
+    if (bodyBuf.length > 0) pairs.push('content-type', 'text/plain');
+    pairs.push('server', 'envoy');
+    if (extra) pairs.push(...extra);
+    const head: StreamResponseHead = {
+      status, reason: reasonPhrase(status), names: NO_HEADERS, lower: NO_HEADERS, values: NO_HEADERS,
+      bodyKind: bodyBuf.length > 0 ? 'length' : 'none', contentLength: bodyBuf.length, close: false, connectionTokens: undefined, local: true,
+    };
+    this.responseStarted = true;
+    // the codec calls onResponseComplete() (and an HTTP/1 codec may then start the next request on this object)
+    this.stream.encodeHeaders(head, pairs, bodyBuf.length > 0 ? bodyBuf : undefined, true);
+  }
+
+  /** A reply before any request head was complete (headers timeout, malformed head): counted and logged as a request. */
+  replyWithoutRequest(status: number, body: string, flag: string): void {
+    this.begin();
+    this.req = undefined;
+    this.stream.closeAfterResponse();
+    this.sendLocalReply(status, body, flag);
+  }
+
+  private rbacAllows(rbac: CompiledRbac, method: string, path: string): boolean {
+    const principal = this.stream.transport.peerIdentity;
+    if (rbac.check({ principal, method, path }).allowed) return true;
+    this.responseCodeDetails = 'rbac_access_denied_matched_policy[none]';
+    this.rt.onRbacDenied({ port: rbac.port, principal, method, path, peer: this.stream.peer });
+    return false;
+  }
+
+  /** Envoy's BlackHoleCluster: 502 with flag NR, counted on the cluster, logged; the connection closes after it. */
+  private refuse(head: RequestHead): void {
+    const blackhole = this.rt.blackhole;
+    this.path = head.target;
+    this.authority = head.host;
+    this.cluster = blackhole;
+    blackhole.stats.upstream_rq_total.inc();
+    blackhole.stats.upstream_rq_active.inc();
+    this.stream.closeAfterResponse();
+    this.sendLocalReply(502, BLACKHOLE_BODY, ResponseFlag.NoRouteFound);
+  }
+
+  hashKey(cluster: Cluster): string | undefined {
+    const name = cluster.hashHeader;
+    const head = this.req;
+    if (name === undefined || head === undefined) return undefined;
+    for (let i = 0; i < head.lower.length; i++) if (head.lower[i] === name) return head.values[i];
+    return undefined;
+  }
+
+  private buildUpstreamHead(head: RequestHead, target: string): string {
+    let out = `${head.method} ${target} HTTP/1.1\r\n`;
+    // RFC 9112 3.2.2: a proxy receiving the absolute-form replaces Host with the target's authority,
+    // so the upstream sees the name the request was routed by.
+    const absoluteForm = head.target.charCodeAt(0) !== 47;
+    const inbound = this.stream.origin.kind === 'inbound';
+    let xff: string | undefined;
+    let xfp = false;
+    let hostSeen = false;
+    const tokens = head.connectionTokens;
+    for (let i = 0; i < head.names.length; i++) {
+      const n = head.lower[i]!;
+      if (n === 'transfer-encoding') { out += `${head.names[i]!}: ${head.values[i]!}\r\n`; continue; } // chunked framing passes through as is
+      if (n === DEBUG_UPSTREAM_HEADER) { this.debugUpstream = head.values[i] === '1'; continue; } // mesh-agent trace asks; the upstream never sees it
+      if (isHopByHop(n, tokens)) continue;
+      // Envoy's SANITIZE_SET on inbound: only this proxy vouches for the caller's certificate
+      if (n === 'x-forwarded-client-cert' && inbound) continue;
+      if (n === 'x-forwarded-for') { xff = xff === undefined ? head.values[i] : `${xff}, ${head.values[i]!}`; continue; }
+      if (n === 'x-request-id') this.requestId = head.values[i];
+      else if (n === 'x-forwarded-proto') xfp = true;
+      else if (n === 'host') { if (absoluteForm) continue; hostSeen = true; }
+      out += `${head.names[i]!}: ${head.values[i]!}\r\n`;
+    }
+    if (!hostSeen && this.authority) out += `host: ${this.authority}\r\n`;
+    // an HTTP/2 request without content-length reaches an HTTP/1.1 upstream chunked (the codec frames it)
+    if (head.bodyKind === 'stream' && head.contentLength < 0) out += 'transfer-encoding: chunked\r\n';
+    const peer = this.stream.peer;
+    xff = xff === undefined ? peer : `${xff}, ${peer}`;
+    out += `x-forwarded-for: ${xff}\r\n`;
+    const transport = this.stream.transport;
+    if (!xfp) out += transport.tls ? 'x-forwarded-proto: https\r\n' : 'x-forwarded-proto: http\r\n';
+    if (transport.clientCertDetails !== undefined) out += `x-forwarded-client-cert: ${transport.clientCertDetails}\r\n`;
+    if (this.requestId === undefined) {
+      this.requestId = randomUUID();
+      out += `x-request-id: ${this.requestId}\r\n`;
+    }
+    this.forwardedFor = xff;
+    return `${out}\r\n`;
+  }
+
+  /**
+   * The forwarded headers for an HTTP/2 upstream: the same choices as buildUpstreamHead (which ran first
+   * and fixed the request id and x-forwarded-for), as a list without pseudo-headers, host or
+   * connection-specific headers.
+   */
+  private buildHeaderList(): { names: string[]; values: string[] } {
+    const head = this.head;
+    const names: string[] = [];
+    const values: string[] = [];
+    const inbound = this.stream.origin.kind === 'inbound';
+    let xfp = false;
+    for (let i = 0; i < head.names.length; i++) {
+      const n = head.lower[i]!;
+      if (n === 'te') { if (head.values[i]!.toLowerCase() === 'trailers') { names.push('te'); values.push('trailers'); } continue; }
+      if (n === DEBUG_UPSTREAM_HEADER || n === 'host' || n === 'transfer-encoding' || n === 'x-forwarded-for') continue;
+      if (isHopByHop(n, head.connectionTokens)) continue;
+      if (n === 'x-forwarded-client-cert' && inbound) continue;
+      if (n === 'x-forwarded-proto') xfp = true;
+      names.push(n);
+      values.push(head.values[i]!);
+    }
+    names.push('x-forwarded-for'); values.push(this.forwardedFor ?? this.stream.peer);
+    const transport = this.stream.transport;
+    if (!xfp) { names.push('x-forwarded-proto'); values.push(transport.tls ? 'https' : 'http'); }
+    if (transport.clientCertDetails !== undefined) { names.push('x-forwarded-client-cert'); values.push(transport.clientCertDetails); }
+    if (!head.lower.includes('x-request-id') && this.requestId !== undefined) { names.push('x-request-id'); values.push(this.requestId); }
+    return { names, values };
+  }
+
+  /** The request is over: router clean-up, downstream and upstream stats, the access log line. */
+  private finish(): void {
+    this.finished = true;
+    const rt = this.rt;
+    const router = this.router;
+    router.finishTimers();
+    const status = this.status;
+    rt.http.downstream_rq_active.dec();
+    rt.http.downstream_rq_completed.inc();
+    const cls = (status / 100) | 0;
+    if (cls === 2) rt.http.downstream_rq_2xx.inc();
+    else if (cls === 5) rt.http.downstream_rq_5xx.inc();
+    else if (cls === 4) rt.http.downstream_rq_4xx.inc();
+    else if (cls === 3) rt.http.downstream_rq_3xx.inc();
+    else if (cls === 1) rt.http.downstream_rq_1xx.inc();
+    const cluster = this.cluster;
+    router.recordStats(cluster, status, this.flags);
+    const req = this.req;
+    if (rt.accessLog) {
+      const host = router.host;
+      rt.accessLog.log({
+        startTime: this.startEpoch,
+        method: req?.method ?? '-',
+        path: this.path || '-',
+        protocol: req ? req.protocol : '-',
+        status,
+        flags: this.flags,
+        bytesReceived: this.stream.bytesReceived,
+        bytesSent: this.stream.bytesSent,
+        durationMs: Math.round(performance.now() - this.startMs),
+        upstreamServiceTimeMs: router.upstreamServiceTime,
+        forwardedFor: this.forwardedFor,
+        userAgent: req ? headerOf(req, 'user-agent') : undefined,
+        requestId: this.requestId,
+        authority: this.authority,
+        upstreamHost: host ? `${host.address}:${host.port}` : undefined,
+        upstreamCluster: cluster?.name,
+        upstreamTransportFailureReason: router.transportFailure,
+        responseCodeDetails: this.responseCodeDetails,
+      });
+    }
+    router.clear();
+    this.req = undefined;
+    this.cluster = undefined;
+    this.snapshot = undefined;
+    this.forwardedFor = undefined;
+  }
+}
+
+function headerOf(h: RequestHead, lowerName: string): string | undefined {
+  for (let i = 0; i < h.lower.length; i++) if (h.lower[i] === lowerName) return h.values[i];
+  return undefined;
+}
