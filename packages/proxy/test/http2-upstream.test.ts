@@ -1,6 +1,8 @@
+import http from 'node:http';
+import http2 from 'node:http2';
 import { afterAll, describe, expect, it } from 'vitest';
-import { curl, startProxy, waitFor, type StartedProxy } from './support/proxy-harness';
-import { startH2Upstream, type H2Upstream } from './support/h2-upstream';
+import { curl, startProxy, startUpstream, waitFor, type StartedProxy } from './support/proxy-harness';
+import { grpcFrame, startH2Upstream, type H2Upstream } from './support/h2-upstream';
 
 // Upstream HTTP/2 and gRPC (issue 14, part H2U): real node:http2 upstreams on loopback, the proxy on
 // ephemeral ports, seen from outside with real curl (admin and requests).
@@ -25,14 +27,19 @@ const admin = async (p: StartedProxy, path: string) => (await curl(['-s', `http:
 const endpoint = (u: H2Upstream) => ({ address: u.address, port: u.port });
 
 describe('cluster protocol in the admin interface', () => {
-  it('/clusters and /config_dump show which clusters speak HTTP/2 (Envoy\'s HttpProtocolOptions)', async () => {
+  it('/clusters and /config_dump show which clusters speak HTTP/2 (Envoy\'s HttpProtocolOptions); connections are counted per protocol', async () => {
     const up = await h2up();
+    const h1up = await startUpstream('order');
     const p = await proxy({
       clusters: [
         { name: 'out#9000#greeter', protocol: 'http2', endpoints: [endpoint(up)] },
-        { name: 'out#80#order', endpoints: [endpoint(up)] },
+        { name: 'out#80#order', endpoints: [{ address: h1up.address, port: h1up.port }] },
       ],
+      routes: { virtualHosts: [{ name: 'order', domains: ['order'], routes: [{ match: { prefix: '/' }, route: { cluster: 'out#80#order' } }] }] },
     });
+    expect((await curl(['-s', '-H', 'host: order', `http://127.0.0.1:${p.port}/a`, `http://127.0.0.1:${p.port}/b`])).stdout).toContain('order GET /b');
+    await h1up.close();
+    expect(await admin(p, '/stats')).toContain('cluster.out#80#order.upstream_cx_http1_total: 1');
     const text = await admin(p, '/clusters');
     expect(text).toContain('out#9000#greeter::protocol::http2');
     expect(text).toContain('out#80#order::protocol::http1');
@@ -92,5 +99,138 @@ describe('gRPC health checking (grpc.health.v1.Health/Check over HTTP/2)', () =>
     expect(text.match(/::health_flags::\/failed_active_hc/g)).toHaveLength(3);
     expect(text).not.toContain('::health_flags::healthy');
     await h1.close();
+  });
+});
+
+/** A cluster `out#9000#greeter` of HTTP/2 endpoints behind the virtual host `greeter`, with route options. */
+function greeterConfig(endpoints: H2Upstream[], route: Record<string, unknown> = {}, cluster: Record<string, unknown> = {}) {
+  return {
+    clusters: [{ name: 'out#9000#greeter', protocol: 'http2', endpoints: endpoints.map(endpoint), ...cluster }],
+    routes: { virtualHosts: [{ name: 'greeter', domains: ['greeter'], routes: [{ match: { prefix: '/' }, route: { cluster: 'out#9000#greeter', ...route } }] }] },
+  };
+}
+
+/** HTTP/1.1 request through the proxy; resolves with status, headers, body and the trailers. */
+function h1(p: StartedProxy, path: string, opts: { method?: string; headers?: Record<string, string>; body?: Buffer | string; agent?: http.Agent } = {}): Promise<{ status: number; headers: http.IncomingHttpHeaders; body: string; trailers: NodeJS.Dict<string> }> {
+  return new Promise((resolve, reject) => {
+    const req = http.request({ host: '127.0.0.1', port: p.port, path, method: opts.method ?? 'GET', headers: { host: 'greeter', ...opts.headers }, agent: opts.agent ?? false }, (res) => {
+      let body = '';
+      res.setEncoding('latin1');
+      res.on('data', (c: string) => { body += c; });
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body, trailers: res.trailers }));
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+    req.end(opts.body);
+  });
+}
+
+const GRPC = { 'content-type': 'application/grpc', te: 'trailers' };
+
+describe('HTTP/1.1 downstream to an HTTP/2 upstream, through the proxy', () => {
+  it('the request arrives as HTTP/2 with the forwarded headers; the response, its body and trailers come back', async () => {
+    const up = await h2up();
+    const p = await proxy(greeterConfig([up]));
+    const r = await h1(p, '/x.Echo/Call?q=1', { method: 'POST', headers: { ...GRPC, 'x-request-id': 'rid-1' }, body: grpcFrame(Buffer.from('hi')) });
+    expect(r.status).toBe(200);
+    expect(Buffer.from(r.body, 'latin1')).toEqual(grpcFrame(Buffer.from('hi')));
+    expect(r.trailers).toMatchObject({ 'grpc-status': '0', 'grpc-message': 'ok' });
+    const seen = up.streams.at(-1)!.headers;
+    expect(seen).toMatchObject({ ':method': 'POST', ':path': '/x.Echo/Call?q=1', ':authority': 'greeter', ':scheme': 'http', te: 'trailers', 'x-request-id': 'rid-1', 'x-forwarded-for': '127.0.0.1', 'x-forwarded-proto': 'http' });
+    expect(seen.connection).toBeUndefined();
+    const stats = await admin(p, '/stats');
+    expect(stats).toContain('cluster.out#9000#greeter.upstream_cx_http2_total: 1');
+    expect(stats).toContain('cluster.out#9000#greeter.upstream_rq_2xx: 1');
+    expect(stats).toContain('cluster.out#9000#greeter.grpc.x.Echo.Call.0: 1');
+    expect(stats).toContain('cluster.out#9000#greeter.grpc.x.Echo.Call.success: 1');
+    expect(stats).toContain('cluster.out#9000#greeter.grpc.x.Echo.Call.total: 1');
+  });
+
+  it('a chunked HTTP/1.1 upload reaches the HTTP/2 upstream de-chunked; a keep-alive client reuses one session', async () => {
+    const up = await h2up();
+    const p = await proxy(greeterConfig([up]));
+    const r = await curl(['-s', '-H', 'host: greeter', '-H', 'transfer-encoding: chunked', '--data-binary', 'hello world', `http://127.0.0.1:${p.port}/upload`, `http://127.0.0.1:${p.port}/upload`]);
+    expect(r.stdout).toBe('hello worldhello world');
+    expect(new Set(up.streams.map((s) => s.sessionId)).size).toBe(1);
+  });
+
+  it('streams spread over sessions at the upstream\'s concurrency limit', async () => {
+    const held: (() => void)[] = [];
+    const up = await h2up({ maxConcurrentStreams: 2, handler: (stream) => { stream.resume(); held.push(() => { stream.respond({ ':status': 200 }); stream.end('ok'); }); } });
+    const p = await proxy(greeterConfig([up]));
+    const warm = h1(p, '/warm');
+    await waitFor(() => held.length === 1, 'warm-up held');
+    held.shift()!();
+    await warm;
+    await new Promise((r) => setTimeout(r, 50)); // the warm-up stream's close gives its slot back
+    const rs = Array.from({ length: 6 }, (_, i) => h1(p, `/r${i}`));
+    await waitFor(() => held.length === 6, 'six streams open at the upstream');
+    const per = new Map<number, number>();
+    for (const s of up.streams.slice(1)) per.set(s.sessionId, (per.get(s.sessionId) ?? 0) + 1);
+    expect([...per.values()].sort()).toEqual([2, 2, 2]);
+    while (held.length > 0) held.shift()!();
+    expect((await Promise.all(rs)).map((r) => r.status)).toEqual([200, 200, 200, 200, 200, 200]);
+  });
+
+  it('GOAWAY from the upstream mid-traffic loses no request', async () => {
+    let n = 0;
+    const up = await h2up({
+      handler: (stream) => {
+        stream.resume();
+        stream.on('end', () => {
+          // every 10th request makes the server drain its session (GOAWAY at the current stream), then answer
+          if (++n % 10 === 0) (stream.session as http2.ServerHttp2Session).goaway(http2.constants.NGHTTP2_NO_ERROR, stream.id);
+          setTimeout(() => { if (!stream.destroyed) { stream.respond({ ':status': 200 }); stream.end('ok'); } }, 5);
+        });
+      },
+    });
+    const p = await proxy(greeterConfig([up]));
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 8 });
+    const rs = await Promise.all(Array.from({ length: 60 }, (_, i) => h1(p, `/g${i}`, { agent })));
+    agent.destroy();
+    expect(rs.filter((r) => r.status !== 200 || r.body !== 'ok')).toEqual([]);
+    expect(up.sessions.length).toBeGreaterThanOrEqual(3);
+  });
+});
+
+describe('gRPC semantics at the proxy', () => {
+  it('no healthy upstream on a gRPC request: HTTP 200, trailers-only grpc-status 14 UNAVAILABLE with the reason', async () => {
+    const p = await proxy(greeterConfig([]));
+    const r = await h1(p, '/x.Echo/Call', { method: 'POST', headers: GRPC, body: grpcFrame(Buffer.from('hi')) });
+    expect(r.status).toBe(200);
+    expect(r.headers).toMatchObject({ 'content-type': 'application/grpc', 'grpc-status': '14', 'grpc-message': 'no healthy upstream' });
+    expect(r.body).toBe('');
+    // the same request without the gRPC content type: Envoy's plain 503
+    expect((await h1(p, '/x.Echo/Call', { method: 'POST', body: 'x' })).status).toBe(503);
+    expect(await admin(p, '/stats')).toContain('cluster.out#9000#greeter.grpc.x.Echo.Call.14: 1');
+  });
+
+  it('grpc-timeout caps the route timeout: 200 + grpc-status 4 DEADLINE_EXCEEDED after the client\'s deadline', async () => {
+    const up = await h2up({ handler: (stream) => { stream.resume(); stream.on('error', () => {}); /* never answers */ } });
+    const p = await proxy(greeterConfig([up], { timeoutMs: 10_000 }));
+    const t0 = Date.now();
+    const r = await h1(p, '/x.Echo/Slow', { method: 'POST', headers: { ...GRPC, 'grpc-timeout': '300m' }, body: grpcFrame(Buffer.alloc(0)) });
+    const took = Date.now() - t0;
+    expect(r.status).toBe(200);
+    expect(r.headers).toMatchObject({ 'content-type': 'application/grpc', 'grpc-status': '4', 'grpc-message': 'upstream request timeout' });
+    expect(took).toBeGreaterThanOrEqual(290);
+    expect(took).toBeLessThan(9000); // not the route's 10 s
+    expect(await admin(p, '/stats')).toContain('cluster.out#9000#greeter.upstream_rq_timeout: 1');
+  });
+
+  it('retryOn unavailable: a trailers-only grpc-status 14 answer is retried on another host', async () => {
+    const sick = await h2up({ handler: (stream) => { stream.resume(); stream.respond({ ':status': 200, 'content-type': 'application/grpc', 'grpc-status': '14', 'grpc-message': 'going down' }, { endStream: true }); } });
+    const good = await h2up();
+    const p = await proxy(greeterConfig([sick, good], { retryPolicy: { retryOn: 'unavailable', numRetries: 2, retryNonIdempotent: true } }, { lbPolicy: 'round_robin' }));
+    for (let i = 0; i < 4; i++) {
+      const r = await h1(p, '/x.Echo/Call', { method: 'POST', headers: GRPC, body: grpcFrame(Buffer.from(`m${i}`)) });
+      expect(r.status).toBe(200);
+      expect(r.trailers['grpc-status']).toBe('0');
+    }
+    expect(sick.streams.length).toBeGreaterThanOrEqual(1);
+    expect(await admin(p, '/stats')).toMatch(/cluster\.out#9000#greeter\.upstream_rq_retry: [1-9]/);
+    // without the word the 14 reaches the client
+    const q = await proxy(greeterConfig([sick], { retryPolicy: { retryOn: '5xx', numRetries: 2, retryNonIdempotent: true } }));
+    expect((await h1(q, '/x.Echo/Call', { method: 'POST', headers: GRPC, body: grpcFrame(Buffer.from('x')) })).headers['grpc-status']).toBe('14');
   });
 });

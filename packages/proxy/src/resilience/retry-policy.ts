@@ -9,6 +9,9 @@ import { MeshError, EXIT_CODES, RETRY_ON_WORDS } from '@mesh-agent/shared-config
 export const RETRY_ON_CONDITIONS = RETRY_ON_WORDS;
 export type RetryOnCondition = (typeof RETRY_ON_CONDITIONS)[number];
 
+/** Envoy's gRPC retry_on words by the grpc-status they retry (x-envoy-retry-grpc-on). */
+const GRPC_RETRY_ON: Partial<Record<number, RetryOnCondition>> = { 1: 'cancelled', 4: 'deadline-exceeded', 8: 'resource-exhausted', 13: 'internal', 14: 'unavailable' };
+
 /** Envoy's back-off defaults: 25 ms base, capped at 10 × base. */
 export const DEFAULT_RETRY_BASE_INTERVAL_MS = 25;
 
@@ -43,7 +46,8 @@ export interface RetryPolicy {
 
 /** How one try ended, as the retry decision and the outlier detector see it. */
 export type TryOutcome =
-  | { kind: 'response'; status: number }
+  /** `grpcStatus`: the grpc-status in the response headers (a trailers-only gRPC response), if any */
+  | { kind: 'response'; status: number; grpcStatus?: number }
   | { kind: 'connect-failure' }
   /** connection closed or reset before the response headers */
   | { kind: 'reset' }
@@ -99,6 +103,11 @@ export function isRetriableOutcome(policy: RetryPolicy, outcome: TryOutcome): bo
       if (on.has('gateway-error') && (s === 502 || s === 503 || s === 504)) return true;
       if (on.has('retriable-4xx') && s === 409) return true;
       if (on.has('retriable-status-codes') && policy.retriableStatusCodes.has(s)) return true;
+      const g = outcome.grpcStatus;
+      if (g !== undefined) {
+        const word = GRPC_RETRY_ON[g];
+        if (word !== undefined && on.has(word)) return true;
+      }
       return false;
     }
     // 5xx includes connect failures, resets and refused streams ("no response at all").

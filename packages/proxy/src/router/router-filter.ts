@@ -11,6 +11,8 @@ import { statScopeOf } from '../resilience/cluster-resilience';
 import type { TryOutcome } from '../resilience/retry-policy';
 import { MAX_RETRY_BODY_BYTES, RequestRetryState, routeRetryPolicy } from '../resilience/retry-state';
 import { Http1UpstreamCodec } from '../upstream/http1-upstream-codec';
+import { Http2UpstreamCodec } from '../upstream/http2-upstream-codec';
+import { grpcRouteTimeoutMs, grpcStatusOf } from '../http/grpc';
 
 const DEFAULT_ROUTE_TIMEOUT_MS = 15_000;
 /** Transparent re-sends of a request the upstream provably did not process (stale keep-alive connection). */
@@ -65,8 +67,14 @@ export class RouterFilter implements UpstreamCallbacks {
     this.h1 = new Http1UpstreamCodec(rt, (err, where) => active.onInternalError(err, where));
   }
 
-  /** The codec for a cluster's protocol. HTTP/2 (cluster.protocol 'http2') plugs in here (issue 14, part H2U). */
-  private codecFor(_cluster: Cluster): UpstreamCodec {
+  /** HTTP/2 upstream codec, made on the first request to an http2 cluster (issue 14). */
+  private h2: Http2UpstreamCodec | undefined;
+  /** The grpc-status of the response (headers of a trailers-only one, or trailers), for the gRPC stats. */
+  grpcStatus: number | undefined;
+
+  /** The codec for a cluster's protocol (`protocol: http2`: a stream on a pooled HTTP/2 session). */
+  private codecFor(cluster: Cluster): UpstreamCodec {
+    if (cluster.protocol === 'http2') return this.h2 ??= new Http2UpstreamCodec(this.rt.pool.http2);
     return this.h1;
   }
 
@@ -91,6 +99,8 @@ export class RouterFilter implements UpstreamCallbacks {
     // Route timeout (Envoy's default 15 s; 0 disables), counted as Envoy does from the end of the
     // request body, so a long upload is not cut: armed in armRouteTimer().
     this.routeTimeoutMs = route?.config.route?.timeoutMs ?? DEFAULT_ROUTE_TIMEOUT_MS;
+    // gRPC: the client's deadline (grpc-timeout) caps it, Envoy's max_grpc_timeout semantics
+    if (this.active.grpc) this.routeTimeoutMs = grpcRouteTimeoutMs(this.routeTimeoutMs, this.active.header('grpc-timeout'));
     if (this.requestEnded) this.armRouteTimer();
 
     const retryConfig = route?.config.route?.retryPolicy;
@@ -200,7 +210,10 @@ export class RouterFilter implements UpstreamCallbacks {
 
   onUpstreamHeaders(res: StreamResponseHead, firstBody: Buffer | undefined, endStream: boolean): void {
     this.tryDeadline = 0;
-    if (this.retry && this.retryResponse(res.status)) return;
+    // a trailers-only gRPC response carries its status in the headers (retry-on unavailable, ...)
+    const grpcStatus = this.active.grpc ? grpcStatusOf(res.lower, res.values) : undefined;
+    if (this.retry && this.retryResponse(res.status, grpcStatus)) return;
+    this.grpcStatus = grpcStatus;
     this.gotResponse = true;
     this.upstreamServiceTime = Math.round(performance.now() - this.upstreamStartMs);
     this.reportOutcome({ kind: 'response', status: res.status });
@@ -217,6 +230,7 @@ export class RouterFilter implements UpstreamCallbacks {
   }
 
   onUpstreamTrailers(names: readonly string[], values: readonly string[]): void {
+    if (this.active.grpc) this.grpcStatus = grpcStatusOf(names, values) ?? this.grpcStatus;
     this.active.stream.encodeTrailers(names, values);
   }
 
@@ -289,8 +303,8 @@ export class RouterFilter implements UpstreamCallbacks {
   }
 
   /** Issue 6: a retriable response is dropped (its connection closed) and the request sent again. */
-  private retryResponse(status: number): boolean {
-    const outcome = { kind: 'response' as const, status };
+  private retryResponse(status: number, grpcStatus: number | undefined): boolean {
+    const outcome = { kind: 'response' as const, status, grpcStatus };
     // the decision first: it also counts upstream_rq_retry_success for a good answer after retries
     const decision = this.retry!.decide(outcome);
     if (!decision.retry) {
@@ -430,6 +444,7 @@ export class RouterFilter implements UpstreamCallbacks {
     this.gotResponse = false;
     this.upstreamServiceTime = undefined;
     this.transportFailure = undefined;
+    this.grpcStatus = undefined;
     this.resends = 0;
     this.requestEnded = false;
   }

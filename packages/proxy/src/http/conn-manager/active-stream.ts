@@ -11,6 +11,7 @@ import type { RequestHead } from '../head-parser';
 import { isHopByHop, reasonPhrase } from '../hop-by-hop';
 import { RBAC_DENIED_BODY, type CompiledRbac } from '../rbac';
 import { addFlag, ResponseFlag } from '../response-flags';
+import { countGrpcCall, grpcLocalReply, isGrpcRequest } from '../grpc';
 
 const BLACKHOLE_BODY = 'refused by the mesh listener: it serves captured traffic and explicit-proxy requests from this host only (BlackHoleCluster)\n';
 const NO_HEADERS: string[] = [];
@@ -38,6 +39,10 @@ export class ActiveStream implements DownstreamStreamCallbacks, ForwardedRequest
   finished = true;
   /** a response head went out (local or relayed): the request can no longer be answered with a status */
   responseStarted = false;
+  /** content-type application/grpc*: local replies are gRPC errors, grpc-timeout applies, gRPC stats are kept */
+  grpc = false;
+  /** the grpc-status of a local reply to a gRPC request */
+  private localGrpcStatus: number | undefined;
   /** `x-mesh-debug-upstream: 1` was sent: the response says how the upstream was reached */
   debugUpstream = false;
   private snapshot: ConfigSnapshot | undefined;
@@ -79,6 +84,7 @@ export class ActiveStream implements DownstreamStreamCallbacks, ForwardedRequest
     this.flags = ''; this.status = 0; this.path = ''; this.authority = undefined;
     this.requestId = undefined; this.forwardedFor = undefined; this.responseCodeDetails = undefined;
     this.debugUpstream = false; this.upstreamHead = ''; this.headers = undefined;
+    this.grpc = false; this.localGrpcStatus = undefined;
     this.startMs = performance.now();
     this.startEpoch = Date.now();
     this.rt.http.downstream_rq_total.inc();
@@ -90,6 +96,7 @@ export class ActiveStream implements DownstreamStreamCallbacks, ForwardedRequest
     this.begin();
     this.head = head;
     this.req = head;
+    this.grpc = isGrpcRequest(head.lower, head.values);
     const origin = this.stream.origin;
 
     // Neither captured nor from this host (item 4 of issue 12): Envoy's BlackHoleCluster, whatever the request.
@@ -270,6 +277,8 @@ export class ActiveStream implements DownstreamStreamCallbacks, ForwardedRequest
   sendLocalReply(status: number, body: string, flag: string, extra?: readonly string[]): void {
     this.router.abortUpstream();
     this.flags = addFlag(this.flags, flag);
+    // errors only: a direct response (200 ...) to a gRPC request goes as configured
+    if (this.grpc && status >= 400 && this.req !== undefined) { this.sendGrpcLocalReply(status, body, extra); return; }
     this.status = status;
     const bodyBuf = Buffer.from(body);
     const pairs = ['content-length', String(bodyBuf.length)];
@@ -283,6 +292,32 @@ export class ActiveStream implements DownstreamStreamCallbacks, ForwardedRequest
     this.responseStarted = true;
     // the codec calls onResponseComplete() (and an HTTP/1 codec may then start the next request on this object)
     this.stream.encodeHeaders(head, pairs, bodyBuf.length > 0 ? bodyBuf : undefined, true);
+  }
+
+  /**
+   * Envoy's local reply to a gRPC request: trailers-only (HTTP 200, content-type application/grpc,
+   * grpc-status mapped from the HTTP status and the flag, grpc-message the body's text), one HEADERS frame
+   * with END_STREAM on HTTP/2. A gRPC client then sees UNAVAILABLE, DEADLINE_EXCEEDED, ... instead of a
+   * protocol error for a 503 or 504.
+   */
+  private sendGrpcLocalReply(status: number, body: string, extra: readonly string[] | undefined): void {
+    const g = grpcLocalReply(status, body, this.flags);
+    this.status = g.status;
+    this.localGrpcStatus = g.grpcStatus;
+    const pairs = ['content-length', '0', 'server', 'envoy'];
+    if (extra) pairs.push(...extra);
+    const head: StreamResponseHead = {
+      status: g.status, reason: reasonPhrase(g.status), names: g.names, lower: g.names, values: g.values,
+      bodyKind: 'none', contentLength: 0, close: false, connectionTokens: undefined, local: true,
+    };
+    this.responseStarted = true;
+    this.stream.encodeHeaders(head, pairs, undefined, true);
+  }
+
+  /** The value of a request header (lower-case name), undefined when absent. */
+  header(lowerName: string): string | undefined {
+    const head = this.req;
+    return head ? headerOf(head, lowerName) : undefined;
   }
 
   /** A reply before any request head was complete (headers timeout, malformed head): counted and logged as a request. */
@@ -407,6 +442,7 @@ export class ActiveStream implements DownstreamStreamCallbacks, ForwardedRequest
     else if (cls === 1) rt.http.downstream_rq_1xx.inc();
     const cluster = this.cluster;
     router.recordStats(cluster, status, this.flags);
+    if (this.grpc && cluster) countGrpcCall(cluster.statsStore, cluster.name, this.path, this.localGrpcStatus ?? router.grpcStatus);
     const req = this.req;
     if (rt.accessLog) {
       const host = router.host;
