@@ -93,6 +93,9 @@ describe('diagnostics against the demo (capture disabled, built-in config)', { t
     // the hops that are in use are still checked for real
     for (const hop of ['agent', 'mesh-dns', 'proxy', 'route:order', 'cluster:order', 'local-app', 'registry']) expect(byHop.has(hop), hop).toBe(true);
     expect(byHop.get('cluster:order').evidence).toMatch(/2\/2 healthy/);
+    // each cluster with the protocol the proxy speaks to its endpoints (issue 14)
+    expect(byHop.get('cluster:order').evidence).toMatch(/^out#\d+#order \(http1\): 2\/2 healthy/);
+    expect(byHop.get('cluster:inventory').evidence).toMatch(/^out#\d+#inventory \(http2\): 1\/1 healthy/);
     // the demo runs with mTLS on: user's certificate served by the proxy; the order demo apps have no identity
     expect(byHop.get('certificates')).toMatchObject({ status: 'OK' });
     expect(byHop.get('certificates').evidence).toMatch(/^user: spiffe:\/\/cluster\.local\/ns\/default\/sa\/user, serial [0-9a-f]+, 1 day\(s\) left .*served by the proxy$/);
@@ -103,8 +106,8 @@ describe('diagnostics against the demo (capture disabled, built-in config)', { t
   it('doctor (text) prints no FAIL and exits 0', async () => {
     const run = await cli('doctor', '--admin', admin);
     expect(run.stdout).not.toMatch(/^FAIL/m);
-    // 12 hops, and since issue 13 the demo's mTLS: certificates and peer-identity
-    expect(run.stdout).toMatch(/14 OK, 0 WARN, 0 FAIL/);
+    // 12 hops, since issue 13 the demo's mTLS: certificates and peer-identity, since issue 14 the gRPC peer: route:inventory and cluster:inventory
+    expect(run.stdout).toMatch(/16 OK, 0 WARN, 0 FAIL/);
     expect(run.code).toBe(0);
   });
 
@@ -121,6 +124,12 @@ describe('diagnostics against the demo (capture disabled, built-in config)', { t
     expect(forced.code).toBe(1);
     expect(forced.stdout).toContain(`FAIL capture   ${NOT_USED}${proxyPort} ...)`);
     expect(forced.stdout).toContain('--via proxy');
+  });
+
+  it('the gRPC peer inventory: listed with protocol http2 in the summary (the home page\'s services table), http1 for order', async () => {
+    const summary = JSON.parse((await getText(`${admin}/diagnostics/summary`)).body);
+    const protocolOf = (name: string) => summary.services.find((v: any) => v.name === name)?.protocol;
+    expect([protocolOf('inventory'), protocolOf('order')]).toEqual(['http2', 'http1']);
   });
 
   it('the summary has no FAIL, and its latest errors are the components\' own, not doctor findings', async () => {

@@ -299,13 +299,15 @@ export function checkCluster({ snap }: CheckContext, service: string, dependsOnF
   for (const name of names) {
     const cluster = snap.clusterStatus.get(name);
     if (!cluster) { failed = true; results.push(`${name}: not in /clusters`); continue; }
+    // the upstream protocol (/clusters NAME::protocol::http1|http2): a gRPC service needs http2
+    const label = cluster.settings.protocol ? `${name} (${cluster.settings.protocol})` : name;
     const healthy = cluster.hosts.filter((h) => h.healthy);
     const open = ['cx_open', 'rq_open', 'rq_pending_open', 'rq_retry_open'].filter((g) => (snap.stats.get(`cluster.${name}.circuit_breakers.default.${g}`) ?? 0) > 0);
-    if (!cluster.hosts.length) { failed = true; results.push(`${name}: no endpoints`); continue; }
-    if (!healthy.length) { failed = true; results.push(`${name}: 0/${cluster.hosts.length} healthy (${cluster.hosts.map((h) => `${h.address} ${h.healthFlags}`).join(', ')})`); continue; }
-    if (open.length) { failed = true; results.push(`${name}: circuit breaker open (${open.join(', ')})`); continue; }
+    if (!cluster.hosts.length) { failed = true; results.push(`${label}: no endpoints`); continue; }
+    if (!healthy.length) { failed = true; results.push(`${label}: 0/${cluster.hosts.length} healthy (${cluster.hosts.map((h) => `${h.address} ${h.healthFlags}`).join(', ')})`); continue; }
+    if (open.length) { failed = true; results.push(`${label}: circuit breaker open (${open.join(', ')})`); continue; }
     if (healthy.length < cluster.hosts.length) warn = true;
-    results.push(`${name}: ${healthy.length}/${cluster.hosts.length} healthy (${cluster.hosts.map((h) => `${h.address}${h.healthy ? '' : ` ${h.healthFlags}`}`).join(', ')})`);
+    results.push(`${label}: ${healthy.length}/${cluster.hosts.length} healthy (${cluster.hosts.map((h) => `${h.address}${h.healthy ? '' : ` ${h.healthFlags}`}`).join(', ')})`);
   }
   if (!names.size) return { hop, status: 'FAIL', evidence: `no cluster for ${service} in /clusters`, fix: 'the registry has no instances of this service: check the registry and the instances\' agents' };
   if (failed) return { hop, status: 'FAIL', evidence: results.join('; '), fix: `no healthy endpoint: check the instances' applications (curl IP:PORT/health on them) and their sidecars' /status; curl -s ${snap.adminHost}:${snap.ports.proxyAdmin}/clusters | grep ${service}` };

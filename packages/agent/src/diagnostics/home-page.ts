@@ -51,8 +51,8 @@ function render(s) {
   document.getElementById('components-table').innerHTML = '<tr><th>component</th><th>health</th><th>epoch</th><th>version</th><th>admin</th></tr>' +
     s.components.map((c) => row([esc(c.name), '<span class="' + (c.healthy ? 'healthy' : 'unhealthy') + '">' + (c.healthy ? 'healthy' : 'unhealthy') + '</span>', esc(c.epoch ?? '-'), esc(c.version ?? '-'), '<a href="' + esc(c.admin) + '/help">' + esc(c.admin) + '</a>'])).join('');
   document.getElementById('checks-table').innerHTML = s.checks.map((c) => row(['<span class="' + c.status + '">' + c.status + '</span>', esc(c.hop), esc(c.evidence) + (c.fix && c.status !== 'OK' ? '<div class="small">fix: ' + esc(c.fix) + '</div>' : '')])).join('');
-  document.getElementById('services-table').innerHTML = '<tr><th>service</th><th>cluster</th><th>endpoints</th></tr>' +
-    s.services.map((v) => row([esc(v.name) + (v.direction === 'in' ? ' <span class="small">(local)</span>' : ''), '<span class="mono">' + esc(v.cluster) + '</span>',
+  document.getElementById('services-table').innerHTML = '<tr><th>service</th><th>cluster</th><th>protocol</th><th>endpoints</th></tr>' +
+    s.services.map((v) => row([esc(v.name) + (v.direction === 'in' ? ' <span class="small">(local)</span>' : ''), '<span class="mono">' + esc(v.cluster) + '</span>', '<span class="mono">' + esc(v.protocol) + '</span>',
       v.endpoints.map((e) => '<span class="mono">' + esc(e.address) + '</span> <span class="' + (e.healthy ? 'healthy' : 'unhealthy') + '">' + esc(e.flags) + '</span> <span class="small">' + e.rqTotal + ' rq</span>').join('<br>') || '<span class="FAIL">none</span>'])).join('');
   const rates = Object.entries(s.rates);
   document.getElementById('charts').innerHTML = rates.length ? rates.map(([name, pts]) => {

@@ -12,7 +12,8 @@ export interface Summary {
   status: string;
   components: Array<{ name: string; healthy: boolean; epoch?: string; version?: string; admin: string }>;
   checks: CheckResult[];
-  services: Array<{ name: string; direction: 'in' | 'out'; cluster: string; endpoints: Array<{ address: string; healthy: boolean; flags: string; rqTotal: number }> }>;
+  /** protocol: the upstream protocol of the cluster (http1 or http2; `-` from a proxy that does not say). */
+  services: Array<{ name: string; direction: 'in' | 'out'; cluster: string; protocol: string; endpoints: Array<{ address: string; healthy: boolean; flags: string; rqTotal: number }> }>;
   rates: Record<string, RatePoint[]>;
   errors: Array<{ component: string; text: string; seen: string }>;
   links: Array<{ component: string; method: string; url: string }>;
@@ -86,7 +87,7 @@ export async function buildSummary(agentAdminUrl: string, history: RateHistory, 
   for (const cluster of snap.clusterStatus.values()) {
     const parsed = serviceOfCluster(cluster.name);
     services.push({
-      name: parsed?.service ?? cluster.name, direction: parsed?.direction ?? 'out', cluster: cluster.name,
+      name: parsed?.service ?? cluster.name, direction: parsed?.direction ?? 'out', cluster: cluster.name, protocol: cluster.settings.protocol ?? '-',
       endpoints: cluster.hosts.map((h) => ({ address: h.address, healthy: h.healthy, flags: h.healthFlags, rqTotal: Number(h.stats.rq_total ?? 0) })),
     });
   }

@@ -122,10 +122,14 @@ export async function traceRequest(url: string, agentAdminUrl: string, opts: { v
     hops.push({ hop: 'route', ok: false, detail: `no virtual host for Host "${target.host}" (HTTP ${answer.status}${flags ? `, flags ${flags}` : ''})`, ms: answer.ms });
     return report('route', `the proxy has no route for ${target.hostname}: curl -s ${adminHost}:${snap.ports.proxyAdmin}/config_dump; is the service in the registry?`, answer);
   }
-  hops.push({ hop: 'route', ok: true, detail: `virtual host ${vh.name} -> ${vh.clusters.join(', ') || 'direct response'}` });
-
   const before = clustersBefore.status === 200 ? parseClustersText(clustersBefore.body) : new Map();
   const after = clustersAfter.status === 200 ? parseClustersText(clustersAfter.body) : new Map();
+  // each cluster with its upstream protocol (/clusters NAME::protocol::http1|http2), as the proxy speaks it to the endpoints
+  const withProtocol = (name: string) => {
+    const protocol = after.get(name)?.settings.protocol ?? before.get(name)?.settings.protocol;
+    return protocol ? `${name} (${protocol})` : name;
+  };
+  hops.push({ hop: 'route', ok: true, detail: `virtual host ${vh.name} -> ${vh.clusters.map(withProtocol).join(', ') || 'direct response'}` });
   const picked: string[] = [];
   let healthyLeft = 0;
   for (const name of vh.clusters) {
