@@ -172,6 +172,15 @@ describe('HTTP/2 upstream pool and codec', () => {
     expect(up.sessions[0]!.destroyed || up.sessions[0]!.closed).toBe(true);
   });
 
+  it('a response whose DATA breaks its content-length is a protocol error (Envoy\'s UPE), not a reset', async () => {
+    const up = await startH2Upstream({ handler: (stream) => { stream.resume(); stream.respond({ ':status': 200, 'content-length': '10' }); stream.end('abc'); } });
+    ups.push(up);
+    const { pool, cluster } = setup(up);
+    const x = exchange(pool, cluster, head('GET', 'none'));
+    await x.done;
+    expect(x.reset?.[0]).toBe('protocol-error');
+  });
+
   it('a dead port is a connect failure; a reset stream is a reset; the slot comes back either way', async () => {
     const up = await startH2Upstream({ handler: (stream) => stream.close(http2.constants.NGHTTP2_INTERNAL_ERROR) });
     ups.push(up);

@@ -13,7 +13,7 @@ import type { ForwardedRequest, StreamResponseHead, UpstreamCallbacks, UpstreamC
 import { PLAINTEXT_TRANSPORT } from '../tls/upstream-tls';
 import type { Http2Pool, Http2PoolWaiter, Http2UpstreamSession } from './http2-pool';
 
-const { NGHTTP2_CANCEL, NGHTTP2_REFUSED_STREAM, NGHTTP2_NO_ERROR, NGHTTP2_FLAG_END_STREAM } = http2.constants;
+const { NGHTTP2_CANCEL, NGHTTP2_REFUSED_STREAM, NGHTTP2_NO_ERROR, NGHTTP2_PROTOCOL_ERROR, NGHTTP2_FLAG_END_STREAM } = http2.constants;
 const EMPTY = Buffer.alloc(0);
 
 const enum St { Idle, Queued, Sending, Done }
@@ -202,6 +202,8 @@ export class Http2UpstreamCodec implements UpstreamCodec, Http2PoolWaiter {
     if (!s?.connected) { this.fail('connect-failure', s?.failureReason); return; }
     // REFUSED_STREAM, or a GOAWAY below this stream: the upstream never processed it, another session may
     if (!this.gotHeaders && (code === NGHTTP2_REFUSED_STREAM || (code === NGHTTP2_NO_ERROR && s.goingAway))) { this.fail('refused', undefined); return; }
+    // nghttp2 resets a stream whose response breaks the protocol (bad content-length, bad headers): Envoy's UPE
+    if (code === NGHTTP2_PROTOCOL_ERROR) { this.fail('protocol-error', 'the HTTP/2 response broke the protocol (PROTOCOL_ERROR)'); return; }
     this.fail('reset', `stream reset by the upstream (${codeName(code)})`);
   }
 
