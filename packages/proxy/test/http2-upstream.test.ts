@@ -234,3 +234,52 @@ describe('gRPC semantics at the proxy', () => {
     expect((await h1(q, '/x.Echo/Call', { method: 'POST', headers: GRPC, body: grpcFrame(Buffer.from('x')) })).headers['grpc-status']).toBe('14');
   });
 });
+
+describe('back-pressure through an HTTP/2 upstream session', () => {
+  it('a client that stops reading stalls only its own stream (bounded bytes in flight); another request on the same session completes', async () => {
+    const LIMIT = 64 * 1024 * 1024;
+    let written = 0;
+    let bigDone = false;
+    const up = await h2up({
+      handler: (stream, headers) => {
+        stream.resume();
+        if (headers[':path'] !== '/big') { stream.respond({ ':status': 200 }); stream.end('small'); return; }
+        stream.respond({ ':status': 200 });
+        const chunk = Buffer.alloc(64 * 1024, 1);
+        // write as fast as HTTP/2 flow control lets us, at most LIMIT bytes
+        const pump = () => {
+          while (written < LIMIT) {
+            written += chunk.length;
+            if (!stream.write(chunk)) { stream.once('drain', pump); return; }
+          }
+          bigDone = true;
+          stream.end();
+        };
+        pump();
+      },
+    });
+    const p = await proxy(greeterConfig([up]));
+    // the slow client: sends its request and reads nothing
+    const net = await import('node:net');
+    const slow = net.connect(p.port, '127.0.0.1');
+    slow.on('error', () => {});
+    slow.pause();
+    slow.write('GET /big HTTP/1.1\r\nhost: greeter\r\n\r\n');
+    await waitFor(() => written > 0, 'the upstream started sending');
+    await new Promise((r) => setTimeout(r, 500));
+    const stalledAt = written;
+    await new Promise((r) => setTimeout(r, 300));
+    expect(written).toBe(stalledAt); // stalled, not still growing
+    expect(written).toBeLessThan(24 * 1024 * 1024); // flow control, socket buffers and the proxy's buffers only
+    expect(bigDone).toBe(false);
+    const r = await h1(p, '/small');
+    expect(r.body).toBe('small');
+    expect(new Set(up.streams.map((s) => s.sessionId)).size).toBe(1); // the same session carried both
+    // the slow client reads again: everything arrives
+    let got = 0;
+    slow.on('data', (d: Buffer) => { got += d.length; });
+    slow.resume();
+    await waitFor(() => bigDone && got >= LIMIT, 'the whole body delivered', 30_000);
+    slow.destroy();
+  });
+});
