@@ -61,7 +61,8 @@ export class RouterFilter implements UpstreamCallbacks {
   private tryDeadline = 0;
   private upstreamStartMs = 0;
   /** x-envoy-upstream-service-time (and x-mesh-upstream-transport) for the response head; reused */
-  private readonly extra: string[] = [];
+  private readonly extra: string[] = ['x-envoy-upstream-service-time', ''];
+  private readonly extraWithTransport: string[] = ['x-envoy-upstream-service-time', '', 'x-mesh-upstream-transport', ''];
 
   constructor(private readonly rt: ProxyRuntime, private readonly active: ActiveStream) {
     this.h1 = new Http1UpstreamCodec(rt, (err, where) => active.onInternalError(err, where));
@@ -217,10 +218,11 @@ export class RouterFilter implements UpstreamCallbacks {
     this.gotResponse = true;
     this.upstreamServiceTime = Math.round(performance.now() - this.upstreamStartMs);
     this.reportOutcome({ kind: 'response', status: res.status });
-    const extra = this.extra;
-    extra.length = 0;
-    extra.push('x-envoy-upstream-service-time', String(this.upstreamServiceTime));
-    if (this.active.debugUpstream && this.upstream) extra.push('x-mesh-upstream-transport', this.upstream.transport);
+    // fixed arrays, values replaced: no array growth or shrink per response
+    const transport = this.active.debugUpstream && this.upstream ? this.upstream.transport : undefined;
+    const extra = transport === undefined ? this.extra : this.extraWithTransport;
+    extra[1] = String(this.upstreamServiceTime);
+    if (transport !== undefined) extra[3] = transport;
     this.responding = true;
     this.active.encodeResponseHeaders(res, extra, firstBody, endStream);
   }
