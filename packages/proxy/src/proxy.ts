@@ -6,6 +6,9 @@ import type { Host } from './cluster/host';
 import type { ClusterConfig, ProxyBootstrap } from './config/types';
 import { classifyConnection, outboundDestinationList, stripV4Mapped, type ConnectionOrigin } from './http/connection-origin';
 import { Http1ServerCodec } from './http/codec/http1-server-codec';
+import { PrefaceSniffer } from './http/codec/http2-preface';
+import { Http2ServerConnection } from './http/codec/http2-server-codec';
+import { ActiveStream } from './http/conn-manager/active-stream';
 import type { DownstreamConnectionHandle } from './http/codec/types';
 import type { RequestHead } from './http/head-parser';
 import { CompiledRbac } from './http/rbac';
@@ -82,6 +85,8 @@ export class MeshProxy {
   /** Downstream connections by codec (HTTP/1: Http1ServerCodec); swept, drained and cut through DownstreamConnectionHandle. */
   private readonly connections = new Set<DownstreamConnectionHandle>();
   private readonly upgraded = new Set<net.Socket>();
+  /** Connections whose first bytes are awaited: HTTP/1, or HTTP/2 with prior knowledge (h2c)? */
+  private readonly sniffer = new PrefaceSniffer((err, where) => this.runtime.onInternalError(err, where));
   private readonly upgrades = new UpgradeForwarder();
   private server: net.Server | undefined;
   private admin: AdminServer | undefined;
@@ -273,7 +278,7 @@ export class MeshProxy {
   get adminClusters(): Cluster[] { return [...this.clusters.values(), this.blackhole]; }
   get listener(): ListenAddress | undefined { return this.listenerAddress; }
   get adminAddress(): ListenAddress | undefined { return this.admin?.address; }
-  get activeConnections(): number { return this.connections.size + this.upgraded.size; }
+  get activeConnections(): number { return this.connections.size + this.upgraded.size + this.sniffer.size; }
   /** Whether an upgraded (WebSocket) connection is still open. */
   get upgradedOpen(): boolean { return this.upgraded.size > 0; }
 
@@ -361,23 +366,46 @@ export class MeshProxy {
     const rt = this.runtime;
     rt.http.downstream_cx_total.inc();
     rt.http.downstream_cx_active.inc();
-    let conn: DownstreamConnectionHandle;
-    try {
-      conn = new Http1ServerCodec(socket, rt, (c) => {
-        this.connections.delete(c);
+    // h2 by ALPN goes straight to HTTP/2; otherwise the first bytes tell h2c (the preface) from HTTP/1
+    if (transport.alpn === 'h2') { this.serveCodec(socket, origin, transport, 'http2'); return; }
+    this.sniffer.take(socket, {
+      // HTTP/1 reads the unshifted bytes once resumed; node:http2 takes them from the buffer itself
+      detected: (protocol) => { if (this.serveCodec(socket, origin, transport, protocol) && protocol === 'http1') socket.resume(); },
+      gone: () => {
         rt.listenerStats.downstream_cx_active.dec();
         rt.http.downstream_cx_active.dec();
         rt.http.downstream_cx_destroy.inc();
-      }, origin, transport);
+      },
+    });
+  }
+
+  /** Hands a connection to its codec; false when that failed (the socket is destroyed, counted closed). */
+  private serveCodec(socket: net.Socket, origin: ConnectionOrigin, transport: DownstreamTransport, protocol: 'http1' | 'http2'): boolean {
+    const rt = this.runtime;
+    const closed = (c: DownstreamConnectionHandle): void => {
+      this.connections.delete(c);
+      rt.listenerStats.downstream_cx_active.dec();
+      rt.http.downstream_cx_active.dec();
+      rt.http.downstream_cx_destroy.inc();
+    };
+    let conn: DownstreamConnectionHandle;
+    try {
+      if (protocol === 'http2') {
+        conn = new Http2ServerConnection(socket, rt, origin, transport, (stream) => new ActiveStream(rt, stream), closed);
+      } else {
+        rt.http.downstream_cx_http1_total.inc();
+        conn = new Http1ServerCodec(socket, rt, closed, origin, transport);
+      }
     } catch (err) {
       rt.onInternalError(err, 'accept');
       rt.listenerStats.downstream_cx_active.dec();
       rt.http.downstream_cx_active.dec();
       socket.on('error', () => {});
       socket.destroy();
-      return;
+      return false;
     }
     this.connections.add(conn);
+    return true;
   }
 
   private forwardUpgrade(head: RequestHead, path: string, socket: net.Socket, rest: Buffer, cluster: Cluster, host: Host): void {
@@ -393,6 +421,8 @@ export class MeshProxy {
   private sweep(): void {
     const now = Date.now();
     for (const c of this.connections) c.sweep(now);
+    // silent like an idle HTTP/1 connection: the idle timeout; stuck inside the preface: the headers timeout
+    this.sniffer.sweep(now, this.runtime.limits.idleTimeoutMs, this.runtime.limits.headersTimeoutMs);
   }
 
   /**
@@ -413,6 +443,7 @@ export class MeshProxy {
     // The drain time is up: what is still open is cut (Envoy's drain manager does the same).
     const cut = [...this.connections].map((c) => new Promise<void>((resolve) => { c.socket.once('close', () => resolve()); c.socket.destroy(); }));
     for (const s of this.upgraded) s.destroy();
+    this.sniffer.destroyAll();
     await Promise.all(cut);
   }
 
@@ -421,8 +452,10 @@ export class MeshProxy {
     this.closed = true;
     if (this.sweeper) clearInterval(this.sweeper);
     this.inboundAcceptor?.destroyPending(); // before: server.close() waits for every socket
-    await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
+    this.sniffer.destroyAll();
+    // first: server.close() waits for every connection, and an HTTP/2 client keeps its connection open
     for (const c of this.connections) c.socket.destroy();
+    await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
     for (const s of this.upgraded) s.destroy();
     this.pool.close();
     this.secrets.close();

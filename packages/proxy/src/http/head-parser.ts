@@ -57,6 +57,7 @@ const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 const BAD_VALUE = /[\x00-\x08\x0a-\x1f\x7f]/;
 const TARGET = /^[\x21-\x7e\x80-\xff]+$/;
 const DIGITS = /^[0-9]+$/;
+const H2C_ONLY = /^\s*h2c\s*$/i;
 
 export interface HeadLimits {
   maxHeadersCount: number;
@@ -187,6 +188,9 @@ export function parseRequestHead(head: string, limits: HeadLimits): RequestHead 
   }
   if (targetAuthority !== undefined && !isValidAuthority(targetAuthority)) throw new HttpParseError(400, `invalid authority ${JSON.stringify(targetAuthority)} in the request target`);
   if (out.upgrade !== undefined && !(f.connectionTokens?.includes('upgrade'))) out.upgrade = undefined;
+  // `Upgrade: h2c` (RFC 7540 3.2, removed by RFC 9113): ignored and answered over HTTP/1.1, as RFC 9110 7.8
+  // allows (node:http2 cannot take over an upgraded stream 1); h2c clients use prior knowledge instead
+  if (out.upgrade !== undefined && H2C_ONLY.test(out.upgrade)) out.upgrade = undefined;
   return out;
 }
 

@@ -1,5 +1,5 @@
-/** RFC 9110 7.6.1: connection-specific fields never forwarded (plus the ones named in Connection). */
-export const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'te', 'transfer-encoding', 'upgrade', 'proxy-authenticate']);
+/** RFC 9110 7.6.1: connection-specific fields never forwarded (plus the ones named in Connection); HTTP2-Settings belongs to an h2c upgrade, which is not taken. */
+export const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'te', 'transfer-encoding', 'upgrade', 'proxy-authenticate', 'http2-settings']);
 
 export function isHopByHop(lowerName: string, connectionTokens: string[] | undefined): boolean {
   return HOP_BY_HOP.has(lowerName) || (connectionTokens !== undefined && connectionTokens.includes(lowerName));

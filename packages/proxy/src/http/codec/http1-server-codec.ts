@@ -203,6 +203,7 @@ export class Http1ServerCodec implements DownstreamStream, DownstreamConnectionH
     this.state = St.Waiting; // until the body is forwarded
     this.headBuf = buf;
     this.headBodyStart = bodyStart;
+    this.rt.http.downstream_rq_http1_total.inc();
     this.stream.onRequestHeaders(head);
     if (this.headBuf === undefined) return; // answered locally (maybe the next request served too), or upgraded
     this.headBuf = undefined;

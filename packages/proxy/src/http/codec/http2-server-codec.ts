@@ -173,6 +173,10 @@ export class Http2DownstreamStream implements DownstreamStream {
     const head = requestHeadOf(raw, (flags & NGHTTP2_FLAG_END_STREAM) !== 0 || stream.endAfterHeaders);
     this.requestEnded = head.bodyKind === 'none';
     this.cb = this.conn.newStream(this);
+    // the client's window opened again after encodeData returned false: the router resumes the upstream
+    stream.on('drain', () => {
+      try { if (!this.done) this.cb!.onDownstreamDrain(); } catch (err) { this.internalError(err, 'HTTP/2 drain'); }
+    });
     this.cb.onRequestHeaders(head);
     if (this.done || this.requestEnded) {
       if (!this.requestEnded) stream.resume(); // answered before the body: read and drop the rest (flow control)
@@ -200,9 +204,6 @@ export class Http2DownstreamStream implements DownstreamStream {
         this.requestEnded = true;
         if (!this.done) this.cb!.onRequestData(EMPTY, true);
       } catch (err) { this.internalError(err, 'HTTP/2 request end'); }
-    });
-    stream.on('drain', () => {
-      try { if (!this.done) this.cb!.onDownstreamDrain(); } catch (err) { this.internalError(err, 'HTTP/2 drain'); }
     });
   }
 
