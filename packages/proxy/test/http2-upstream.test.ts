@@ -235,6 +235,64 @@ describe('gRPC semantics at the proxy', () => {
   });
 });
 
+/** One request over a prior-knowledge HTTP/2 connection to the proxy (what a plaintext gRPC client sends). */
+function h2call(client: http2.ClientHttp2Session, path: string, headers: Record<string, string>, body: Buffer): Promise<{ headers: http2.IncomingHttpHeaders; trailers?: http2.IncomingHttpHeaders; body: Buffer }> {
+  return new Promise((resolve, reject) => {
+    const s = client.request({ ':method': 'POST', ':path': path, ':authority': 'greeter', ...headers });
+    let h: http2.IncomingHttpHeaders = {};
+    let t: http2.IncomingHttpHeaders | undefined;
+    const chunks: Buffer[] = [];
+    s.on('response', (x) => { h = x; });
+    s.on('trailers', (x) => { t = x; });
+    s.on('data', (d: Buffer) => chunks.push(d));
+    s.on('end', () => resolve({ headers: h, trailers: t, body: Buffer.concat(chunks) }));
+    s.on('error', reject);
+    s.end(body);
+  });
+}
+
+describe('HTTP/2 on both sides (h2c prior knowledge to the proxy, h2c to the upstream)', () => {
+  it('gRPC trailers travel end to end; a proxy-made error is one trailers-only HEADERS frame; a client cancel resets the upstream stream', async () => {
+    const up = await h2up();
+    let cancelled = 0;
+    const slow = await h2up({ handler: (stream) => { stream.resume(); stream.on('close', () => { if (stream.rstCode === http2.constants.NGHTTP2_CANCEL) cancelled++; }); } });
+    const p = await proxy({
+      clusters: [
+        { name: 'out#9000#greeter', protocol: 'http2', endpoints: [endpoint(up)] },
+        { name: 'out#9001#slow', protocol: 'http2', endpoints: [endpoint(slow)] },
+        { name: 'out#9002#none', protocol: 'http2' },
+      ],
+      routes: { virtualHosts: [{ name: 'greeter', domains: ['greeter'], routes: [
+        { match: { prefix: '/slow.' }, route: { cluster: 'out#9001#slow' } },
+        { match: { prefix: '/none.' }, route: { cluster: 'out#9002#none' } },
+        { match: { prefix: '/' }, route: { cluster: 'out#9000#greeter' } },
+      ] }] },
+    });
+    const client = http2.connect(`http://127.0.0.1:${p.port}`);
+    client.on('error', () => {});
+    try {
+      const ok = await h2call(client, '/x.Echo/Call', GRPC, grpcFrame(Buffer.alloc(70_000, 7)));
+      expect(ok.headers[':status']).toBe(200);
+      expect(ok.body).toEqual(grpcFrame(Buffer.alloc(70_000, 7)));
+      expect(ok.trailers).toMatchObject({ 'grpc-status': '0', 'grpc-message': 'ok' });
+      const none = await h2call(client, '/none.Svc/M', GRPC, grpcFrame(Buffer.alloc(0)));
+      expect(none.headers).toMatchObject({ ':status': 200, 'content-type': 'application/grpc', 'grpc-status': '14', 'grpc-message': 'no healthy upstream' });
+      expect(none.trailers).toBeUndefined();
+      expect(none.body.length).toBe(0);
+      // the client gives up (RST_STREAM CANCEL): the proxy cancels its stream to the upstream too
+      const s = client.request({ ':method': 'POST', ':path': '/slow.Svc/M', ':authority': 'greeter', ...GRPC });
+      s.on('error', () => {});
+      s.write(grpcFrame(Buffer.from('x')));
+      await waitFor(() => slow.streams.length === 1, 'the slow upstream got the stream');
+      s.close(http2.constants.NGHTTP2_CANCEL);
+      await waitFor(() => cancelled === 1, 'the upstream stream cancelled');
+      await waitFor(() => p.log.some((l) => l.includes('/slow.Svc/M') && /\bDR\b/.test(l)), 'access log line with DR');
+    } finally {
+      client.close();
+    }
+  });
+});
+
 describe('back-pressure through an HTTP/2 upstream session', () => {
   it('a client that stops reading stalls only its own stream (bounded bytes in flight); another request on the same session completes', async () => {
     const LIMIT = 64 * 1024 * 1024;
