@@ -132,6 +132,25 @@ describe('diagnostics against the demo (capture disabled, built-in config)', { t
     expect([protocolOf('inventory'), protocolOf('order')]).toEqual(['http2', 'http1']);
   });
 
+  it('trace reaches inventory through the proxy over HTTP/2 upstream and names its cluster\'s protocol', async () => {
+    const port = /gRPC peer "inventory" \(127\.0\.0\.1:(\d+)\)/.exec(out)?.[1];
+    expect(port, out).toBeDefined();
+    const run = await cli('trace', `http://inventory:${port}/`, '--json', '--admin', admin);
+    const report = JSON.parse(run.stdout);
+    expect(report.hops.find((h: any) => h.hop === 'route').detail).toBe(`virtual host inventory -> out#${port}#inventory (http2)`);
+    expect(report.ok, run.stdout).toBe(true);
+    expect(report.status).toBe(200);
+  });
+
+  it('the printed gRPC call to inventory answers through the proxy (h2c downstream, HTTP/2 upstream)', async () => {
+    const line = out.split('\n').findIndex((l) => l.includes('curl -s --http2-prior-knowledge'));
+    expect(line, out).toBeGreaterThan(0);
+    // the command spans two printed lines joined by a backslash; the comment after # is not shell
+    const command = `${out.split('\n')[line].trim().replace(/\\$/, '')} ${out.split('\n')[line + 1].replace(/#.*$/, '').trim()}`;
+    const { stdout } = await exec('sh', ['-c', command], { timeout: 20_000 });
+    expect(stdout).toBe('in stock: apples\n');
+  });
+
   it('the summary has no FAIL, and its latest errors are the components\' own, not doctor findings', async () => {
     const summary = JSON.parse((await getText(`${admin}/diagnostics/summary`)).body);
     expect(summary.checks.filter((c: any) => c.status !== 'OK')).toEqual([]);

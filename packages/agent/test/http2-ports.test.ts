@@ -28,7 +28,7 @@ describe.skipIf(skip)('http2 and grpc ports of spec.yaml with real iptables in a
   let baseline: string;
   let agent: NsProcess;
   const processes: NsProcess[] = [];
-  const { admin } = nsAdminClient(() => ns.a);
+  const { curlIn, admin } = nsAdminClient(() => ns.a);
   const start = (where: string, cmd: string, args: string[]) => {
     const p = spawnInNs(where, cmd, args);
     processes.push(p);
@@ -84,6 +84,15 @@ describe.skipIf(skip)('http2 and grpc ports of spec.yaml with real iptables in a
     expect(protocolOf(`in#${HTTP_PORT}#user`)).toBe('http1');
     expect(protocolOf(`in#${GRPC_PORT}#user`)).toBe('http2');
     expect(protocolOf(`out#${INVENTORY_PORT}#inventory`)).toBe('http2');
+  });
+
+  // needs the proxy's downstream HTTP/2 (H2D) and upstream HTTP/2 (H2U)
+  it('curl --http2-prior-knowledge from the peer namespace reaches the HTTP/2-only app through the proxy (in# cluster counts it)', async () => {
+    const out = await curlIn(ns.b, ['--http2-prior-knowledge', '-sS', '-D', '-', `http://${ns.ipA}:${GRPC_PORT}/from-b`]);
+    expect(out).toMatch(/^HTTP\/2 200/);
+    expect(out).toContain(`user-grpc GET /from-b authority=${ns.ipA}:${GRPC_PORT} over HTTP/2`);
+    const clusters = await curlIn(ns.a, ['127.0.0.1:15000/clusters']);
+    expect(clusters.split('\n').some((l) => l.startsWith(`in#${GRPC_PORT}#user::`) && /::rq_total::[1-9]/.test(l))).toBe(true);
   });
 
   it('doctor: inbound-capture names both ports, local-app OK', async () => {
