@@ -115,6 +115,17 @@ describe.skipIf(missing !== undefined)('inbound mTLS on captured ports and the d
     expect(plainHeaders['x-forwarded-proto']).toBe('http');
   });
 
+  it('h2 by ALPN (issue 14): curl negotiates HTTP/2 with the strict port, HTTP/1.1 when it offers only that; both reach the app, logged per protocol', async () => {
+    const get = (path: string, extra: string[]) => lab.inNs(lab.b, ['curl', '-s', '-k', '--max-time', '10', '--cert', user.certChain, '--key', user.privateKey,
+      '-w', 'version=%{http_version} status=%{http_code}', ...extra, `https://${lab.ipA}:8089${path}`], { allowFail: true }).stdout;
+    const h2 = get('/alpn-h2', []);
+    expect(h2).toContain('app /alpn-h2');
+    expect(h2).toMatch(/version=2 status=200$/);
+    expect(get('/alpn-h1', ['--http1.1'])).toMatch(/app \/alpn-h1[\s\S]*version=1\.1 status=200$/);
+    await waitFor(() => accessLog().some((l) => l.path === '/alpn-h2' && l.protocol === 'HTTP/2') && accessLog().some((l) => l.path === '/alpn-h1' && l.protocol === 'HTTP/1.1'), 'both access log lines');
+    expect(stat('http.virtual.downstream_cx_http2_total')).toBeGreaterThanOrEqual(1);
+  });
+
   it('a port without tls serves plaintext as before', () => {
     expect(curlFromB(`http://${lab.ipA}:8093/plain`)).toMatchObject({ status: '200', body: `app /plain ${lab.ipB}` });
   });

@@ -22,12 +22,14 @@ export interface DownstreamTransport {
   readonly protocol?: string;
   /** Istio's `x-forwarded-client-cert` for the local application: `By=<own id>;Hash=<sha256 of the client cert>;Subject="";URI=<caller id>`. */
   readonly clientCertDetails?: string;
+  /** The protocol the client and the acceptor agreed on by ALPN: `h2` goes to the HTTP/2 codec, anything else (none included) to HTTP/1. */
+  readonly alpn?: string;
 }
 
 export const PLAINTEXT: DownstreamTransport = Object.freeze({ tls: false });
 
-/** Only the HTTP/1.1 codec exists; a client offering only h2 fails the handshake rather than speaking h2 to it. */
-export const INBOUND_ALPN = ['http/1.1'];
+/** Both codecs (issue 14): h2 first, as Envoy's listener offers it; a client without ALPN gets HTTP/1 (or h2 with prior knowledge). */
+export const INBOUND_ALPN = ['h2', 'http/1.1'];
 /** The largest ClientHello record the direct path waits for (one TLS record). */
 const MAX_CLIENT_HELLO_BYTES = 16 * 1024 + 5;
 const TLS_HANDSHAKE_RECORD = 0x16;
@@ -312,7 +314,7 @@ export class InboundAcceptor {
         this.pending.delete(socket);
         onServed();
         const peerIdentity = spiffeIdOf(cert.subjectAltName);
-        this.hooks.serve(socket, origin, { tls: true, peerIdentity, protocol: socket.getProtocol() ?? undefined, clientCertDetails: clientCertDetails(secret.identity, cert, peerIdentity) });
+        this.hooks.serve(socket, origin, { tls: true, peerIdentity, protocol: socket.getProtocol() ?? undefined, clientCertDetails: clientCertDetails(secret.identity, cert, peerIdentity), alpn: socket.alpnProtocol || undefined });
       } catch (err) {
         rt.onInternalError(err, 'inbound TLS secure');
         socket.destroy();

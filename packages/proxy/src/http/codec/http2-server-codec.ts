@@ -73,6 +73,10 @@ export class Http2ServerConnection implements DownstreamConnectionHandle {
     }
     rt.http.downstream_cx_http2_total.inc();
     rt.http.downstream_cx_http2_active.inc();
+    // A server-side TLSSocket made outside a tls.Server (inbound-tls.ts) keeps secureConnecting true after
+    // 'secure'; node:http2 would then wait for a 'secureConnect' that never comes
+    const tlsSocket = socket as net.Socket & { secureConnecting?: boolean };
+    if (transport.tls && tlsSocket.secureConnecting) tlsSocket.secureConnecting = false;
     this.session = http2.performServerHandshake(socket, http2SessionOptions(rt.limits));
     const session = this.session;
     // Every callback is guarded: a bug ends this session, never the process.
