@@ -95,7 +95,7 @@ const options = { 'grpc.max_receive_message_length': MAX, 'grpc.max_send_message
 if (authority !== '-') options['grpc.default_authority'] = authority;
 const client = new Client(target, grpc.credentials.createInsecure(), options);
 const deadline = (ms) => new Date(Date.now() + ms);
-const status = (err) => (err ? { code: err.code, details: err.details, trailers: err.metadata ? err.metadata.getMap() : {} } : { code: 0 });
+const status = (err) => (err ? { code: err.code, details: err.details, trailers: err.metadata ? err.metadata.getMap() : {} } : { code: 0, details: 'OK' });
 const unary = (name, req, ms = 20000) => new Promise((resolve) => {
   let reply;
   const call = client[name](req, { deadline: deadline(ms) }, (err, value) => { reply = value; });
