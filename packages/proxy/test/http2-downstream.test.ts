@@ -178,6 +178,15 @@ describe('downstream HTTP/2', () => {
     expect(statValue(await stats(p), 'http.virtual.downstream_cx_http2_total') - cxBefore).toBe(2);
   });
 
+  it('every response of 20 multiplexed 1 MiB GETs arrives complete (nghttp -m 20, six runs): no stream is reset after its response was handed over', async () => {
+    for (let run = 0; run < 6; run++) {
+      const n = await nghttp(['-ns', '-m', '20', '-H', ':authority: big', `http://127.0.0.1:${p.port}/?bytes=1048576&run=${run}`]);
+      expect(n.code, n.stdout + n.stderr).toBe(0);
+      expect(n.stdout + n.stderr).not.toContain('not processed');
+      expect(n.stdout.split('\n').filter((l) => /\s200\s+1M\s/.test(l))).toHaveLength(20);
+    }
+  });
+
   it('announces its SETTINGS limits and refuses streams beyond max concurrent streams', async () => {
     const c = await RawH2.connect(p.port);
     try {

@@ -183,7 +183,10 @@ export class Http2DownstreamStream implements DownstreamStream {
     });
     this.cb.onRequestHeaders(head);
     if (this.done || this.requestEnded) {
-      if (!this.requestEnded) stream.resume(); // answered before the body: read and drop the rest (flow control)
+      // Read the readable side to its end, even with no body: node:http2 resets (RST_STREAM NO_ERROR, dropping
+      // response DATA still queued) a server stream whose response finished while its request side was never
+      // read; and a body answered before it arrived is read and dropped (flow control).
+      stream.resume();
       return;
     }
     stream.on('data', (chunk: Buffer) => {
