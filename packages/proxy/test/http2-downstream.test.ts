@@ -335,7 +335,26 @@ describe('downstream HTTP/2', () => {
     const done = await inFlight;
     expect(done.map((r) => r.status)).toEqual([200, 200]);
     await drained;
+    expect(statValue(await stats(q), 'http.virtual.downstream_cx_http2_active')).toBe(0);
     await q.proxy.close();
+  });
+
+  it('an idle HTTP/2 connection is closed after idleTimeoutMs (GOAWAY), and counted closed', async () => {
+    const q = await startProxy({
+      clusters: [cluster('out#80#echo', [echo])],
+      routes: { virtualHosts: [vhost('echo', ['echo'], [{ match: { prefix: '/' }, route: { cluster: 'out#80#echo' } }])] },
+      limits: { idleTimeoutMs: 1000 },
+    });
+    try {
+      const s = await h2connect(q.port);
+      s.on('error', () => {});
+      let goaway = false;
+      s.on('goaway', () => { goaway = true; });
+      expect((await h2get(s, 'echo', '/idle')).status).toBe(200);
+      expect(statValue(await stats(q), 'http.virtual.downstream_cx_http2_active')).toBe(1);
+      await waitFor(() => goaway && s.closed, 'the idle session closed by the proxy', 6000);
+      await waitFor(async () => statValue(await stats(q), 'http.virtual.downstream_cx_http2_active') === 0, 'the gauge back to 0', 3000);
+    } finally { await q.proxy.close(); }
   });
 
   it('rejects an HTTP/2 window outside 65535..262144 with a clear config error', () => {
