@@ -229,6 +229,32 @@ describe('downstream HTTP/2', () => {
     } finally { s.close(); }
   });
 
+  it('a request body to an upstream that does not read is held back by HTTP/2 flow control: the client can send only a bounded amount', async () => {
+    const sink = await startUpstream('sink', () => { /* never answers; startUpstream's handler runs after the body, so it is not read to the end */ });
+    const q = await startProxy({
+      clusters: [cluster('out#80#sink', [sink])],
+      routes: { virtualHosts: [vhost('sink', ['sink'], [{ match: { prefix: '/' }, route: { cluster: 'out#80#sink', timeoutMs: 0 } }])] },
+    });
+    const s = await h2connect(q.port);
+    s.on('error', () => {});
+    try {
+      const req = s.request({ ':method': 'POST', ':path': '/upload', ':authority': 'sink' });
+      req.on('error', () => {});
+      sink.server.on('request', (r: http.IncomingMessage) => r.pause());
+      const chunk = Buffer.alloc(64 * 1024, 0x62);
+      let written = 0;
+      const deadline = Date.now() + 2000;
+      // bounded: 2 s or 64 MiB, writing only while the stream takes more
+      while (Date.now() < deadline && written < 64 * 1024 * 1024) {
+        if (req.write(chunk)) { written += chunk.length; continue; }
+        written += chunk.length;
+        await Promise.race([new Promise((r) => req.once('drain', r)), new Promise((r) => setTimeout(r, 200))]);
+      }
+      expect(written).toBeLessThan(24 * 1024 * 1024);
+      req.close(http2.constants.NGHTTP2_CANCEL);
+    } finally { s.destroy(); await q.proxy.close(); await sink.close(); }
+  });
+
   it('RST_STREAM from the client mid-response ends the upstream request and is logged with flag DR', async () => {
     const abortedBefore = bigAborted;
     const s = await h2connect(p.port);
