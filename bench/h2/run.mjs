@@ -13,6 +13,8 @@
 // Figures: req/s in the run, the proxy's CPU per request (its user+system time / requests) and
 // requests per CPU-second (= per fully available core), the ratio ours / nginx. A proxy that does not
 // answer the check request with 200 over HTTP/2 is reported as not measured, never guessed.
+// Beside them, the Node.js floor: a bare node:http2 proxy (node:http2 server + a node:http2 session or
+// a node:http keep-alive agent to the same upstream, nothing else): no proxy on node:http2 costs less.
 // Bounded: BENCH_SECONDS (default 10) per run, a global time guard. Measures only; never fails on a speed.
 // BENCH_H2_UPSTREAM=h1|h2|both (default both).
 import { spawnSync } from 'node:child_process';
@@ -67,6 +69,45 @@ function check(port) {
   return `answered "${tail || 'nothing'}" (curl exit ${res.status})${out.startsWith(answer) ? '' : ', not the upstream\'s body'}`;
 }
 
+/**
+ * A bare proxy on node:http2: each downstream stream's body goes to the upstream (a node:http2
+ * session for h2, a node:http keep-alive agent for h1) and the answer comes back. No routing, no
+ * stats, no access log: the floor of any proxy built on node:http2. With upstream 'self' it answers
+ * itself (the downstream codec alone).
+ */
+function nodeFloorSource(port, upstream, upstreamPort) {
+  return `const http2 = require('node:http2'); const http = require('node:http');
+const answer = ${JSON.stringify(answer)};
+const agent = new http.Agent({ keepAlive: true, maxSockets: 128 });
+let session;
+const up = () => { if (!session || session.destroyed || session.closed) { session = http2.connect('http://127.0.0.1:${upstreamPort}'); session.on('error', () => {}); } return session; };
+const reply = (stream, status, body) => { if (stream.destroyed || stream.closed) return; try { stream.respond({ ':status': status }); stream.end(body); } catch {} };
+const collect = (from, done) => { const parts = []; from.on('data', (c) => parts.push(c)); from.on('end', () => done(Buffer.concat(parts))); };
+const server = http2.createServer();
+server.on('stream', (stream, headers) => {
+  stream.on('error', () => {});
+  const chunks = [];
+  stream.on('data', (c) => chunks.push(c));
+  stream.on('end', () => {
+    const body = Buffer.concat(chunks);
+    if ('${upstream}' === 'self') { reply(stream, 200, answer); return; }
+    if ('${upstream}' === 'h2') {
+      const req = up().request({ ':method': headers[':method'], ':path': headers[':path'], 'content-type': headers['content-type'] || '' });
+      req.on('error', () => reply(stream, 502));
+      req.on('response', (h) => collect(req, (b) => reply(stream, h[':status'], b)));
+      req.end(body);
+      return;
+    }
+    const req = http.request({ host: '127.0.0.1', port: ${upstreamPort}, method: headers[':method'], path: headers[':path'], agent, headers: { 'content-length': body.length } }, (res) => {
+      collect(res, (b) => reply(stream, res.statusCode, b));
+    });
+    req.on('error', () => reply(stream, 502));
+    req.end(body);
+  });
+});
+server.listen(${port}, '127.0.0.1');`;
+}
+
 async function runMode(mode) {
   const upstreamPort = await freePort();
   const ngPort = await freePort();
@@ -100,10 +141,13 @@ async function runMode(mode) {
   }));
   const [mcmd, margs] = pin(0, process.execPath, [path.join(root, 'packages/proxy/bin/mesh-proxy.js'), '--config', cfg]);
   const mesh = start(mcmd, margs, `mesh-proxy (${mode})`);
-  await Promise.all([waitPort(upstreamPort), waitPort(ngPort), waitPort(meshPort)]);
+  const floorPort = await freePort();
+  const [fcmd, fargs] = pin(0, process.execPath, ['-e', nodeFloorSource(floorPort, h2 ? 'h2' : 'h1', upstreamPort)]);
+  const floor = start(fcmd, fargs, `node:http2 proxy floor (${mode})`);
+  await Promise.all([waitPort(upstreamPort), waitPort(ngPort), waitPort(meshPort), waitPort(floorPort)]);
 
   const results = {};
-  for (const [name, port, pid] of [['nginx', ngPort, ngx.pid], ['mesh-proxy', meshPort, mesh.pid]]) {
+  for (const [name, port, pid] of [['nginx', ngPort, ngx.pid], ['mesh-proxy', meshPort, mesh.pid], ['node:http2 proxy', floorPort, floor.pid]]) {
     const why = check(port);
     if (why) { results[name] = { notMeasured: why }; continue; }
     h2load(port, 2, 2); // warm-up (JIT, pools), short and bounded
@@ -132,12 +176,15 @@ async function main() {
     console.log(row('upstream (direct, h2load)', r.direct));
     console.log(row('nginx h2 reverse proxy', r.nginx));
     console.log(row('mesh-proxy', r['mesh-proxy']));
+    console.log(row('node:http2 proxy (floor)', r['node:http2 proxy']));
     const ours = r['mesh-proxy'];
     const ng = r.nginx;
     if (ours?.perCore && ng?.perCore) {
       const ratio = ours.perCore / ng.perCore;
       console.log(`ratio mesh-proxy / nginx: ${(ours.rps / ng.rps).toFixed(2)} by req/s in this run, ${ratio.toFixed(2)} by requests per CPU-second (target: >= 0.5)`);
-      summary[mode] = { oursPerCore: Math.round(ours.perCore), nginxPerCore: Math.round(ng.perCore), ratio: Number(ratio.toFixed(2)) };
+      const floor = r['node:http2 proxy'];
+      if (floor?.perCore) console.log(`ratio mesh-proxy / bare node:http2 proxy: ${(ours.perCore / floor.perCore).toFixed(2)} by requests per CPU-second; bare node:http2 proxy / nginx: ${(floor.perCore / ng.perCore).toFixed(2)}`);
+      summary[mode] = { oursPerCore: Math.round(ours.perCore), nginxPerCore: Math.round(ng.perCore), ratio: Number(ratio.toFixed(2)), ...(floor?.perCore ? { nodeFloorPerCore: Math.round(floor.perCore) } : {}) };
     } else summary[mode] = { notMeasured: ours?.notMeasured ?? ng?.notMeasured ?? 'no figures' };
   }
   console.log(`\n${JSON.stringify({ bench: 'h2', seconds, clients: CLIENTS, streams: STREAMS, bodyBytes: BODY_BYTES, results: summary })}`);
