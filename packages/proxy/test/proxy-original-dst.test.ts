@@ -162,6 +162,13 @@ describe.skipIf(missing !== undefined)('original destination (SO_ORIGINAL_DST) i
     expect(stat(nsA, 15000, 'cluster.in#8089#user.upstream_rq_total')).toBe(inboundBefore);
   });
 
+  it('HTTP/2 is no way around it (issue 14): an h2c request from another host to A:15001 is refused the same way (502 NR)', () => {
+    const inboundBefore = stat(nsA, 15000, 'cluster.in#8089#user.upstream_rq_total');
+    const r = inNs(nsB, ['curl', '-s', '--http2-prior-knowledge', '--max-time', '10', '-w', ' %{http_version} %{http_code}', '-H', 'Host: 198.18.20.1:8089', 'http://198.18.20.1:15001/direct-h2']);
+    expect(r.stdout).toMatch(/BlackHoleCluster[\s\S]* 2 502$/);
+    expect(stat(nsA, 15000, 'cluster.in#8089#user.upstream_rq_total')).toBe(inboundBefore);
+  });
+
   it('captured traffic to a local port that is no registered inbound port is refused (502 NR), whatever its Host', () => {
     const r = inNs(nsB, ['curl', '-s', '--max-time', '10', '-w', '%{http_code}', '-H', 'Host: order', 'http://198.18.20.1:8095/stale']);
     expect(httpCode(r)).toBe('502');
