@@ -186,6 +186,10 @@ describe('diagnostics against the demo (capture disabled, built-in config)', { t
       const errors = await page.locator('#errors-table').innerText();
       expect(errors).not.toMatch(/doctor|rule\(s\) missing|no longer valid/);
       expect(await page.locator('main').innerText()).not.toMatch(/\bFAIL\b/);
+      // the gRPC peer in the services table, its cluster's protocol beside it (issue 14)
+      const services = await page.locator('#services-table').innerText();
+      expect(services).toMatch(/inventory\s+out#\d+#inventory\s+http2/);
+      expect(services).toMatch(/order\s+out#\d+#order\s+http1/);
     } finally {
       await browser.close();
     }
