@@ -439,7 +439,8 @@ export class MeshProxy {
     const now = Date.now();
     for (const c of this.connections) c.startDrain(now);
     const deadline = Date.now() + drainTimeMs;
-    while (this.connections.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    // a connection still in the preface sniff has not sent its first request yet: it is waited for too
+    while ((this.connections.size > 0 || this.sniffer.size > 0) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
     // The drain time is up: what is still open is cut (Envoy's drain manager does the same).
     const cut = [...this.connections].map((c) => new Promise<void>((resolve) => { c.socket.once('close', () => resolve()); c.socket.destroy(); }));
     for (const s of this.upgraded) s.destroy();
