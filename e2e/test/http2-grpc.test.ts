@@ -13,7 +13,7 @@ import { preflight, IN_CI } from './support/preflight.js';
 import { nsArgv, nsRun, run, waitFor, withLog, type Managed } from './support/exec.js';
 import { createWorld, hostRules, APP_PORT, type World } from './support/world.js';
 import { APP_USER } from './support/infra.js';
-import { admin, adminJson, appCurl, AGENT_BIN, startSidecar, type Role, type Sidecar } from './support/mesh.js';
+import { admin, adminJson, appCurl, AGENT_BIN, clusterStat, startSidecar, statSum, type Role, type Sidecar } from './support/mesh.js';
 import { GRPC_JS, GRPC_SERVICE, parseResult, writeGrpcScripts } from './support/grpc.js';
 import { parseClustersText } from '../../packages/agent/src/diagnostics/envoy-formats.js';
 
@@ -31,19 +31,7 @@ const STATIC_OUT = `out#${H2_PORT}#static`;
 const ORDER_OUT = `out#${APP_PORT}#order`;
 const BIG_FILE_BYTES = 1024 * 1024;
 
-/** Sum of every stat whose name matches. */
-async function statSum(ns: string, pattern: RegExp): Promise<number> {
-  const { stdout } = await admin(ns, PROXY_ADMIN, '/stats');
-  let sum = 0;
-  for (const line of stdout.split('\n')) {
-    const cut = line.lastIndexOf(': ');
-    if (cut > 0 && pattern.test(line.slice(0, cut))) sum += Number(line.slice(cut + 2)) || 0;
-  }
-  return sum;
-}
 
-const escape = (s: string) => s.replace(/[.*+?^${}()|[\]\\#]/g, '\\$&');
-const clusterStat = (cluster: string, leaf: string) => new RegExp(`^cluster\\.${escape(cluster)}\\.${escape(leaf)}$`);
 
 /** The first object in a JSON tree whose `name` is `name` (a cluster in /config_dump, wherever the dump nests it). */
 function findNamed(tree: unknown, name: string): Record<string, unknown> | undefined {

@@ -9,7 +9,7 @@ import { preflight } from './support/preflight.js';
 import { delay, nsArgv, nsRun, run, waitFor, withLog } from './support/exec.js';
 import { createWorld, hostRules, APP_PORT, type World } from './support/world.js';
 import { APP_USER, PROXY_USER } from './support/infra.js';
-import { admin, adminJson, appGet, AGENT_BIN, mesh, startSidecar, type Role, type Sidecar } from './support/mesh.js';
+import { admin, adminJson, appGet, AGENT_BIN, clusterStat, escapeStat, listenerStat, mesh, startSidecar, statSum, type Role, type Sidecar } from './support/mesh.js';
 import { parseProgress, parseSummary, writeLoadScript } from './support/load.js';
 import { issueWorkloadCertificate, loadCaDir, writeWorkloadFiles } from '../../packages/agent/src/pki/index.js';
 
@@ -22,20 +22,7 @@ const id = (service: string) => `spiffe://${TRUST_DOMAIN}/ns/default/sa/${servic
 const ORDER_SNI = `outbound_.${APP_PORT}_._.order.default.svc.cluster.local`;
 const RBAC_PREFIX = `http.inbound_0.0.0.0_${APP_PORT}.rbac`;
 
-/** Sum of every stat whose name matches (listener stats carry the listener's address in their name). */
-async function statSum(ns: string, pattern: RegExp): Promise<number> {
-  const { stdout } = await admin(ns, PROXY_ADMIN, '/stats');
-  let sum = 0;
-  for (const line of stdout.split('\n')) {
-    const cut = line.lastIndexOf(': ');
-    if (cut > 0 && pattern.test(line.slice(0, cut))) sum += Number(line.slice(cut + 2)) || 0;
-  }
-  return sum;
-}
 
-const escape = (s: string) => s.replace(/[.*+?^${}()|[\]\\#]/g, '\\$&');
-const listenerStat = (leaf: string) => new RegExp(`^listener\\..*\\.${escape(leaf)}$`);
-const clusterStat = (cluster: string, leaf: string) => new RegExp(`^cluster\\.${escape(cluster)}\\.${escape(leaf)}$`);
 
 interface CertDetails { serial_number: string; subject_alt_names: Array<{ uri?: string }>; days_until_expiration: string | number }
 interface CertsDump { certificates: Array<{ ca_cert: CertDetails[]; cert_chain: CertDetails[] }> }
@@ -179,7 +166,7 @@ describe.skipIf(!pre.ok)('e2e: mTLS between sidecars (issue 13)', () => {
     expect(codes).toEqual([200, 200, 200, 200, 200, 200]);
     const wire = dump.lines.join('\n');
     // packets were seen, and none carried the request line or the application's answer
-    expect(wire).toMatch(new RegExp(`${escape(world.host('b').address)}\\.${APP_PORT}`));
+    expect(wire).toMatch(new RegExp(`${escapeStat(world.host('b').address)}\\.${APP_PORT}`));
     expect(wire).not.toContain('plaintext-marker');
     expect(wire).not.toContain('hello from');
     expect(await statSum(a, clusterStat(ORDER_OUT, 'ssl.handshake'))).toBeGreaterThan(handshakesA);
@@ -208,15 +195,15 @@ describe.skipIf(!pre.ok)('e2e: mTLS between sidecars (issue 13)', () => {
 
   it('a caller the allow list does not name gets 403 RBAC; the named one gets through', async () => {
     const b = world.host('b').ns;
-    const deniedBefore = await statSum(b, new RegExp(`^${escape(RBAC_PREFIX)}\\.denied$`));
-    const allowedBefore = await statSum(b, new RegExp(`^${escape(RBAC_PREFIX)}\\.allowed$`));
+    const deniedBefore = await statSum(b, new RegExp(`^${escapeStat(RBAC_PREFIX)}\\.denied$`));
+    const allowedBefore = await statSum(b, new RegExp(`^${escapeStat(RBAC_PREFIX)}\\.allowed$`));
     const evil = await curlTls(world, `https://${world.host('b').address}:${APP_PORT}/orders`, certs.evil);
     expect(evil).toEqual({ code: 403, stdout: 'RBAC: access denied' });
-    expect(await statSum(b, new RegExp(`^${escape(RBAC_PREFIX)}\\.denied$`))).toBe(deniedBefore + 1);
+    expect(await statSum(b, new RegExp(`^${escapeStat(RBAC_PREFIX)}\\.denied$`))).toBe(deniedBefore + 1);
     const user = await curlTls(world, `https://${world.host('b').address}:${APP_PORT}/orders`, certs.user);
     expect(user.code).toBe(200);
     expect(user.stdout).toContain('hello from host-b path /orders');
-    expect(await statSum(b, new RegExp(`^${escape(RBAC_PREFIX)}\\.allowed$`))).toBe(allowedBefore + 1);
+    expect(await statSum(b, new RegExp(`^${escapeStat(RBAC_PREFIX)}\\.allowed$`))).toBe(allowedBefore + 1);
   });
 
   it('a certificate of an unknown CA and an expired one are refused in the handshake and counted', async () => {

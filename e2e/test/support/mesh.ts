@@ -146,3 +146,21 @@ export async function captureShell(name: string, ns: string, command: string): P
   const res = await nsRun(ns, 'sh', ['-c', command], { allowFail: true });
   writeFileSync(join(dir, `${name}.txt`), `$ ${command}\n${res.stdout}${res.stderr}`);
 }
+
+/** Sum of every proxy stat (15000 /stats) whose name matches: listener stats carry the listener's address in their name. */
+export async function statSum(ns: string, pattern: RegExp): Promise<number> {
+  const { stdout } = await admin(ns, 15000, '/stats');
+  let sum = 0;
+  for (const line of stdout.split('\n')) {
+    const cut = line.lastIndexOf(': ');
+    if (cut > 0 && pattern.test(line.slice(0, cut))) sum += Number(line.slice(cut + 2)) || 0;
+  }
+  return sum;
+}
+
+/** A stat name as a literal in a RegExp (cluster names carry `#`, stat names `.`). */
+export const escapeStat = (s: string) => s.replace(/[.*+?^${}()|[\]\\#]/g, '\\$&');
+/** `cluster.<cluster>.<leaf>` exactly. */
+export const clusterStat = (cluster: string, leaf: string) => new RegExp(`^cluster\\.${escapeStat(cluster)}\\.${escapeStat(leaf)}$`);
+/** `<leaf>` of the listener, whatever its address. */
+export const listenerStat = (leaf: string) => new RegExp(`^listener\\..*\\.${escapeStat(leaf)}$`);
