@@ -328,6 +328,43 @@ describe('proxyBootstrapSchema: upstream protocol and gRPC (issue 14)', () => {
   });
 });
 
+describe('proxyBootstrapSchema: TCP routes and inbound protocol (issue 15)', () => {
+  const clusters = [{ name: 'out#6379#redis' }, { name: 'in#3306#db' }];
+
+  it('inbound ports default to http; outboundTcp and the TCP limits default', () => {
+    const bootstrap = parseConfig(proxyBootstrapSchema, { clusters, inbound: [{ port: 3306, cluster: 'in#3306#db' }] });
+    expect(bootstrap.inbound[0]!.protocol).toBe('http');
+    expect(bootstrap.outboundTcp).toEqual([]);
+    expect(bootstrap.limits).toMatchObject({ protocolDetectionTimeoutMs: 100, tcpIdleTimeoutMs: 3600000 });
+    expect(parseConfig(proxyBootstrapSchema, { clusters, inbound: [{ port: 3306, cluster: 'in#3306#db', protocol: 'auto' }] }).inbound[0]!.protocol).toBe('auto');
+  });
+
+  it('refuses an unknown protocol, an unknown cluster, a VIP:port routed twice, and rbac or TLS on a tcp port', () => {
+    expect(paths(() => parseConfig(proxyBootstrapSchema, { clusters, inbound: [{ port: 3306, cluster: 'in#3306#db', protocol: 'mysql' }] }))).toEqual([
+      'inbound[0].protocol: expected one of http, tcp, auto',
+    ]);
+    expect(paths(() => parseConfig(proxyBootstrapSchema, {
+      clusters,
+      outboundTcp: [
+        { address: '240.240.0.7', port: 6379, cluster: 'out#6379#redis' },
+        { address: '240.240.0.7', port: 6379, cluster: 'out#6379#redis' },
+        { address: '240.240.0.8', port: 6379, cluster: 'out#6379#cache' },
+      ],
+    }))).toEqual([
+      'outboundTcp[1]: 240.240.0.7:6379 is routed twice (one cluster per VIP and port)',
+      'outboundTcp[2].cluster: unknown cluster "out#6379#cache"',
+    ]);
+    expect(paths(() => parseConfig(proxyBootstrapSchema, {
+      clusters,
+      secrets: [{ name: 's', certChain: '/c.pem', privateKey: '/k.pem', trustBundle: '/t.pem' }],
+      inbound: [{ port: 3306, cluster: 'in#3306#db', protocol: 'tcp', tls: { mode: 'strict', secret: 's' }, rbac: { policies: [] } }],
+    }))).toEqual([
+      'inbound[0].rbac: rbac needs an HTTP port (it matches methods and paths): remove rbac or set protocol: http',
+      'inbound[0].tls: inbound TLS termination is not implemented for protocol tcp: set tls.mode: disable or protocol: http',
+    ]);
+  });
+});
+
 describe('dnsConfigSchema', () => {
   it('defaults', () => {
     expect(parseConfig(dnsConfigSchema, {})).toEqual({

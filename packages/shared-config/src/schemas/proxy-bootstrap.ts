@@ -225,11 +225,33 @@ export const rbacPolicySchema = z.strictObject({
 });
 export const rbacSchema = z.strictObject({ policies: z.array(rbacPolicySchema).default([]) });
 
-export const inboundPortSchema = z.strictObject({
+/**
+ * How an inbound port is served (issue 15): `http` = today's HTTP path; `tcp` = bytes to the cluster at
+ * once, no wait for client bytes (server-first protocols such as MySQL and SMTP work); `auto` = Istio's
+ * protocol sniffing: an HTTP/1.x request line, the HTTP/2 preface or a TLS ClientHello take the HTTP
+ * path, anything else (or nothing within limits.protocolDetectionTimeoutMs) is TCP.
+ */
+export const INBOUND_PROTOCOLS = ['http', 'tcp', 'auto'] as const;
+export const inboundProtocolSchema = z.enum(INBOUND_PROTOCOLS, { error: `expected one of ${INBOUND_PROTOCOLS.join(', ')}` });
+
+export const inboundPortSchema = z
+  .strictObject({
+    port: servicePort,
+    cluster: nonEmptyString,
+    protocol: inboundProtocolSchema.default('http'),
+    tls: inboundTlsSchema.optional(),
+    rbac: rbacSchema.optional(),
+  })
+  .superRefine((entry, ctx) => {
+    if (entry.protocol === 'tcp' && entry.rbac !== undefined) ctx.addIssue({ code: 'custom', path: ['rbac'], message: 'rbac needs an HTTP port (it matches methods and paths): remove rbac or set protocol: http' });
+    if (entry.protocol === 'tcp' && entry.tls !== undefined && entry.tls.mode !== 'disable') ctx.addIssue({ code: 'custom', path: ['tls'], message: 'inbound TLS termination is not implemented for protocol tcp: set tls.mode: disable or protocol: http' });
+  });
+
+/** A redirected outbound connection whose original destination is exactly address:port is proxied as bytes to `cluster` (Envoy's tcp_proxy; no sniff). */
+export const outboundTcpSchema = z.strictObject({
+  address: ipAddress,
   port: servicePort,
   cluster: nonEmptyString,
-  tls: inboundTlsSchema.optional(),
-  rbac: rbacSchema.optional(),
 });
 
 export const accessLogSchema = z.strictObject({
@@ -255,6 +277,8 @@ export const proxyBootstrapSchema = z
     outboundCidrs: z.array(z.union([ipAddress, cidr], { error: 'expected an IP address or a CIDR such as 240.240.0.0/16' })).default([DEFAULT_MESH_VIP, DEFAULT_VIP_CIDR]),
     /** Original destination port -> inbound cluster. */
     inbound: z.array(inboundPortSchema).default([]),
+    /** Outbound TCP routes by original destination VIP:port (a service port with a non-HTTP protocol). */
+    outboundTcp: z.array(outboundTcpSchema).default([]),
     /** TLS secrets (certificate chain, key, trust bundle files) that inbound ports and clusters refer to by name. */
     secrets: z.array(tlsSecretSchema).default([]),
     accessLog: accessLogSchema.optional(),
@@ -274,6 +298,10 @@ export const proxyBootstrapSchema = z
         http2MaxConcurrentStreams: positiveInt.max(2147483647, { error: 'at most 2147483647 (2^31-1, RFC 9113 6.5.2)' }).default(100),
         /** HTTP/2 downstream SETTINGS_INITIAL_WINDOW_SIZE: how much of a request body one stream may send ahead (memory per stream). */
         http2InitialStreamWindowBytes: positiveInt.min(65535, { error: 'at least 65535 (the HTTP/2 default window)' }).max(262144, { error: 'at most 262144 (256 KiB per stream bounds memory: 100 streams x 256 KiB per connection)' }).default(65535),
+        /** Inbound protocol `auto`: how long to wait for the client's first bytes before treating the connection as TCP (Istio's 100 ms). */
+        protocolDetectionTimeoutMs: positiveInt.default(100),
+        /** A TCP session with no byte either way for this long is closed (Envoy's tcp_proxy idle_timeout, 1 h). */
+        tcpIdleTimeoutMs: positiveInt.default(3600000),
       })
       .prefault({}),
   })
@@ -294,6 +322,13 @@ export const proxyBootstrapSchema = z
     bootstrap.inbound.forEach((entry, index) => {
       if (!known(entry.cluster)) ctx.addIssue({ code: 'custom', path: ['inbound', index, 'cluster'], message: `unknown cluster "${entry.cluster}"` });
       if (entry.tls?.secret !== undefined && !secrets.has(entry.tls.secret)) ctx.addIssue({ code: 'custom', path: ['inbound', index, 'tls', 'secret'], message: unknownSecret(entry.tls.secret) });
+    });
+    const tcpRoutes = new Set<string>();
+    bootstrap.outboundTcp.forEach((entry, index) => {
+      if (!known(entry.cluster)) ctx.addIssue({ code: 'custom', path: ['outboundTcp', index, 'cluster'], message: `unknown cluster "${entry.cluster}"` });
+      const key = `${entry.address}:${entry.port}`;
+      if (tcpRoutes.has(key)) ctx.addIssue({ code: 'custom', path: ['outboundTcp', index], message: `${key} is routed twice (one cluster per VIP and port)` });
+      tcpRoutes.add(key);
     });
     bootstrap.clusters.forEach((cluster, index) => {
       if (cluster.tls && !secrets.has(cluster.tls.secret)) ctx.addIssue({ code: 'custom', path: ['clusters', index, 'tls', 'secret'], message: unknownSecret(cluster.tls.secret) });
@@ -339,5 +374,7 @@ export type UpstreamTls = z.infer<typeof upstreamTlsSchema>;
 export type InboundTls = z.infer<typeof inboundTlsSchema>;
 export type RbacPolicy = z.infer<typeof rbacPolicySchema>;
 export type InboundPort = z.infer<typeof inboundPortSchema>;
+export type InboundProtocol = z.infer<typeof inboundProtocolSchema>;
+export type OutboundTcp = z.infer<typeof outboundTcpSchema>;
 export type ProxyBootstrap = z.infer<typeof proxyBootstrapSchema>;
 export type ProxyBootstrapInput = z.input<typeof proxyBootstrapSchema>;
