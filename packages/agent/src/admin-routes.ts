@@ -91,7 +91,7 @@ export function healthReport(agent: MeshAgent): HealthReport {
     healthy: problems.length === 0,
     status: agent.status.status,
     problems,
-    warnings: uncaptured.map((u) => u.reason),
+    warnings: [...uncaptured.map((u) => u.reason), ...agent.tcpRouteWarnings],
     uncapturedPorts: uncaptured,
     components,
     capture,

@@ -22,7 +22,7 @@ import {
   type ServicesSpec,
 } from '@mesh-agent/shared-config';
 import { AppHealthChecker } from './app-health';
-import { buildDnsConfig, buildProxyBootstrap } from './bootstrap';
+import { buildDnsConfig, buildProxyBootstrap, outboundTcpRoutes } from './bootstrap';
 import { CertificateProvisioner } from './certificates';
 import { CaptureController, captureRulesConfig, type CaptureState, type DriftAction } from './capture';
 import { meshDnsBin, proxyBin } from './children';
@@ -90,6 +90,8 @@ export class MeshAgent {
   private updateOverlay: RegistrySnapshot['services'] | undefined;
   private configVersion = 0;
   private proxyConfig!: ProxyBootstrap;
+  /** TCP service ports left without an outbound route (no per-service VIP), one /health warning each. */
+  tcpRouteWarnings: string[] = [];
   private dnsConfig!: DnsConfig;
   private registered = new Map<string, LocalRegistration>();
   private pushTimer: NodeJS.Timeout | undefined;
@@ -168,7 +170,7 @@ export class MeshAgent {
       }
       // certificates before anything is applied: a bad CA dir or file stops the start at <INIT>
       await this.prepareCertificates();
-      this.registry = createRegistry(config.registry, (err) => this.recordError(err, 'registry'));
+      this.registry = createRegistry(config.registry, (err) => this.recordError(err, 'registry'), config.mesh);
       await this.registry.start();
       this.registry.onChange(() => this.schedulePush());
       const leftovers = await endStaleChildren(config.paths.runDir, [this.opts.childBins?.proxy ?? proxyBin(), this.opts.childBins?.meshDns ?? meshDnsBin()]);
@@ -277,6 +279,7 @@ export class MeshAgent {
     this.configVersion += 1;
     const model = this.model();
     this.proxyConfig = parseConfig(proxyBootstrapSchema, buildProxyBootstrap(model, String(this.configVersion)), { source: 'generated proxy bootstrap' });
+    this.tcpRouteWarnings = outboundTcpRoutes(model).skipped;
     this.dnsConfig = buildDnsConfig(model);
   }
 

@@ -4,7 +4,7 @@ import type { Cluster, DnsConfig, ProxyBootstrapInput, GlobalMeshConfig, ProxyBo
 import type { MeshModel } from './mesh-model';
 import { localServiceName } from './mesh-model';
 import { mtlsModeOf, mtlsSource, outboundSni, rbacPoliciesOf, secretOf } from './mtls-settings';
-import { clusterProtocolOf, isHttp1Protocol, isProxiedProtocol } from './port-protocols';
+import { clusterProtocolOf, inboundProtocolOf, isHttp1Protocol, isProxiedProtocol, isTcpProtocol } from './port-protocols';
 
 /** Naming scheme of the source document: in#PORT#SERVICE and out#PORT#SERVICE. */
 export function inboundClusterName(port: number, service: string): string {
@@ -100,14 +100,46 @@ function outboundPortGroups(service: RegistryService): Array<{ port: number; ins
   return [first, ...others].map((port) => ({ port, instancePorts: [port] }));
 }
 
+/** Whether the cluster's instances registered a TCP protocol (`metadata.protocol` tcp, redis, dubbo, ...), every one of them. */
+function isTcpCluster(service: RegistryService, instancePorts: number[]): boolean {
+  const instances = service.instances.filter((i) => instancePorts.includes(i.port));
+  return instances.length > 0 && instances.every((i) => isTcpProtocol(i.metadata.protocol));
+}
+
+/**
+ * Outbound TCP routes: every service port whose instances registered a TCP protocol is proxied as
+ * bytes when called on the service's own VIP. Without a per-service VIP (or with the shared mesh
+ * VIP) it is skipped: on one shared address the proxy cannot tell two TCP services apart (no Host
+ * header), so the warning names the service.
+ */
+export function outboundTcpRoutes(model: MeshModel): { routes: NonNullable<ProxyBootstrapInput['outboundTcp']>; skipped: string[] } {
+  const routes: NonNullable<ProxyBootstrapInput['outboundTcp']> = [];
+  const skipped: string[] = [];
+  for (const service of model.registry.services) {
+    for (const group of outboundPortGroups(service)) {
+      if (!isTcpCluster(service, group.instancePorts)) continue;
+      const cluster = outboundClusterName(group.port, service);
+      if (!service.vip || service.vip === model.agent.mesh.vip) {
+        skipped.push(`service ${qualifiedName(service)} port ${group.port} speaks TCP but has no per-service VIP (registry vip): the shared mesh VIP ${model.agent.mesh.vip} cannot tell TCP services apart, so calls to it through the mesh are not proxied; give the service a vip from mesh.vipCidr`);
+        continue;
+      }
+      for (const port of group.instancePorts) {
+        if (!routes.some((r) => r.address === service.vip && r.port === port)) routes.push({ address: service.vip, port, cluster });
+      }
+    }
+  }
+  return { routes, skipped };
+}
+
 function outboundCluster(model: MeshModel, service: RegistryService, port: number, instancePorts: number[]): Cluster {
   const policy = policyFor(model.global, service.name);
   const endpoints = service.instances
     .filter((i) => instancePorts.includes(i.port))
     .map((i) => ({ address: i.address, port: i.port, weight: i.weight, healthy: i.healthy, metadata: endpointMetadata(model, i) }));
   const { enabled: outlierEnabled, ...outlier } = policy.outlierDetection;
-  // with a certificate source, every endpoint that registered an identity is reached over mTLS (Istio's auto mTLS)
-  const tls = mtlsSource(model.agent) ? { tls: { secret: localServiceName(model.agent, model.spec), sni: outboundSni(port, service) } } : {};
+  // with a certificate source, every endpoint that registered an identity is reached over mTLS (Istio's auto mTLS);
+  // a TCP cluster is plaintext: the proxy's TCP inbound does not terminate TLS
+  const tls = mtlsSource(model.agent) && !isTcpCluster(service, instancePorts) ? { tls: { secret: localServiceName(model.agent, model.spec), sni: outboundSni(port, service) } } : {};
   return {
     name: outboundClusterName(port, service),
     protocol: upstreamProtocol(service.instances.filter((i) => instancePorts.includes(i.port))),
@@ -157,9 +189,9 @@ function routesTo(cluster: string, policy: ReturnType<typeof policyFor>): Virtua
   ] as VirtualHost['routes'];
 }
 
-/** An inbound port's TLS mode (with the local service's secret) and RBAC; nothing without a certificate source. */
-function inboundSecurity(model: MeshModel, service: string): Pick<ProxyBootstrap['inbound'][number], 'tls' | 'rbac'> {
-  if (!mtlsSource(model.agent)) return {};
+/** An inbound port's TLS mode (with the local service's secret) and RBAC; nothing without a certificate source or on a TCP port (RBAC matches HTTP requests; the TCP path has no TLS termination). */
+function inboundSecurity(model: MeshModel, service: string, protocol: string | undefined): Pick<ProxyBootstrap['inbound'][number], 'tls' | 'rbac'> {
+  if (!mtlsSource(model.agent) || isTcpProtocol(protocol)) return {};
   const mode = mtlsModeOf(model.agent, service);
   const policies = rbacPoliciesOf(model.agent, service);
   return {
@@ -176,10 +208,10 @@ export function buildProxyBootstrap(model: MeshModel, version: string): ProxyBoo
 
   for (const service of spec.spec.services) {
     const policy = policyFor(global, service.name);
-    // a non-HTTP port gets no inbound cluster: it is not captured (port-protocols.ts)
+    // a tcp/redis/dubbo/... port is bytes to the app (protocol tcp), an auto port sniffed (port-protocols.ts)
     for (const { targetPort, protocol } of service.ports.filter((p) => isProxiedProtocol(p.protocol))) {
       const name = inboundClusterName(targetPort, service.name);
-      inbound.push({ port: targetPort, cluster: name, ...inboundSecurity(model, service.name) });
+      inbound.push({ port: targetPort, cluster: name, protocol: inboundProtocolOf(protocol), ...inboundSecurity(model, service.name, protocol) });
       clusters.push({
         name,
         // an http2/grpc port is reached over HTTP/2 (h2c to the local app)
@@ -202,11 +234,15 @@ export function buildProxyBootstrap(model: MeshModel, version: string): ProxyBoo
     const [main, ...perPort] = outboundPortGroups(service);
     const mainCluster = outboundCluster(model, service, main.port, main.instancePorts);
     clusters.push(mainCluster);
-    // the bare names and :80 go to the default port's cluster; another port of a multi-port service only by NAME:PORT
-    virtualHosts.push({ name: qualifiedName(service), domains: serviceDomains(service, agent.dns.suffixes, main.instancePorts), routes: routesTo(mainCluster.name, policy) });
+    // the bare names and :80 go to the default port's cluster; another port of a multi-port service only by NAME:PORT;
+    // a TCP cluster gets no HTTP route (it is reached by VIP:port, outboundTcp)
+    if (!isTcpCluster(service, main.instancePorts)) {
+      virtualHosts.push({ name: qualifiedName(service), domains: serviceDomains(service, agent.dns.suffixes, main.instancePorts), routes: routesTo(mainCluster.name, policy) });
+    }
     for (const group of perPort) {
       const cluster = outboundCluster(model, service, group.port, group.instancePorts);
       clusters.push(cluster);
+      if (isTcpCluster(service, group.instancePorts)) continue;
       const domains = serviceAliases(service, agent.dns.suffixes).map((alias) => `${alias}:${group.port}`);
       virtualHosts.push({ name: `${qualifiedName(service)}:${group.port}`, domains, routes: routesTo(cluster.name, policy) });
     }
@@ -221,6 +257,7 @@ export function buildProxyBootstrap(model: MeshModel, version: string): ProxyBoo
     localAddresses: [...new Set([model.nodeIp, ...(model.nodeIp6 ? [model.nodeIp6] : [])])],
     outboundCidrs: [...new Set([agent.mesh.vip, agent.mesh.vipCidr, ...agent.iptables.includeOutboundCidrs])], // what capture.ts DNATs to the listener
     inbound,
+    outboundTcp: outboundTcpRoutes(model).routes,
     ...(mtlsSource(agent) ? { secrets: spec.spec.services.map((s) => secretOf(agent, s.name)) } : {}),
     ...(agent.proxy.accessLog ? { accessLog: agent.proxy.accessLog } : {}),
     clusters,

@@ -1,11 +1,18 @@
-// Which of the application's ports the sidecar takes over: the proxy speaks HTTP/1.x, HTTP/2 (h2c,
-// h2 over mTLS) and gRPC, so `http`, `http2` and `grpc` ports are captured inbound; any other
-// protocol is left out (captured, its clients would time out waiting for an HTTP answer). Absent
-// protocol means http (Istio sniffs an unlabelled port; there is no sniffing here).
+// Which of the application's ports the sidecar takes over, and how: `http`, `http2` and `grpc` ports
+// go through the proxy's HTTP path (HTTP/1.x, h2c, h2 over mTLS); `tcp`, `dubbo`, `redis`, `mysql`,
+// `mongo` and the TLS passthrough ports `tls` and `https` through its TCP proxy (bytes, no wait for
+// client bytes: server-first protocols work); `auto` is sniffed by the proxy (Istio's protocol
+// sniffing). Absent protocol means http (as before issue 15: an unlabelled port keeps working).
 import type { ServicesSpec } from '@mesh-agent/shared-config';
 
-/** Protocols the proxy serves. */
-export const PROXIED_PROTOCOLS: readonly string[] = ['http', 'http2', 'grpc'];
+/** Protocols the proxy's HTTP path serves. */
+const HTTP_PROTOCOLS: readonly string[] = ['http', 'http2', 'grpc'];
+
+/** Protocols the proxy carries as bytes (its TCP proxy): any non-HTTP protocol, and TLS passed through. */
+export const TCP_PROTOCOLS: readonly string[] = ['tcp', 'tls', 'https', 'dubbo', 'redis', 'mysql', 'mongo'];
+
+/** Protocols the proxy serves: every one spec.yaml knows. */
+export const PROXIED_PROTOCOLS: readonly string[] = [...HTTP_PROTOCOLS, ...TCP_PROTOCOLS, 'auto'];
 
 /** Protocols the proxy speaks to the application (or a peer) over HTTP/2: Envoy's http2_protocol_options. */
 const HTTP2_PROTOCOLS: readonly string[] = ['http2', 'grpc'];
@@ -20,6 +27,17 @@ export interface UncapturedPort {
 
 export function isProxiedProtocol(protocol: string | undefined): boolean {
   return PROXIED_PROTOCOLS.includes(protocol ?? 'http');
+}
+
+/** Whether the proxy carries the port as bytes (its TCP proxy), never parsing HTTP. */
+export function isTcpProtocol(protocol: string | undefined): boolean {
+  return TCP_PROTOCOLS.includes(protocol ?? 'http');
+}
+
+/** The bootstrap's inbound[].protocol for a spec.yaml port: tcp (bytes at once), auto (sniffed) or http. */
+export function inboundProtocolOf(protocol: string | undefined): 'http' | 'tcp' | 'auto' {
+  if (isTcpProtocol(protocol)) return 'tcp';
+  return protocol === 'auto' ? 'auto' : 'http';
 }
 
 /** Whether a port speaks HTTP/2 (gRPC is HTTP/2): its cluster gets `protocol: http2`. */
@@ -39,7 +57,7 @@ export function clusterProtocolOf(protocol: string | undefined): 'http1' | 'http
 
 /** Why a port is left to the application, as /health and doctor say it. */
 export function notCapturedReason(service: string, port: number, protocol: string): string {
-  return `port ${port} of ${service} is not captured: protocol ${protocol}: the proxy speaks HTTP only until the TCP proxy exists; traffic to port ${port} goes to the app directly, unmeshed`;
+  return `port ${port} of ${service} is not captured: protocol ${protocol}: the proxy does not know this protocol; traffic to port ${port} goes to the app directly, unmeshed`;
 }
 
 /** The ports of spec.yaml the proxy serves inbound, each with its service. */

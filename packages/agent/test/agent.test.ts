@@ -10,6 +10,10 @@ import { startApp, startTestAgent, type TestAgent, type TestApp } from './agent-
 import { queryA } from './dns-client';
 import { eventually, httpGet, httpRequest, steadyLoad } from './helpers';
 import { pidAlive } from './netns';
+import { preferredVip } from '../src/vip-allocation';
+
+// mesh-dns answers a service with its own VIP (its hash slot in the default range)
+const ORDER_VIP = preferredVip({ name: 'order', namespace: 'default' }, { vipCidr: '240.240.0.0/16', meshVip: '240.240.0.1' });
 
 const exec = promisify(execFile);
 
@@ -91,9 +95,9 @@ describe('mesh-agent with the real proxy and mesh-dns', () => {
     for (let i = 0; i < 4; i++) answers.add((await viaProxy('http://order/')).body.trim());
     expect([...answers].sort()).toEqual(['order-1', 'order-2']);
     const dns = await queryA(t.dnsPort, 'order');
-    expect(dns).toMatchObject({ rcode: 0, addresses: ['240.240.0.1'] });
+    expect(dns).toMatchObject({ rcode: 0, addresses: [ORDER_VIP] });
     const { stdout } = await exec('dig', ['+short', '+tries=1', '+time=3', '@127.0.0.1', '-p', String(t.dnsPort), 'order.default.svc.cluster.local']);
-    expect(stdout.trim()).toBe('240.240.0.1');
+    expect(stdout.trim()).toBe(ORDER_VIP);
   });
 
   it('shows its config, the app config directory, and the components\' dumps and versions', async () => {
@@ -171,7 +175,7 @@ describe('mesh-agent with the real proxy and mesh-dns', () => {
     const load = steadyLoad(
       async () => {
         const a = await queryA(t.dnsPort, 'order');
-        if (a.rcode !== 0 || a.addresses[0] !== '240.240.0.1') throw new Error(`rcode ${a.rcode} ${a.addresses.join(',')}`);
+        if (a.rcode !== 0 || a.addresses[0] !== ORDER_VIP) throw new Error(`rcode ${a.rcode} ${a.addresses.join(',')}`);
       },
       { workers: 4, maxCount: 50_000, maxMs: 120_000 },
     );

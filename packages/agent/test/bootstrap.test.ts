@@ -1,7 +1,7 @@
 // The generated configs: what the proxy and mesh-dns are told, from spec.yaml + registry + global config.
 import { describe, expect, it } from 'vitest';
 import { agentConfigSchema, globalMeshConfigSchema, parseConfig, proxyBootstrapSchema, servicesSpecSchema } from '@mesh-agent/shared-config';
-import { buildDnsConfig, buildProxyBootstrap, serviceDomains } from '../src/bootstrap';
+import { buildDnsConfig, buildProxyBootstrap, outboundTcpRoutes, serviceDomains } from '../src/bootstrap';
 import { captureRulesConfig } from '../src/capture';
 import type { MeshModel } from '../src/mesh-model';
 import { parseUpdateBody } from '../src/update';
@@ -35,7 +35,7 @@ describe('buildProxyBootstrap', () => {
   const bootstrap = parseConfig(proxyBootstrapSchema, buildProxyBootstrap(model(), '7'));
 
   it('maps the local service port to an inbound cluster with its health check', () => {
-    expect(bootstrap.inbound).toEqual([{ port: 8089, cluster: 'in#8089#user' }]);
+    expect(bootstrap.inbound).toEqual([{ port: 8089, cluster: 'in#8089#user', protocol: 'http' }]);
     const inbound = bootstrap.clusters.find((c) => c.name === 'in#8089#user')!;
     expect(inbound.endpoints).toEqual([expect.objectContaining({ address: '127.0.0.1', port: 8089 })]);
     expect(inbound.healthCheck?.path).toBe('/health');
@@ -133,15 +133,55 @@ describe('buildProxyBootstrap', () => {
     expect(b.routes!.virtualHosts!.find((h) => h.name === 'web:8080')!.routes![0].route!.cluster).toBe('out#8080#web');
   });
 
-  it("gives a non-HTTP port of spec.yaml no inbound cluster (it is not captured; see capture's inboundPorts)", () => {
+  it('issue 15: every port of spec.yaml is captured; tcp/dubbo/redis/mysql/mongo/tls/https ports are inbound protocol tcp, auto sniffed, the rest http', () => {
     const m = model();
-    m.spec = parseConfig(servicesSpecSchema, {
-      spec: { services: [{ name: 'user', ports: [{ targetPort: 8089 }, { targetPort: 20880, protocol: 'dubbo' }, { targetPort: 6379, protocol: 'tcp' }], healthCheck: { path: '/health' } }] },
+    const ports = [{ targetPort: 8089 }, { targetPort: 20880, protocol: 'dubbo' }, { targetPort: 6379, protocol: 'redis' }, { targetPort: 3306, protocol: 'mysql' }, { targetPort: 7000, protocol: 'tcp' }, { targetPort: 8443, protocol: 'https' }, { targetPort: 9000, protocol: 'auto' }];
+    m.spec = parseConfig(servicesSpecSchema, { spec: { services: [{ name: 'user', ports, healthCheck: { path: '/health' } }] } });
+    const b = parseConfig(proxyBootstrapSchema, buildProxyBootstrap(m, '1'));
+    expect(b.inbound.map((i) => `${i.port}/${i.protocol}/${i.cluster}`)).toEqual([
+      '8089/http/in#8089#user', '20880/tcp/in#20880#user', '6379/tcp/in#6379#user', '3306/tcp/in#3306#user', '7000/tcp/in#7000#user', '8443/tcp/in#8443#user', '9000/auto/in#9000#user',
+    ]);
+    // healthCheck.path is an HTTP/1.1 GET: only the http port's cluster is probed with it (the agent TCP-checks the rest)
+    expect(b.clusters.filter((c) => c.healthCheck).map((c) => c.name)).toEqual(['in#8089#user']);
+    expect(captureRulesConfig(m).inboundPorts).toEqual([8089, 20880, 6379, 3306, 7000, 8443, 9000]);
+  });
+
+  it('issue 15: a service whose instances registered a TCP protocol is routed by its VIP and port (outboundTcp), with no HTTP route; without a VIP it is skipped with a warning', () => {
+    const inst = (id: string, address: string, port: number, protocol: string) => ({ id, address, port, healthy: true, weight: 1, metadata: { node: id, protocol } });
+    const m = model({
+      registry: {
+        services: [
+          { name: 'redis', namespace: 'default', vip: '240.240.3.4', instances: [inst('r1', '198.18.0.3', 6379, 'redis'), inst('r2', '198.18.0.4', 6379, 'redis')] },
+          { name: 'db', namespace: 'shop', vip: '240.240.9.9', instances: [inst('d1', '198.18.0.5', 3306, 'mysql')] },
+          { name: 'novip', namespace: 'default', instances: [inst('n1', '198.18.0.6', 7000, 'tcp')] },
+          { name: 'shared', namespace: 'default', vip: '240.240.0.1', instances: [inst('s1', '198.18.0.7', 7001, 'tcp')] },
+          { name: 'web', namespace: 'default', vip: '240.240.5.5', instances: [inst('w1', '198.18.0.8', 8080, 'http')] },
+        ],
+      },
     });
     const b = parseConfig(proxyBootstrapSchema, buildProxyBootstrap(m, '1'));
-    expect(b.inbound).toEqual([{ port: 8089, cluster: 'in#8089#user' }]);
-    expect(b.clusters.filter((c) => c.name.startsWith('in#')).map((c) => c.name)).toEqual(['in#8089#user']);
-    expect(captureRulesConfig(m).inboundPorts).toEqual([8089]);
+    expect(b.outboundTcp).toEqual([
+      { address: '240.240.3.4', port: 6379, cluster: 'out#6379#redis' },
+      { address: '240.240.9.9', port: 3306, cluster: 'out#3306#db.shop' },
+    ]);
+    expect(b.clusters.find((c) => c.name === 'out#6379#redis')!.endpoints.map((e) => `${e.address}:${e.port}`)).toEqual(['198.18.0.3:6379', '198.18.0.4:6379']);
+    // such clusters get no HTTP route; an HTTP service keeps its virtual host
+    expect(b.routes.virtualHosts.map((v) => v.name)).toEqual(['web']);
+    expect(outboundTcpRoutes(m).skipped).toEqual([
+      'service novip port 7000 speaks TCP but has no per-service VIP (registry vip): the shared mesh VIP 240.240.0.1 cannot tell TCP services apart, so calls to it through the mesh are not proxied; give the service a vip from mesh.vipCidr',
+      'service shared port 7001 speaks TCP but has no per-service VIP (registry vip): the shared mesh VIP 240.240.0.1 cannot tell TCP services apart, so calls to it through the mesh are not proxied; give the service a vip from mesh.vipCidr',
+    ]);
+  });
+
+  it('issue 15: with mTLS on, TCP ports get no inbound TLS or RBAC and TCP clusters no origination (the TCP path is plaintext)', () => {
+    const m = model({ registry: { services: [{ name: 'redis', namespace: 'default', vip: '240.240.3.4', instances: [{ id: 'r1', address: '198.18.0.3', port: 6379, healthy: true, weight: 1, metadata: { node: 'h3', protocol: 'redis', identity: 'spiffe://cluster.local/ns/default/sa/redis' } }] }] } });
+    m.agent = parseConfig(agentConfigSchema, { node: { ip: '198.18.0.2' }, paths: { runDir: '/run/mesh' }, mtls: { ca: { dir: '/ca' }, services: { user: { allow: [] } } } });
+    m.spec = parseConfig(servicesSpecSchema, { spec: { services: [{ name: 'user', ports: [{ targetPort: 8089 }, { targetPort: 6379, protocol: 'redis' }] }] } });
+    const b = parseConfig(proxyBootstrapSchema, buildProxyBootstrap(m, '1'));
+    const inbound = Object.fromEntries(b.inbound.map((i) => [i.port, i]));
+    expect(inbound[8089].tls).toBeDefined();
+    expect(inbound[6379]).toEqual({ port: 6379, cluster: 'in#6379#user', protocol: 'tcp' });
+    expect(b.clusters.find((c) => c.name === 'out#6379#redis')!.tls).toBeUndefined();
   });
 
   it('issue 14: an http2 or grpc port of spec.yaml is captured inbound with an HTTP/2 cluster (no HTTP/1 path probe); http stays http1', () => {
@@ -150,10 +190,11 @@ describe('buildProxyBootstrap', () => {
       spec: { services: [{ name: 'user', ports: [{ targetPort: 8089 }, { targetPort: 50051, protocol: 'grpc' }, { targetPort: 8443, protocol: 'http2' }, { targetPort: 20880, protocol: 'dubbo' }], healthCheck: { path: '/health' } }] },
     });
     const b = parseConfig(proxyBootstrapSchema, buildProxyBootstrap(m, '1'));
-    expect(b.inbound.map((i) => i.port)).toEqual([8089, 50051, 8443]);
-    expect(captureRulesConfig(m).inboundPorts).toEqual([8089, 50051, 8443]);
+    // issue 15: the dubbo port is captured too, as TCP (the previous test)
+    expect(b.inbound.map((i) => `${i.port}/${i.protocol}`)).toEqual(['8089/http', '50051/http', '8443/http', '20880/tcp']);
+    expect(captureRulesConfig(m).inboundPorts).toEqual([8089, 50051, 8443, 20880]);
     const inbound = Object.fromEntries(b.clusters.filter((c) => c.name.startsWith('in#')).map((c) => [c.name, c]));
-    expect(Object.keys(inbound)).toEqual(['in#8089#user', 'in#50051#user', 'in#8443#user']);
+    expect(Object.keys(inbound)).toEqual(['in#8089#user', 'in#50051#user', 'in#8443#user', 'in#20880#user']);
     expect(inbound['in#8089#user']).toMatchObject({ protocol: 'http1', healthCheck: { path: '/health' } });
     expect(inbound['in#50051#user'].protocol).toBe('http2');
     expect(inbound['in#8443#user'].protocol).toBe('http2');
@@ -213,7 +254,7 @@ describe('buildProxyBootstrap with mtls (issue 13)', () => {
     const plain = parseConfig(proxyBootstrapSchema, buildProxyBootstrap(model({ registry: order('spiffe://cluster.local/ns/default/sa/order') }), '1'));
     expect(withMtls({ mode: 'disable' }, order('spiffe://cluster.local/ns/default/sa/order'))).toEqual(plain);
     expect(plain.secrets).toEqual([]);
-    expect(plain.inbound).toEqual([{ port: 8089, cluster: 'in#8089#user' }]);
+    expect(plain.inbound).toEqual([{ port: 8089, cluster: 'in#8089#user', protocol: 'http' }]);
     expect(plain.clusters.some((c) => c.tls !== undefined)).toBe(false);
     expect(plain.clusters.find((c) => c.name === 'out#8080#order')!.endpoints.map((e) => e.metadata)).toEqual([{ id: 'o1' }, { id: 'o2' }]);
   });
@@ -221,7 +262,7 @@ describe('buildProxyBootstrap with mtls (issue 13)', () => {
   it('built-in issuer: one secret per local service in <runDir>/certs/<service>, permissive by default', () => {
     const b = withMtls({ ca: { dir: '/etc/mesh-agent/ca' } });
     expect(b.secrets).toEqual([{ name: 'user', certChain: '/run/mesh/certs/user/cert-chain.pem', privateKey: '/run/mesh/certs/user/key.pem', trustBundle: '/run/mesh/certs/user/root-cert.pem' }]);
-    expect(b.inbound).toEqual([{ port: 8089, cluster: 'in#8089#user', tls: { mode: 'permissive', secret: 'user' } }]);
+    expect(b.inbound).toEqual([{ port: 8089, cluster: 'in#8089#user', protocol: 'http', tls: { mode: 'permissive', secret: 'user' } }]);
     expect(withMtls({ ca: { dir: '/ca' }, certDir: '/srv/certs' }).secrets[0].certChain).toBe('/srv/certs/user/cert-chain.pem');
   });
 

@@ -6,6 +6,9 @@ import { startApp, startTestAgent, type TestAgent, type TestApp } from './agent-
 import { queryA } from './dns-client';
 import { freePort, startEtcd, type EtcdServer } from './etcd-server';
 import { eventually, httpGet } from './helpers';
+import { preferredVip } from '../src/vip-allocation';
+
+const DEFAULT_VIPS = { vipCidr: '240.240.0.0/16', meshVip: '240.240.0.1' };
 
 function haveEtcd(): boolean {
   try {
@@ -64,7 +67,10 @@ describe.skipIf(!haveEtcd())('registry backend etcd (real etcd)', { timeout: 120
     }, 'inventory to route', 10_000, 20);
     const routedAfterMs = Date.now() - started;
     expect(res.body.trim()).toBe('inventory-1');
-    expect((await queryA(t.dnsPort, 'inventory')).addresses).toEqual(['240.240.0.1']);
+    // its own VIP, as claimed in etcd
+    const claimed = await eventually(() => client.get(`${PREFIX}vip-of/default/inventory`).string(), 'inventory\'s VIP claim');
+    await eventually(async () => (await queryA(t.dnsPort, 'inventory')).addresses[0] === claimed, 'mesh-dns to answer the claimed VIP');
+    expect((await queryA(t.dnsPort, 'inventory')).addresses).toEqual([preferredVip({ name: 'inventory', namespace: 'default' }, DEFAULT_VIPS)]);
     // informational, not asserted: the push is event-driven (watch), not polled
     console.log(`etcd put -> routed through the proxy after ${routedAfterMs} ms`);
 

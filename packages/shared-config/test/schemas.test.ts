@@ -173,7 +173,7 @@ describe('servicesSpecSchema (TSF spec.yaml)', () => {
     ]);
     expect(paths(() => parseConfig(servicesSpecSchema, { spec: { services: [{ name: 'a', ports: [{ targetPort: 65536, protocol: 'smtp' }] }] } }))).toEqual([
       'spec.services[0].ports[0].targetPort: a port is 1..65535',
-      'spec.services[0].ports[0].protocol: expected one of http, http2, https, grpc, tcp, tls, dubbo, redis, mysql, mongo',
+      'spec.services[0].ports[0].protocol: expected one of http, http2, https, grpc, tcp, tls, dubbo, redis, mysql, mongo, auto',
     ]);
   });
 

@@ -4,6 +4,7 @@
 // A watch on the prefix keeps the snapshot current and pushes every change at once.
 import { Etcd3, type Lease, type Watcher } from 'etcd3';
 import { EXIT_CODES, MeshError, serviceInstanceSchema, type RegistrySnapshot, type ServiceInstance } from '@mesh-agent/shared-config';
+import { VipRange, VipRangeExhaustedError, type VipSettings } from '../vip-allocation';
 import { mergeInstances, RegistryChangeFeed, type LocalRegistration, type RegistryBackend } from './types';
 
 export interface EtcdRegistryOptions {
@@ -12,6 +13,8 @@ export interface EtcdRegistryOptions {
   leaseTtlSeconds: number;
   dialTimeoutMs: number;
   onError?: (err: Error) => void;
+  /** Per-service VIPs: given = every service is claimed a VIP (CAS under `<prefix>vips/`); absent = none. */
+  vips?: VipSettings;
 }
 
 interface Entry {
@@ -35,6 +38,11 @@ export class EtcdRegistry extends RegistryChangeFeed implements RegistryBackend 
   private lastError: string | undefined;
   private closed = false;
   private reconnectTimer: NodeJS.Timeout | undefined;
+  /** `<namespace>/<name>` -> VIP, from `<prefix>vip-of/` (every host's claims). */
+  private readonly claims = new Map<string, string>();
+  private vipWatcher: Watcher | undefined;
+  private claiming: Promise<void> | undefined;
+  private claimAgain = false;
 
   constructor(private readonly opts: EtcdRegistryOptions) {
     super();
@@ -47,6 +55,10 @@ export class EtcdRegistry extends RegistryChangeFeed implements RegistryBackend 
 
   private get servicesPrefix(): string {
     return `${this.opts.prefix.endsWith('/') ? this.opts.prefix : this.opts.prefix + '/'}services/`;
+  }
+
+  private get rootPrefix(): string {
+    return this.opts.prefix.endsWith('/') ? this.opts.prefix : this.opts.prefix + '/';
   }
 
   /**
@@ -109,6 +121,95 @@ export class EtcdRegistry extends RegistryChangeFeed implements RegistryBackend 
       this.noteError(new Error(`etcd watch disconnected: ${err.message}`));
     });
     this.watcher.on('error', (err) => this.noteError(err));
+    if (this.opts.vips) await this.watchClaims();
+  }
+
+  /** Reads every host's VIP claims and follows new ones; then claims VIPs for services still without. */
+  private async watchClaims(): Promise<void> {
+    const prefix = `${this.rootPrefix}vip-of/`;
+    const range = await this.client.getAll().prefix(prefix).exec();
+    this.claims.clear();
+    for (const kv of range.kvs) this.claims.set(kv.key.toString().slice(prefix.length), kv.value.toString());
+    await this.vipWatcher?.cancel().catch(() => undefined);
+    this.vipWatcher = await this.client.watch().prefix(prefix).startRevision(String(Number(range.header.revision) + 1)).create();
+    // a claim is never deleted by the agent; a deleted key (by hand) only stops being used
+    this.vipWatcher.on('put', (kv) => {
+      this.claims.set(kv.key.toString().slice(prefix.length), kv.value.toString());
+      this.emit();
+    });
+    this.vipWatcher.on('delete', (kv) => {
+      this.claims.delete(kv.key.toString().slice(prefix.length));
+      this.emit();
+      this.claimMissing();
+    });
+    this.vipWatcher.on('error', (err) => this.noteError(err));
+    this.claimMissing();
+  }
+
+  /** Runs one claim pass at a time; a change during a pass runs another after it. */
+  private claimMissing(): void {
+    if (!this.opts.vips || this.closed) return;
+    if (this.claiming) {
+      this.claimAgain = true;
+      return;
+    }
+    this.claiming = this.claimPass()
+      .catch((err) => this.noteError(err as Error))
+      .finally(() => {
+        this.claiming = undefined;
+        if (this.claimAgain) {
+          this.claimAgain = false;
+          this.claimMissing();
+        }
+      });
+  }
+
+  private async claimPass(): Promise<void> {
+    const services = new Map<string, { name: string; namespace: string }>();
+    for (const e of this.entries.values()) services.set(`${e.namespace}/${e.service}`, { name: e.service, namespace: e.namespace });
+    for (const r of this.local.values()) services.set(`${r.namespace}/${r.service}`, { name: r.service, namespace: r.namespace });
+    for (const [key, service] of services) {
+      if (this.closed || !this.connected) return;
+      // one service that does not fit is reported; the others are still claimed
+      if (!this.claims.has(key)) await this.claim(key, service).catch((err) => this.noteError(err as Error));
+    }
+  }
+
+  /**
+   * Claims the first free address of the service's probe sequence with a transaction: put
+   * `vips/<ip>` and `vip-of/<ns>/<name>` only if neither exists. Losing the race on the name means
+   * another host claimed it first: its claim is read back and used; losing on the address probes on.
+   */
+  private async claim(key: string, service: { name: string; namespace: string }): Promise<void> {
+    const range = new VipRange(this.opts.vips!);
+    const takenLocally = new Set(this.claims.values());
+    const ofKey = `${this.rootPrefix}vip-of/${key}`;
+    for (const ip of range.candidates(service)) {
+      if (takenLocally.has(ip)) continue;
+      const ipKey = `${this.rootPrefix}vips/${ip}`;
+      const result = await this.client
+        .if(ofKey, 'Create', '==', 0)
+        .and(ipKey, 'Create', '==', 0)
+        .then(this.client.put(ipKey).value(key), this.client.put(ofKey).value(ip))
+        .else(this.client.get(ofKey))
+        .commit();
+      if (result.succeeded) {
+        this.setClaim(key, ip);
+        return;
+      }
+      const existing = result.responses[0]?.response_range?.kvs?.[0]?.value?.toString();
+      if (existing) {
+        this.setClaim(key, existing);
+        return;
+      }
+    }
+    throw new VipRangeExhaustedError(this.opts.vips!, key, range.size);
+  }
+
+  private setClaim(key: string, ip: string): void {
+    if (this.claims.get(key) === ip) return;
+    this.claims.set(key, ip);
+    this.emit();
   }
 
   private apply(key: string, value: string): void {
@@ -117,7 +218,9 @@ export class EtcdRegistry extends RegistryChangeFeed implements RegistryBackend 
     const [namespace, service] = rest;
     try {
       const instance = serviceInstanceSchema.parse(JSON.parse(value));
+      const isNew = !this.claims.has(`${namespace}/${service}`);
       this.entries.set(key, { namespace, service, instance });
+      if (isNew && this.vipWatcher) this.claimMissing();
     } catch (err) {
       this.entries.delete(key);
       this.noteError(new Error(`ignoring etcd key ${key}: not a valid instance (${(err as Error).message.split('\n')[0]})`));
@@ -131,7 +234,13 @@ export class EtcdRegistry extends RegistryChangeFeed implements RegistryBackend 
 
   snapshot(): RegistrySnapshot {
     const registrations: LocalRegistration[] = [...this.entries.values()].map((e) => ({ service: e.service, namespace: e.namespace, instance: e.instance }));
-    return { ...mergeInstances({ services: [] }, registrations), revision: this.revision };
+    const merged = mergeInstances({ services: [] }, registrations);
+    // a service not claimed yet answers the shared VIP until its claim lands (a moment)
+    const services = merged.services.map((s) => {
+      const vip = this.claims.get(`${s.namespace}/${s.name}`);
+      return vip ? { ...s, vip } : s;
+    });
+    return { ...merged, services, revision: this.revision };
   }
 
   private grantLease(): Lease {
@@ -202,6 +311,8 @@ export class EtcdRegistry extends RegistryChangeFeed implements RegistryBackend 
     if (this.reconnectTimer) clearTimeout(this.reconnectTimer);
     this.stopFeed();
     await this.watcher?.cancel().catch(() => undefined);
+    await this.vipWatcher?.cancel().catch(() => undefined);
+    await this.claiming?.catch(() => undefined);
     // revoking the lease deletes every key written under it
     await this.lease?.revoke().catch(() => undefined);
     this.client.close();

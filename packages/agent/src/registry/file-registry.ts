@@ -4,6 +4,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { ConfigError, loadConfigFile, registrySnapshotSchema, type RegistrySnapshot } from '@mesh-agent/shared-config';
+import { allocateVips, duplicateVips, type VipSettings } from '../vip-allocation';
 import { mergeInstances, RegistryChangeFeed, type LocalRegistration, type RegistryBackend } from './types';
 
 export interface FileRegistryOptions {
@@ -11,6 +12,8 @@ export interface FileRegistryOptions {
   /** Reports a file that became invalid (the last valid content stays in force). */
   onError?: (err: Error) => void;
   pollIntervalMs?: number;
+  /** Per-service VIPs: given = every service without a `vip` in the file gets one (absent = none, as before). */
+  vips?: VipSettings;
 }
 
 export class FileRegistry extends RegistryChangeFeed implements RegistryBackend {
@@ -21,6 +24,7 @@ export class FileRegistry extends RegistryChangeFeed implements RegistryBackend 
   private poll: NodeJS.Timeout | undefined;
   private lastText = '';
   private lastError: string | undefined;
+  private lastVipError: string | undefined;
 
   constructor(private readonly opts: FileRegistryOptions) {
     super();
@@ -70,13 +74,31 @@ export class FileRegistry extends RegistryChangeFeed implements RegistryBackend 
     }
     if (!first && text === this.lastText) return;
     const snapshot = loadConfigFile(registrySnapshotSchema, this.opts.file);
+    const duplicates = duplicateVips(snapshot.services);
+    if (duplicates.length > 0) {
+      throw new ConfigError(duplicates.map((message) => ({ file: this.opts.file, path: 'services', message })), {
+        hint: 'give each service its own vip, or remove the vip fields and let the agent allocate them from mesh.vipCidr',
+      });
+    }
+    if (this.opts.vips) {
+      // the file alone must fit the range; the first load fails, a later one keeps the last good content
+      const exhausted = allocateVips(snapshot.services, this.opts.vips).errors[0];
+      if (exhausted) throw exhausted;
+    }
     this.lastText = text;
     this.base = snapshot;
     if (!first) this.emit();
   }
 
   snapshot(): RegistrySnapshot {
-    return { ...mergeInstances(this.base, [...this.local.values()]), revision: this.revision };
+    const merged = mergeInstances(this.base, [...this.local.values()]);
+    if (!this.opts.vips) return { ...merged, revision: this.revision };
+    const { services, errors } = allocateVips(merged.services, this.opts.vips);
+    // a local service that does not fit keeps the shared VIP; reported once, not per push
+    const message = errors[0]?.message;
+    if (message && message !== this.lastVipError) this.opts.onError?.(errors[0]);
+    this.lastVipError = message;
+    return { ...merged, services, revision: this.revision };
   }
 
   async register(registration: LocalRegistration): Promise<void> {

@@ -49,6 +49,7 @@ export const meshDnsSettingsSchema = z.strictObject({
 export const meshSchema = z.strictObject({
   vip: ipAddress.default(DEFAULT_MESH_VIP).describe('The one "special IP" mesh-dns answers mesh names with'),
   vipCidr: cidr.default(DEFAULT_VIP_CIDR).describe('Range per-service VIPs are allocated from'),
+  perServiceVips: z.boolean().default(true).describe('Give every service its own VIP from vipCidr (false: every name answers the shared vip, as before)'),
   globalConfigFile: filePath.optional().describe('GlobalMeshConfig file (timeouts, retries, load balancing, ...); absent = defaults'),
 });
 

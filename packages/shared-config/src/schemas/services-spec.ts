@@ -4,24 +4,24 @@ import { healthCheckPath, serviceName, servicePort } from './common';
 /** TSF's `spec.yaml`: the services the local application offers (reference: tsf-mesh-notes.md). */
 
 /**
- * What a port speaks: TSF's `http` and `dubbo`, and Istio's protocol names. `http` (HTTP/1.x),
- * `http2` and `grpc` (HTTP/2, spoken to the application in h2c) are captured and proxied; every
- * other port is left out of the inbound capture (until the TCP proxy exists), and the agent's
- * /health and doctor say so.
+ * What a port speaks: TSF's `http` and `dubbo`, and Istio's protocol names. Every port is captured:
+ * `http` (HTTP/1.x), `http2` and `grpc` (HTTP/2, spoken to the application in h2c) go through the
+ * proxy's HTTP path; `tcp`, `dubbo`, `redis`, `mysql`, `mongo`, `tls` and `https` (TLS passed
+ * through) through its TCP proxy as bytes; `auto` is sniffed (HTTP/1.x, HTTP/2, TLS or else TCP).
  */
-export const SERVICE_PROTOCOLS = ['http', 'http2', 'https', 'grpc', 'tcp', 'tls', 'dubbo', 'redis', 'mysql', 'mongo'] as const;
+export const SERVICE_PROTOCOLS = ['http', 'http2', 'https', 'grpc', 'tcp', 'tls', 'dubbo', 'redis', 'mysql', 'mongo', 'auto'] as const;
 
 export const servicePortSchema = z.strictObject({
   targetPort: servicePort.describe('Port the local application listens on'),
   protocol: z
     .enum(SERVICE_PROTOCOLS, { error: `expected one of ${SERVICE_PROTOCOLS.join(', ')}` })
     .default('http')
-    .describe('What the port speaks; `http`, `http2` and `grpc` (HTTP/2 to the app) are captured and proxied, any other port is reached directly (not captured inbound)'),
+    .describe('What the port speaks; `http`, `http2` and `grpc` (HTTP/2 to the app) are proxied as HTTP, `tcp`, `dubbo`, `redis`, `mysql`, `mongo`, `tls` and `https` as bytes (TCP proxy), `auto` is sniffed'),
 });
 
 export const serviceSpecSchema = z.strictObject({
   name: serviceName.describe('Service name other services call'),
-  ports: z.array(servicePortSchema).min(1, { error: 'a service needs at least one port' }).describe('Ports of the service; each `http`, `http2` and `grpc` port is captured inbound'),
+  ports: z.array(servicePortSchema).min(1, { error: 'a service needs at least one port' }).describe('Ports of the service; each is captured inbound'),
   healthCheck: z
     .strictObject({
       path: healthCheckPath
