@@ -2,8 +2,8 @@
 // "a route missing while mesh-dns serves the name" cannot be produced with a real agent (it always builds a
 // route for each registry service, with an empty cluster rather than none), so this state is built by hand here.
 import { describe, expect, it } from 'vitest';
-import { checkCluster, checkRoute, meshServices, vipTargets, type CheckContext } from '../src/diagnostics/checks';
-import { firstHostOf } from '../src/diagnostics/vip-route';
+import { checkCluster, checkRoute, checkVipRoute, meshServices, vipTargets, type CheckContext } from '../src/diagnostics/checks';
+import { firstHostOf, routeGet } from '../src/diagnostics/vip-route';
 import { renderDoctor } from '../src/diagnostics/doctor';
 import { parseClustersText } from '../src/diagnostics/envoy-formats';
 import type { SidecarSnapshot } from '../src/diagnostics/sidecar';
@@ -74,5 +74,18 @@ describe('doctor checks on a snapshot', () => {
     snap.agent.configJson.mesh.vipCidr = '198.19.0.0/16';
     expect(vipTargets(snap).map((t) => t.label)).toContain('the VIP range 198.19.0.0/16 (198.19.0.1)');
     expect([firstHostOf('240.240.0.0/16'), firstHostOf('240.240.3.9/24'), firstHostOf('198.18.0.5/32'), firstHostOf('fd00::/8')]).toEqual(['240.240.0.1', '240.240.3.1', '198.18.0.5', undefined]);
+  });
+
+  it('vip-route with a VIP per service shows a route shared by all of them once (real ip route get, read-only)', async (ctx) => {
+    const shared = await routeGet('240.240.0.1');
+    if (!shared.ok) return ctx.skip(); // this host has no route into 240.240.0.0/16 to look up
+    const snap = snapshot({});
+    snap.agent.configJson = { mesh: { vip: '240.240.0.1', vipCidr: '240.240.0.0/16' } };
+    snap.agent.servicesJson = { registry: { services: ['a', 'b', 'c'].map((name, i) => ({ name, namespace: 'default', vip: `240.240.${i + 2}.9` })) } };
+    const result = await checkVipRoute({ snap } as CheckContext);
+    expect(result.status).toBe('OK');
+    // one line, the mesh VIP's, not one per service VIP (the operator reads the route, not the list)
+    expect(result.evidence.split('; ')).toHaveLength(1);
+    expect(result.evidence.startsWith('240.240.0.1 ')).toBe(true);
   });
 });

@@ -231,9 +231,15 @@ export async function checkVipRoute({ snap }: CheckContext): Promise<CheckResult
   if (notUsed) return { hop, status: 'OK', evidence: notUsed };
   const cidr = snap.agent.configJson?.mesh?.vipCidr ?? `${snap.meshVip}/32`;
   const ok: string[] = [];
+  const seenRoutes = new Set<string>();
   for (const target of vipTargets(snap)) {
     const route = await routeGet(target.address);
-    if (route.ok) { ok.push(describeRoute(route)); continue; }
+    if (route.ok) {
+      // with per-service VIPs most targets share the mesh VIP's route: show each distinct route once
+      const by = describeRoute({ ...route, address: '' });
+      if (!seenRoutes.has(by)) { seenRoutes.add(by); ok.push(describeRoute(route)); }
+      continue;
+    }
     if (route.noTool) return { hop, status: 'WARN', evidence: `cannot check the route to ${target.label}: ${route.error}`, fix: `install iproute2, or check by hand that there is a default route or one for ${cidr} (ip route)` };
     return {
       hop, status: 'FAIL',
