@@ -25,6 +25,8 @@ import { SecretStore } from './tls/secret-store';
 import { UpstreamPool } from './upstream/pool';
 import { UpgradeForwarder } from './upstream/upgrade';
 import { attachResilience } from './resilience/cluster-resilience';
+import { TcpProxy } from './tcp/tcp-proxy';
+import { sniffProtocol } from './tcp/protocol-sniffer';
 
 export type ServerState = 'LIVE' | 'DRAINING' | 'PRE_INITIALIZING' | 'INITIALIZING';
 
@@ -45,7 +47,7 @@ export interface ProxyOptions {
 export interface ListenAddress { address: string; port: number }
 
 const DEFAULT_LIMITS: ResolvedLimits = { maxHeadersBytes: 60 * 1024, maxHeadersCount: 100, headersTimeoutMs: 10_000, idleTimeoutMs: 300_000, streamIdleTimeoutMs: 300_000,
-  http2MaxConcurrentStreams: 100, http2InitialStreamWindowBytes: 65_535 };
+  http2MaxConcurrentStreams: 100, http2InitialStreamWindowBytes: 65_535, protocolDetectionTimeoutMs: 100, tcpIdleTimeoutMs: 3_600_000 };
 
 export const PROXY_VERSION = '0.1.0';
 
@@ -101,6 +103,10 @@ export class MeshProxy {
   /** mTLS on inbound ports and the direct path (issue 13); made in start() once the listener's stat scope is known. */
   private inboundAcceptor: InboundAcceptor | undefined;
   private lastRefusedLog = 0;
+  /** Envoy's tcp_proxy sessions (issue 15): outboundTcp VIP:ports and inbound ports declared tcp (or sniffed as not HTTP). */
+  readonly tcp: TcpProxy;
+  /** Inbound `auto` connections whose first bytes are awaited (bounded by protocolDetectionTimeoutMs). */
+  private readonly sniffing = new Map<net.Socket, { cancel(): void }>();
 
   constructor(config: unknown, readonly opts: ProxyOptions = {}) {
     this.config = MeshProxy.validate(config);
@@ -147,6 +153,12 @@ export class MeshProxy {
       healthCheckFailed: false,
     };
     this.stats.removeScope('listener.', 'pending');
+    this.tcp = new TcpProxy({
+      stats: this.stats,
+      accessLog: () => this.runtime.accessLog,
+      idleTimeoutMs: () => this.runtime.limits.tcpIdleTimeoutMs,
+      onInternalError: (err, where) => this.runtime.onInternalError(err, where),
+    });
   }
 
   static validate(config: unknown): ProxyBootstrap {
@@ -194,7 +206,7 @@ export class MeshProxy {
     for (const [k, v] of next) this.clusters.set(k, v);
     // RBAC policies compiled once per snapshot (issue 13)
     const inboundPorts = new Map<number, InboundPortState>((config.inbound ?? []).map((i) => [i.port, {
-      port: i.port, cluster: i.cluster, service: parseClusterName(i.cluster)?.service, tls: i.tls,
+      port: i.port, cluster: i.cluster, protocol: i.protocol ?? 'http', service: parseClusterName(i.cluster)?.service, tls: i.tls,
       rbac: i.rbac ? new CompiledRbac(i.port, i.rbac.policies ?? [], this.stats) : undefined,
     }]));
     return {
@@ -206,6 +218,7 @@ export class MeshProxy {
       inboundTlsPorts: [...inboundPorts.values()].filter((i) => i.tls !== undefined && i.tls.mode !== 'disable').length,
       localAddresses: new Set(config.localAddresses ?? []),
       outboundDestinations: outboundDestinationList(config.outboundCidrs ?? []),
+      outboundTcp: new Map((config.outboundTcp ?? []).map((t) => [`${t.address}:${t.port}`, t.cluster])),
     };
   }
 
@@ -277,8 +290,16 @@ export class MeshProxy {
   /** What /clusters lists: the configured clusters, then BlackHoleCluster (as Istio's Envoy does). */
   get adminClusters(): Cluster[] { return [...this.clusters.values(), this.blackhole]; }
   get listener(): ListenAddress | undefined { return this.listenerAddress; }
+  /** What /clusters shows per cluster piped as bytes: outboundTcp VIP:ports and inbound tcp/auto ports. */
+  get tcpRoutes(): Map<string, string[]> {
+    const routes = new Map<string, string[]>();
+    const add = (cluster: string, what: string) => routes.set(cluster, [...(routes.get(cluster) ?? []), what]);
+    for (const t of this.config.outboundTcp ?? []) add(t.cluster, `${t.address}:${t.port}`);
+    for (const i of this.config.inbound ?? []) if ((i.protocol ?? 'http') !== 'http') add(i.cluster, `inbound:${i.port}:${i.protocol}`);
+    return routes;
+  }
   get adminAddress(): ListenAddress | undefined { return this.admin?.address; }
-  get activeConnections(): number { return this.connections.size + this.upgraded.size + this.sniffer.size; }
+  get activeConnections(): number { return this.connections.size + this.upgraded.size + this.sniffer.size + this.tcp.size + this.sniffing.size; }
   /** Whether an upgraded (WebSocket) connection is still open. */
   get upgradedOpen(): boolean { return this.upgraded.size > 0; }
 
@@ -348,7 +369,17 @@ export class MeshProxy {
     rt.listenerStats.downstream_cx_total.inc();
     rt.listenerStats.downstream_cx_active.inc();
     try {
-      const origin = classifyConnection(rt.originalDst(socket), stripV4Mapped(socket.remoteAddress ?? ''), stripV4Mapped(socket.localAddress ?? ''), rt.snapshot);
+      const dst = rt.originalDst(socket);
+      const origin = classifyConnection(dst, stripV4Mapped(socket.remoteAddress ?? ''), stripV4Mapped(socket.localAddress ?? ''), rt.snapshot);
+      // TCP (issue 15): an outboundTcp VIP:port, or an inbound port declared tcp (at once: server-first protocols) or auto (sniffed)
+      if (origin.kind === 'outbound' && dst.kind === 'redirected' && rt.snapshot.outboundTcp.size > 0) {
+        const cluster = rt.snapshot.outboundTcp.get(`${dst.address}:${dst.port}`);
+        if (cluster !== undefined) { this.startTcp(socket, cluster); return; }
+      } else if (origin.kind === 'inbound') {
+        const protocol = rt.snapshot.inboundPorts.get(origin.port)?.protocol;
+        if (protocol === 'tcp') { this.startTcp(socket, origin.cluster); return; }
+        if (protocol === 'auto') { this.sniffInbound(socket, origin); return; }
+      }
       // a port with mTLS (or TLS to the listener itself): the acceptor reads the first bytes and terminates TLS
       if (this.inboundAcceptor?.take(socket, origin)) return;
       this.serve(socket, origin, PLAINTEXT);
@@ -359,6 +390,23 @@ export class MeshProxy {
       socket.on('error', () => {});
       socket.destroy();
     }
+  }
+
+  private startTcp(socket: net.Socket, clusterName: string, initial?: Buffer): void {
+    this.tcp.start(socket, this.runtime.snapshot.clusters.get(clusterName), clusterName, () => this.runtime.listenerStats.downstream_cx_active.dec(), initial);
+  }
+
+  /** Inbound `auto`: HTTP/1, the h2 preface or a TLS ClientHello take today's path (bytes put back); anything else, or silence, is TCP. */
+  private sniffInbound(socket: net.Socket, origin: ConnectionOrigin & { kind: 'inbound' }): void {
+    const rt = this.runtime;
+    const sniff = sniffProtocol(socket, rt.limits.protocolDetectionTimeoutMs, (protocol, read) => {
+      this.sniffing.delete(socket);
+      if (protocol === 'tcp') { this.startTcp(socket, origin.cluster, read); return; }
+      if (read) socket.unshift(read);
+      if (!this.inboundAcceptor?.take(socket, origin)) this.serve(socket, origin, PLAINTEXT);
+      socket.resume();
+    }, () => { this.sniffing.delete(socket); rt.listenerStats.downstream_cx_active.dec(); }, rt.onInternalError);
+    this.sniffing.set(socket, sniff);
   }
 
   /** Hands a classified connection (plaintext, or after its TLS handshake) to the HTTP codec. */
@@ -440,11 +488,14 @@ export class MeshProxy {
     for (const c of this.connections) c.startDrain(now);
     const deadline = Date.now() + drainTimeMs;
     // a connection still in the preface sniff has not sent its first request yet: it is waited for too
-    while ((this.connections.size > 0 || this.sniffer.size > 0) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    // TCP sessions are not cut by the drain (issue 15): they go on until they end or the drain time is up
+    while ((this.connections.size > 0 || this.sniffer.size > 0 || this.tcp.size > 0 || this.sniffing.size > 0) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
     // The drain time is up: what is still open is cut (Envoy's drain manager does the same).
     const cut = [...this.connections].map((c) => new Promise<void>((resolve) => { c.socket.once('close', () => resolve()); c.socket.destroy(); }));
     for (const s of this.upgraded) s.destroy();
     this.sniffer.destroyAll();
+    this.tcp.destroyAll();
+    for (const s of this.sniffing.values()) s.cancel();
     await Promise.all(cut);
   }
 
@@ -454,6 +505,8 @@ export class MeshProxy {
     if (this.sweeper) clearInterval(this.sweeper);
     this.inboundAcceptor?.destroyPending(); // before: server.close() waits for every socket
     this.sniffer.destroyAll();
+    this.tcp.destroyAll();
+    for (const s of [...this.sniffing.values()]) s.cancel();
     // first: server.close() waits for every connection, and an HTTP/2 client keeps its connection open
     for (const c of this.connections) c.socket.destroy();
     await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));

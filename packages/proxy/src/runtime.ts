@@ -22,11 +22,15 @@ export interface ConfigSnapshot {
   readonly localAddresses: ReadonlySet<string>;
   /** `outboundCidrs`: a redirected connection whose original destination is in here is outbound. */
   readonly outboundDestinations: net.BlockList;
+  /** `outboundTcp` (issue 15): `VIP:port` -> the cluster its connections are piped to as bytes. */
+  readonly outboundTcp: ReadonlyMap<string, string>;
 }
 
 export interface InboundPortState {
   readonly port: number;
   readonly cluster: string;
+  /** `http` (today's path), `tcp` (bytes at once) or `auto` (sniffed), issue 15. */
+  readonly protocol: 'http' | 'tcp' | 'auto';
   /** The local service (from `in#PORT#SERVICE`): what an Istio SNI on the direct path must name. */
   readonly service: string | undefined;
   readonly tls: { readonly mode: 'strict' | 'permissive' | 'disable'; readonly secret?: string } | undefined;
@@ -45,6 +49,10 @@ export interface ResolvedLimits {
   http2MaxConcurrentStreams: number;
   /** HTTP/2 downstream SETTINGS_INITIAL_WINDOW_SIZE. */
   http2InitialStreamWindowBytes: number;
+  /** Inbound protocol `auto`: the sniff's wait for the first bytes (issue 15). */
+  protocolDetectionTimeoutMs: number;
+  /** A TCP session quiet for this long is closed. */
+  tcpIdleTimeoutMs: number;
 }
 
 export interface HttpConnManagerStats {

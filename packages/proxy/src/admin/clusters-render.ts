@@ -16,7 +16,8 @@ function hostAddr(h: Host): string {
 interface SuccessRateSource { successRateAverage?(): number; successRateEjectionThreshold?(): number; hostSuccessRate?(h: Host): number }
 
 /** Envoy's /clusters text: every line `::`-separated, starting with the cluster name. */
-export function renderClustersText(clusters: Iterable<Cluster>): string {
+/** `tcpRoutes`: per cluster, what is piped to it as bytes (issue 15): `240.240.3.9:6379`, `inbound:3306:tcp`. */
+export function renderClustersText(clusters: Iterable<Cluster>, tcpRoutes: ReadonlyMap<string, string[]> = new Map()): string {
   const out: string[] = [];
   for (const c of clusters) {
     const n = c.name;
@@ -35,6 +36,7 @@ export function renderClustersText(clusters: Iterable<Cluster>): string {
     out.push(`${n}::added_via_api::${c.addedViaApi}`);
     // not in Envoy's text (it prints no protocol); grep "::protocol::http2" finds the HTTP/2 clusters
     out.push(`${n}::protocol::${c.protocol}`);
+    for (const r of tcpRoutes.get(n) ?? []) out.push(`${n}::tcp_route::${r}`);
     for (const h of c.hosts) {
       const a = `${n}::${hostAddr(h)}`;
       for (const s of HOST_STATS) out.push(`${a}::${s}::${h.stats[s]}`);

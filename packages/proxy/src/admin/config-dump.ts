@@ -122,6 +122,19 @@ function routeResource(r: RouteConfig): object {
   return out;
 }
 
+/** Issue 15: Envoy's tcp_proxy filter chains, one per outboundTcp VIP:port and per inbound port not served as plain HTTP. */
+function tcpFilterChains(config: ProxyBootstrap): object[] {
+  const tcpProxy = (cluster: string) => ({ name: 'envoy.filters.network.tcp_proxy', typed_config: { '@type': 'type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy', stat_prefix: cluster, cluster } });
+  return [
+    ...(config.outboundTcp ?? []).map((t) => ({ name: `${t.address}_${t.port}`, filter_chain_match: { prefix_ranges: [{ address_prefix: t.address, prefix_len: t.address.includes(':') ? 128 : 32 }], destination_port: t.port }, filters: [tcpProxy(t.cluster)] })),
+    ...(config.inbound ?? []).filter((i) => (i.protocol ?? 'http') !== 'http').map((i) => ({
+      name: `inbound_${i.port}`, filter_chain_match: { destination_port: i.port }, filters: [tcpProxy(i.cluster)],
+      // Istio's http_inspector: `auto` sniffs HTTP first (a bounded wait), the rest is TCP
+      ...(i.protocol === 'auto' ? { listener_filters: ['envoy.filters.listener.http_inspector', 'envoy.filters.listener.tls_inspector'] } : {}),
+    })),
+  ];
+}
+
 interface DumpSection { type: string; resource: string; itemType: string; items: { name: string; item: Record<string, unknown> }[]; extra: Record<string, unknown> }
 
 function sections(input: ConfigDumpInput): DumpSection[] {
@@ -157,7 +170,8 @@ function sections(input: ConfigDumpInput): DumpSection[] {
       type: `${T}ListenersConfigDump`, resource: 'listeners', itemType: '', items: [],
       extra: {
         version_info: version,
-        static_listeners: [{ listener: { '@type': `${V3}listener.v3.Listener`, name: listenerName, address: { socket_address: { address: addr.address, port_value: addr.port } }, use_original_dst: true }, last_updated: lastUpdated }],
+        static_listeners: [{ listener: { '@type': `${V3}listener.v3.Listener`, name: listenerName, address: { socket_address: { address: addr.address, port_value: addr.port } }, use_original_dst: true,
+          ...(tcpFilterChains(config).length > 0 ? { filter_chains: tcpFilterChains(config) } : {}) }, last_updated: lastUpdated }],
       },
     },
     {

@@ -47,7 +47,7 @@ export function registerAdminRoutes(admin: AdminServer, proxy: MeshProxy): void 
   admin.add({ method: 'GET', path: '/certs', help: 'print certs on machine', handler: () => renderCerts(proxy.secrets.all()) });
   admin.add({
     method: 'GET', path: '/clusters', help: 'upstream cluster status',
-    handler: (req) => (req.query.get('format') === 'json' ? renderClustersJson(proxy.adminClusters) : renderClustersText(proxy.adminClusters)),
+    handler: (req) => (req.query.get('format') === 'json' ? renderClustersJson(proxy.adminClusters) : renderClustersText(proxy.adminClusters, proxy.tcpRoutes)),
   });
   admin.add({
     method: 'GET', path: '/config_dump', help: 'dump current Envoy configs (experimental)',

@@ -114,9 +114,13 @@ export interface ProxyBootstrap {
   /** `tls`: mTLS termination on the captured port; `rbac`: allowed callers (issue 13). */
   inbound?: {
     port: number; cluster: string;
+    /** Issue 15: `tcp` = bytes at once (server-first works), `auto` = sniffed; default `http`. */
+    protocol?: 'http' | 'tcp' | 'auto';
     tls?: { mode: 'strict' | 'permissive' | 'disable'; secret?: string };
     rbac?: { policies?: { name: string; principals?: string[]; methods?: string[]; paths?: string[] }[] };
   }[];
+  /** Issue 15: a redirected connection to exactly address:port is piped as bytes to cluster. */
+  outboundTcp?: { address: string; port: number; cluster: string }[];
   /** TLS secrets (file paths) by name, watched and reloaded (issue 13). */
   secrets?: { name: string; certChain: string; privateKey: string; trustBundle: string }[];
   accessLog?: { format?: 'text' | 'json'; path?: string };
@@ -124,5 +128,5 @@ export interface ProxyBootstrap {
   routes?: { virtualHosts?: VirtualHostConfig[] };
   drainTimeMs?: number;
   /** Limits on the request head (defaults: 60 KiB like Envoy, 100 headers, 10 s). */
-  limits?: { maxHeadersBytes?: number; maxHeadersCount?: number; headersTimeoutMs?: number; idleTimeoutMs?: number; streamIdleTimeoutMs?: number; http2MaxConcurrentStreams?: number; http2InitialStreamWindowBytes?: number };
+  limits?: { maxHeadersBytes?: number; maxHeadersCount?: number; headersTimeoutMs?: number; idleTimeoutMs?: number; streamIdleTimeoutMs?: number; http2MaxConcurrentStreams?: number; http2InitialStreamWindowBytes?: number; protocolDetectionTimeoutMs?: number; tcpIdleTimeoutMs?: number };
 }

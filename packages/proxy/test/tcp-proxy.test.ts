@@ -1,0 +1,261 @@
+import net from 'node:net';
+import { afterEach, describe, expect, it } from 'vitest';
+import type { OriginalDestination } from '../src/runtime';
+import { deadPort, startProxy, startUpstream, waitFor, type StartedProxy } from './support/proxy-harness';
+
+// Envoy's tcp_proxy (issue 15) with real sockets on loopback. The original destination the capture
+// rules would give is set on the runtime (the netns test, tcp-capture.test.ts, gets it from real iptables).
+
+const VIP = '240.240.3.9';
+const cleanups: (() => Promise<void> | void)[] = [];
+afterEach(async () => { for (const c of cleanups.splice(0).reverse()) await c(); });
+
+interface TcpServer { port: number; sockets: net.Socket[]; server: net.Server }
+
+async function tcpServer(onConn: (s: net.Socket) => void, opts: net.ServerOpts = {}): Promise<TcpServer> {
+  const sockets: net.Socket[] = [];
+  const server = net.createServer(opts, (s) => { sockets.push(s); s.on('error', () => {}); onConn(s); });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  cleanups.push(() => new Promise<void>((r) => { for (const s of sockets) s.destroy(); server.close(() => r()); }));
+  return { port: (server.address() as net.AddressInfo).port, sockets, server };
+}
+
+const echo = (name: string) => (s: net.Socket) => s.on('data', (d) => s.write(`${name}:${d.toString()}`));
+
+async function proxyWith(config: Record<string, unknown>, dst: OriginalDestination): Promise<StartedProxy> {
+  const p = await startProxy({ accessLog: { format: 'json', path: '/dev/null' }, ...config });
+  p.proxy.runtime.originalDst = () => dst;
+  cleanups.push(() => p.proxy.close());
+  return p;
+}
+
+function connect(port: number): Promise<net.Socket> {
+  return new Promise((resolve, reject) => {
+    const s = net.connect({ port, host: '127.0.0.1', allowHalfOpen: true }, () => resolve(s));
+    s.on('error', reject);
+    cleanups.push(() => { s.destroy(); });
+  });
+}
+
+/** Reads until `n` bytes (or the end) arrived. */
+function readText(s: net.Socket, until: (text: string) => boolean, timeoutMs = 5000): Promise<string> {
+  return new Promise((resolve, reject) => {
+    let text = '';
+    const timer = setTimeout(() => reject(new Error(`read timed out; got ${JSON.stringify(text)}`)), timeoutMs);
+    const onData = (d: Buffer) => { text += d.toString(); if (until(text)) { done(); resolve(text); } };
+    const onEnd = () => { done(); resolve(text); };
+    const done = () => { clearTimeout(timer); s.off('data', onData); s.off('end', onEnd); };
+    s.on('data', onData);
+    s.on('end', onEnd);
+  });
+}
+
+const closed = (s: net.Socket) => new Promise<void>((r) => (s.destroyed ? r() : s.once('close', () => r())));
+/** The proxy closed its side: our half-open client sees the end (or a reset). */
+const ended = (s: net.Socket) => new Promise<void>((r) => { if (s.destroyed || s.readableEnded) r(); else { s.once('end', () => r()); s.once('close', () => r()); } });
+const stat = (p: StartedProxy, name: string) => p.proxy.stats.all().find((s) => s.name === name)?.value ?? 0;
+const outbound = (port = 6379): OriginalDestination => ({ kind: 'redirected', address: VIP, port });
+const tcpCluster = (name: string, ports: number[], extra: Record<string, unknown> = {}) => ({ name, endpoints: ports.map((port) => ({ address: '127.0.0.1', port })), ...extra });
+const outboundConfig = (ports: number[], extra: Record<string, unknown> = {}, top: Record<string, unknown> = {}) => ({
+  clusters: [tcpCluster('out#6379#redis', ports, extra)], outboundTcp: [{ address: VIP, port: 6379, cluster: 'out#6379#redis' }], ...top,
+});
+
+describe('TCP proxy: outbound VIP:port (outboundTcp)', () => {
+  it('pipes bytes both ways to both endpoints (round robin), with Envoy tcp_proxy stats and one access log line per connection', async () => {
+    const a = await tcpServer(echo('a'));
+    const b = await tcpServer(echo('b'));
+    const p = await proxyWith(outboundConfig([a.port, b.port]), outbound());
+    const seen: string[] = [];
+    for (let i = 0; i < 4; i++) {
+      const s = await connect(p.port);
+      s.write(`ping${i}`);
+      const text = await readText(s, (t) => t.endsWith(`ping${i}`));
+      seen.push(text.split(':')[0]!);
+      s.end();
+      await closed(s);
+    }
+    expect(seen.sort()).toEqual(['a', 'a', 'b', 'b']);
+    await waitFor(() => p.log.length >= 4, 'four access log lines');
+    const line = JSON.parse(p.log[0]!);
+    expect(line).toMatchObject({ method: '-', protocol: 'TCP', bytes_received: 5, bytes_sent: 7, upstream_cluster: 'out#6379#redis' });
+    expect(line.upstream_host).toMatch(/^127\.0\.0\.1:\d+$/);
+    expect(stat(p, 'tcp.out#6379#redis.downstream_cx_total')).toBe(4);
+    expect(stat(p, 'tcp.out#6379#redis.downstream_cx_rx_bytes_total')).toBe(20);
+    expect(stat(p, 'tcp.out#6379#redis.downstream_cx_tx_bytes_total')).toBe(28);
+    expect(stat(p, 'cluster.out#6379#redis.upstream_cx_total')).toBe(4);
+    await waitFor(() => stat(p, 'cluster.out#6379#redis.upstream_cx_active') === 0, 'upstream connections closed');
+    // /clusters shows the TCP route
+    const clusters = await (await fetch(`http://127.0.0.1:${p.admin}/clusters`)).text();
+    expect(clusters).toContain(`out#6379#redis::tcp_route::${VIP}:6379`);
+    const dump = await (await fetch(`http://127.0.0.1:${p.admin}/config_dump`)).text();
+    expect(dump).toContain('envoy.filters.network.tcp_proxy');
+  });
+
+  it('half-close: the client ends its side, the server still answers and the answer arrives', async () => {
+    const server = await tcpServer((s) => {
+      let got = '';
+      s.on('data', (d) => { got += d.toString(); });
+      s.on('end', () => { s.end(`got ${got} then your FIN`); });
+    }, { allowHalfOpen: true });
+    const p = await proxyWith(outboundConfig([server.port]), outbound());
+    const s = await connect(p.port);
+    s.end('question');
+    expect(await readText(s, () => false)).toBe('got question then your FIN');
+    await closed(s);
+  });
+
+  it('back-pressure both ways: a client that does not read stops the server writing; 64 MiB arrive intact once it reads', async () => {
+    const SIZE = 64 * 1024 * 1024;
+    const chunk = Buffer.alloc(1024 * 1024, 7);
+    let written = 0;
+    let stalled = false;
+    const server = await tcpServer((s) => {
+      const pump = () => {
+        while (written < SIZE) {
+          written += chunk.length;
+          if (!s.write(chunk)) { stalled = true; s.once('drain', pump); return; }
+        }
+        s.end();
+      };
+      pump();
+    });
+    const p = await proxyWith(outboundConfig([server.port]), outbound());
+    const s = await connect(p.port);
+    s.pause();
+    await waitFor(() => stalled, 'the server to see back-pressure');
+    await new Promise((r) => setTimeout(r, 500));
+    // the proxy keeps at most its socket buffers: without back-pressure the server would have written everything into it
+    expect(written).toBeLessThan(SIZE / 4);
+    let received = 0;
+    let intact = true;
+    s.on('data', (d: Buffer) => { received += d.length; if (d[0] !== 7 || d[d.length - 1] !== 7) intact = false; });
+    s.resume();
+    await new Promise<void>((r) => s.once('end', () => r()));
+    expect(received).toBe(SIZE);
+    expect(intact).toBe(true);
+    expect(stat(p, 'tcp.out#6379#redis.downstream_cx_tx_bytes_total')).toBe(SIZE);
+
+    // the other way: a server that does not read stops the client's writes, and the proxy counts the paused reads
+    let serverSocket: net.Socket | undefined;
+    const sink = await tcpServer((x) => { serverSocket = x; x.pause(); });
+    p.proxy.update(outboundConfig([sink.port]));
+    const c = await connect(p.port);
+    let sent = 0;
+    const push = () => { while (sent < SIZE) { sent += chunk.length; if (!c.write(chunk)) { c.once('drain', push); return; } } };
+    push();
+    await waitFor(() => stat(p, 'tcp.out#6379#redis.downstream_flow_control_paused_reading_total') > 0, 'the proxy to pause reading the client');
+    await new Promise((r) => setTimeout(r, 500));
+    expect(sent).toBeLessThan(SIZE / 4); // the client is held back: the proxy does not buffer what the server does not read
+    let got = 0;
+    await waitFor(() => serverSocket !== undefined, 'the upstream connection');
+    serverSocket!.on('data', (d: Buffer) => { got += d.length; });
+    serverSocket!.resume();
+    await waitFor(() => got === SIZE, 'every byte to reach the server', 60_000);
+    expect(stat(p, 'tcp.out#6379#redis.downstream_flow_control_resumed_reading_total')).toBeGreaterThan(0);
+  });
+
+  it('an endpoint dying mid-connection closes the client and is logged UC', async () => {
+    const server = await tcpServer((s) => { s.write('hello'); s.once('data', () => s.resetAndDestroy()); });
+    const p = await proxyWith(outboundConfig([server.port]), outbound());
+    const s = await connect(p.port);
+    s.on('error', () => {});
+    await readText(s, (t) => t === 'hello');
+    s.write('die');
+    await closed(s);
+    await waitFor(() => p.log.length === 1, 'the access log line');
+    expect(JSON.parse(p.log[0]!).response_flags).toContain('UC');
+    expect(stat(p, 'cluster.out#6379#redis.upstream_cx_active')).toBe(0);
+  });
+
+  it('a connect failure closes the client (UF), is counted upstream_cx_connect_fail and ejects the host by outlier detection', async () => {
+    const good = await tcpServer(echo('good'));
+    const dead = await deadPort();
+    const p = await proxyWith(outboundConfig([dead, good.port], { outlierDetection: { consecutiveGatewayFailure: 1, consecutive5xx: 1 } }), outbound());
+    const answers: string[] = [];
+    for (let i = 0; i < 4; i++) {
+      const s = await connect(p.port);
+      s.on('error', () => {});
+      s.write('x');
+      answers.push(await readText(s, (t) => t.length > 0));
+      s.destroy();
+    }
+    expect(answers.filter((a) => a === '').length).toBe(1); // one connect attempt per connection; then the dead host is ejected
+    expect(answers.filter((a) => a === 'good:x').length).toBe(3);
+    expect(stat(p, 'cluster.out#6379#redis.upstream_cx_connect_fail')).toBe(1);
+    await waitFor(() => p.log.some((l) => JSON.parse(l).response_flags.includes('UF')), 'a UF access log line');
+  });
+
+  it('max_connections: a connection over the limit is closed and counted upstream_cx_overflow', async () => {
+    const server = await tcpServer(echo('s'));
+    const p = await proxyWith(outboundConfig([server.port], { circuitBreakers: { maxConnections: 1 } }), outbound());
+    const first = await connect(p.port);
+    first.write('1');
+    expect(await readText(first, (t) => t === 's:1')).toBe('s:1');
+    const second = await connect(p.port);
+    second.on('error', () => {});
+    second.write('2');
+    expect(await readText(second, () => false)).toBe('');
+    expect(stat(p, 'cluster.out#6379#redis.upstream_cx_overflow')).toBe(1);
+    first.write('3');
+    expect(await readText(first, (t) => t === 's:3')).toBe('s:3');
+  });
+
+  it('idle timeout: a session with no byte either way is closed and counted', async () => {
+    const server = await tcpServer(echo('s'));
+    const p = await proxyWith(outboundConfig([server.port], {}, { limits: { tcpIdleTimeoutMs: 300 } }), outbound());
+    const s = await connect(p.port);
+    s.write('1');
+    await readText(s, (t) => t === 's:1');
+    await ended(s);
+    expect(stat(p, 'tcp.out#6379#redis.idle_timeout')).toBe(1);
+  });
+
+  it('drain: a long-lived session keeps working until the drain time, then is closed', async () => {
+    const server = await tcpServer(echo('s'));
+    const p = await proxyWith(outboundConfig([server.port]), outbound());
+    const s = await connect(p.port);
+    s.write('before');
+    await readText(s, (t) => t === 's:before');
+    const drained = p.proxy.drain(1500);
+    await new Promise((r) => setTimeout(r, 700));
+    s.write('during');
+    expect(await readText(s, (t) => t === 's:during')).toBe('s:during');
+    expect(s.destroyed).toBe(false);
+    await drained;
+    await ended(s);
+  });
+});
+
+describe('TCP proxy: inbound ports declared tcp or auto', () => {
+  const inbound = (port: number): OriginalDestination => ({ kind: 'redirected', address: '127.0.0.1', port });
+
+  it('tcp: a server-first protocol greets a client that sends nothing', async () => {
+    const greeter = await tcpServer((s) => s.write('220 greeter ready\r\n'));
+    const p = await proxyWith({ clusters: [tcpCluster('in#3306#db', [greeter.port])], inbound: [{ port: 3306, cluster: 'in#3306#db', protocol: 'tcp' }] }, inbound(3306));
+    const s = await connect(p.port);
+    expect(await readText(s, (t) => t.endsWith('\r\n'), 2000)).toBe('220 greeter ready\r\n');
+  });
+
+  it('auto: a silent client gets the server-first greeting after the bounded wait; an HTTP request takes the HTTP path', async () => {
+    const greeter = await tcpServer((s) => { s.write('220 greeter ready\r\n'); s.on('data', (d) => s.write(`echo:${d.toString()}`)); });
+    const web = await startUpstream('web');
+    cleanups.push(() => web.close());
+    const p = await proxyWith({
+      clusters: [tcpCluster('in#3306#db', [greeter.port]), tcpCluster('in#8080#web', [web.port])],
+      inbound: [{ port: 3306, cluster: 'in#3306#db', protocol: 'auto' }, { port: 8080, cluster: 'in#8080#web', protocol: 'auto' }],
+    }, inbound(3306));
+    const s = await connect(p.port);
+    expect(await readText(s, (t) => t.endsWith('\r\n'), 2000)).toBe('220 greeter ready\r\n');
+    p.proxy.runtime.originalDst = () => inbound(8080);
+    const h = await connect(p.port);
+    h.write('GET /hello HTTP/1.1\r\nhost: web\r\nconnection: close\r\n\r\n');
+    const res = await readText(h, () => false);
+    expect(res).toMatch(/^HTTP\/1\.1 200/);
+    expect(res).toContain('web GET /hello 0');
+    // a non-HTTP first message is TCP at once (no wait): the greeter gets the bytes as they were sent
+    p.proxy.runtime.originalDst = () => inbound(3306);
+    const t = await connect(p.port);
+    t.write('*1\r\n$4\r\nPING\r\n');
+    expect(await readText(t, (x) => x.includes('PING'))).toBe('220 greeter ready\r\necho:*1\r\n$4\r\nPING\r\n');
+  });
+});
