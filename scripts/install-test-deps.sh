@@ -17,5 +17,5 @@ apt-get update -qq
 apt-get install -y -qq --no-install-recommends \
   iptables iproute2 util-linux bind9-dnsutils dnsmasq-base unbound etcd-server nginx-light prometheus \
   wrk dnsperf haproxy curl procps ca-certificates chromium \
-  openssl tcpdump g++ make python3 nghttp2-client nghttp2-server >/dev/null
+  openssl tcpdump g++ make python3 nghttp2-client nghttp2-server redis-server redis-tools >/dev/null
 echo "install-test-deps: done"
