@@ -73,6 +73,18 @@ describe('mesh-agent demo', { timeout: 120_000 }, () => {
     const children = [health.components.envoy.pid, health.components['mesh-dns'].pid];
     // nothing is redirected to the proxy in the demo, so it stays off the network
     expect(JSON.parse(await curl(`127.0.0.1:${ports.admin}/config/envoy`)).listener.address).toBe('127.0.0.1');
+    // issue 15: the TCP peer clock is routed by its own VIP and port (no HTTP route), shown as tcp on the home page
+    const clockVip = (await exec('dig', ['+short', '+tries=1', '+time=5', '@127.0.0.1', '-p', String(ports.dns), 'clock'])).stdout.trim();
+    expect(clockVip).toMatch(/^240\.240\.\d+\.\d+$/);
+    expect(clockVip).not.toBe(ORDER_VIP);
+    const clockRoute = (await curl(`127.0.0.1:${ports.proxyAdmin}/clusters`)).split('\n').find((l) => /^out#\d+#clock::tcp_route::/.test(l));
+    expect(clockRoute).toMatch(new RegExp(`^out#(\\d+)#clock::tcp_route::${clockVip.replace(/\./g, '\\.')}:\\1$`));
+    const clockPort = Number(/^out#(\d+)#/.exec(clockRoute!)![1]);
+    expect(out).toContain(`nc 127.0.0.1 ${clockPort}`);
+    // server-first: the clock greets a client that sends nothing
+    expect((await exec(process.execPath, [path.join(path.dirname(fileURLToPath(import.meta.url)), 'fixtures', 'tcp-client.mjs'), '127.0.0.1', String(clockPort), '', '5000'])).stdout).toMatch(/^clock-1: the time is \d{4}-/);
+    const summary = JSON.parse(await curl(`127.0.0.1:${ports.admin}/diagnostics/summary`));
+    expect(summary.services.find((s: { name: string }) => s.name === 'clock')).toMatchObject({ cluster: `out#${clockPort}#clock`, protocol: `tcp ${clockVip}:${clockPort}` });
     const dir = JSON.parse(await curl(`127.0.0.1:${ports.admin}/config/agent`)).appConfigDir;
     expect(fs.existsSync(dir)).toBe(true);
 

@@ -106,8 +106,11 @@ describe('diagnostics against the demo (capture disabled, built-in config)', { t
   it('doctor (text) prints no FAIL and exits 0', async () => {
     const run = await cli('doctor', '--admin', admin);
     expect(run.stdout).not.toMatch(/^FAIL/m);
-    // 12 hops, since issue 13 the demo's mTLS: certificates and peer-identity, since issue 14 the gRPC peer: route:inventory and cluster:inventory
-    expect(run.stdout).toMatch(/16 OK, 0 WARN, 0 FAIL/);
+    // 12 hops, since issue 13 the demo's mTLS: certificates and peer-identity, since issue 14 the gRPC peer: route:inventory and cluster:inventory,
+    // since issue 15 the TCP peer: route:clock (its VIP:port, no virtual host) and cluster:clock
+    expect(run.stdout).toMatch(/18 OK, 0 WARN, 0 FAIL/);
+    expect(run.stdout).toMatch(/^OK +route:clock +TCP route 240\.240\.\d+\.\d+:(\d+) -> out#\1#clock \(bytes, by original destination\)$/m);
+    expect(run.stdout).toMatch(/^OK +cluster:clock +out#\d+#clock \(tcp\): 1\/1 healthy/m);
     expect(run.code).toBe(0);
   });
 

@@ -1,8 +1,8 @@
-// The demo's applications: the local service `user`, the two instances of the peer `order` and the gRPC peer `inventory`.
-// Plain HTTP and HTTP/2 servers that know nothing of the mesh.
+// The demo's applications: the local service `user`, the two instances of the peer `order`, the gRPC peer `inventory`
+// and the TCP peer `clock`. Plain HTTP, HTTP/2 and TCP servers that know nothing of the mesh.
 import http from 'node:http';
 import http2 from 'node:http2';
-import type { AddressInfo } from 'node:net';
+import net, { type AddressInfo } from 'node:net';
 
 export interface DemoApp {
   name: string;
@@ -99,6 +99,35 @@ export async function startDemoGrpcApp(name: string, host: string, port: number)
     close: () =>
       new Promise<void>((resolve) => {
         for (const session of sessions) session.destroy();
+        server.close(() => resolve());
+      }),
+  };
+}
+
+/**
+ * The demo's TCP service `clock`: server-first, as MySQL and SMTP are. It greets every connection
+ * with the time before the client says anything, then echoes each line back (a protocol the
+ * proxy's HTTP path cannot carry: it must be proxied as bytes).
+ */
+export async function startDemoClock(name: string, host: string, port: number): Promise<DemoApp> {
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer((socket) => {
+    sockets.add(socket);
+    socket.once('close', () => sockets.delete(socket));
+    socket.on('error', () => socket.destroy());
+    socket.write(`${name}: the time is ${new Date().toISOString()}\n`);
+    socket.pipe(socket);
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => resolve());
+  });
+  return {
+    name,
+    port: (server.address() as AddressInfo).port,
+    close: () =>
+      new Promise<void>((resolve) => {
+        for (const socket of sockets) socket.destroy();
         server.close(() => resolve());
       }),
   };

@@ -1,7 +1,8 @@
 // `mesh-agent demo`: the whole sidecar on one machine with no configuration, no iptables and no
 // root: a local service `user` (a demo app on 8089), a peer `order` with two demo instances in a
 // file registry, a gRPC peer `inventory` (HTTP/2 only, registered with metadata.protocol grpc, so
-// its cluster speaks HTTP/2), mesh-dns and the proxy on their usual ports. Traffic capture is deliberately off:
+// its cluster speaks HTTP/2), a TCP peer `clock` (server-first, registered with metadata.protocol tcp, so it
+// is routed as bytes by its own VIP and port: outboundTcp), mesh-dns and the proxy on their usual ports. Traffic capture is deliberately off:
 // calls go to the proxy explicitly (curl -x). /status still walks the whole sequence: the takeover
 // step counts as done once the proxy and mesh-dns serve, so it ends at <SERVICE_REGISTERED>, and
 // /health says `capture: disabled`. mTLS is on (permissive): a mesh root made at start in the demo's
@@ -14,7 +15,7 @@ import { stringify } from 'yaml';
 import { agentConfigSchema, DEFAULT_PORTS, EXIT_CODES, MeshError, parseConfig } from '@mesh-agent/shared-config';
 import { MeshAgent } from '../agent';
 import { createRootCa, writeCaDir } from '../pki/index';
-import { DEMO_GRPC_METHODS, startDemoApp, startDemoGrpcApp, type DemoApp } from './demo-apps';
+import { DEMO_GRPC_METHODS, startDemoApp, startDemoClock, startDemoGrpcApp, type DemoApp } from './demo-apps';
 
 export const DEMO_DEFAULT_PORTS = { ...DEFAULT_PORTS, app: 8089 } as const;
 
@@ -30,7 +31,7 @@ export interface DemoOptions {
 export interface RunningDemo {
   agent: MeshAgent;
   dir: string;
-  ports: { agentAdmin: number; proxyAdmin: number; proxyListener: number; dns: number; dnsAdmin: number; app: number; inventory: number };
+  ports: { agentAdmin: number; proxyAdmin: number; proxyListener: number; dns: number; dnsAdmin: number; app: number; inventory: number; clock: number };
   /** Resolves when the demo stopped on its own (the proxy's /quitquitquit). */
   stoppedBySelf: Promise<'quitquitquit'>;
   stop(): Promise<void>;
@@ -48,7 +49,9 @@ export function demoInstructions(ports: RunningDemo['ports']): string {
     `      -H 'content-type: application/grpc' -H 'te: trailers' --data-binary @- http://inventory:${ports.inventory}${DEMO_GRPC_METHODS.get} | tail -c +6; echo   # gRPC to "inventory": in stock: apples`,
     `  mesh-agent trace http://inventory:${ports.inventory}/ --admin http://127.0.0.1:${ports.agentAdmin}   # the hops, with inventory's cluster (http2)`,
     `  curl -s 127.0.0.1:${ports.proxyAdmin}/clusters | grep ::protocol::   # inventory's cluster speaks http2, order's http1`,
-    `  dig @127.0.0.1 -p ${ports.dns} order                    # mesh-dns answers the mesh VIP`,
+    `  dig @127.0.0.1 -p ${ports.dns} order                    # mesh-dns answers order's own VIP`,
+    `  curl -s 127.0.0.1:${ports.proxyAdmin}/clusters | grep tcp_route   # TCP peer "clock": its VIP:port, proxied as bytes`,
+    `  dig @127.0.0.1 -p ${ports.dns} +short clock; nc 127.0.0.1 ${ports.clock}   # clock speaks first (the time), then echoes; on a captured host: nc clock ${ports.clock}`,
     `  curl 127.0.0.1:${ports.agentAdmin}/status                       # <SERVICE_REGISTERED>`,
     `  curl -s 127.0.0.1:${ports.proxyAdmin}/clusters | grep "in#"     # the local service's instance and health`,
     `  curl -s 127.0.0.1:${ports.proxyAdmin}/certs                     # its certificate: spiffe://cluster.local/ns/default/sa/user`,
@@ -85,6 +88,8 @@ export async function runDemo(opts: DemoOptions = {}): Promise<RunningDemo> {
     apps.push(order2);
     const inventory = await startDemoGrpcApp('inventory-1', '127.0.0.1', 0);
     apps.push(inventory);
+    const clock = await startDemoClock('clock-1', '127.0.0.1', 0);
+    apps.push(clock);
 
     const write = (name: string, value: unknown) => {
       const file = path.join(dir, name);
@@ -107,6 +112,8 @@ export async function runDemo(opts: DemoOptions = {}): Promise<RunningDemo> {
         },
         // as a peer's agent registers a port its spec.yaml declares grpc
         { name: 'inventory', instances: [{ id: 'inventory-1', address: '127.0.0.1', port: inventory.port, metadata: { protocol: 'grpc' } }] },
+        // as a peer's agent registers a port its spec.yaml declares tcp: routed by its VIP and port, no HTTP route
+        { name: 'clock', instances: [{ id: 'clock-1', address: '127.0.0.1', port: clock.port, metadata: { protocol: 'tcp' } }] },
       ],
     });
     // a throw-away mesh root, so the demo shows mTLS identities with no PKI to set up
@@ -142,7 +149,7 @@ export async function runDemo(opts: DemoOptions = {}): Promise<RunningDemo> {
     // the health check of `user` passes within a second or two: print once /status says so
     const deadline = Date.now() + 15_000;
     while (agent.status.status !== '<SERVICE_REGISTERED>' && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
-    const ports = { ...agent.ports, app: apps[0].port, inventory: inventory.port };
+    const ports = { ...agent.ports, app: apps[0].port, inventory: inventory.port, clock: clock.port };
     opts.out?.write(demoInstructions(ports));
     return {
       agent,

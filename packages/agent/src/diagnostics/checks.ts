@@ -287,6 +287,9 @@ export function checkRoute({ snap }: CheckContext, service: string, dependsOnFai
   const hop = `route:${service}`;
   if (dependsOnFailed) return { hop, status: 'WARN', evidence: `not checked: ${dependsOnFailed} failed` };
   const vh = matchVirtualHost(snap.virtualHosts.filter((v) => !v.domains.includes('*')), service);
+  // a TCP service (issue 15) has no virtual host: its route is VIP:PORT -> cluster (/clusters NAME::tcp_route::VIP:PORT)
+  const tcp = [...snap.clusterStatus.values()].filter((c) => c.settings.tcp_route && serviceOfCluster(c.name)?.direction === 'out' && serviceOfCluster(c.name)?.service === service);
+  if (!vh && tcp.length) return { hop, status: 'OK', evidence: `TCP route ${tcp.map((c) => `${c.settings.tcp_route} -> ${c.name}`).join(', ')} (bytes, by original destination)` };
   if (!vh || (!vh.clusters.length && !vh.directResponse)) {
     return { hop, status: 'FAIL', evidence: `no virtual host for "${service}" in the proxy's routes (${snap.virtualHosts.map((v) => v.name).join(', ') || 'none'})`, fix: `curl -s ${snap.adminHost}:${snap.ports.proxyAdmin}/config_dump shows the routes; check the service is in the registry (${ADMIN(snap)}/config/services) or add it with PUT /update` };
   }
@@ -306,7 +309,8 @@ export function checkCluster({ snap }: CheckContext, service: string, dependsOnF
     const cluster = snap.clusterStatus.get(name);
     if (!cluster) { failed = true; results.push(`${name}: not in /clusters`); continue; }
     // the upstream protocol (/clusters NAME::protocol::http1|http2): a gRPC service needs http2
-    const label = cluster.settings.protocol ? `${name} (${cluster.settings.protocol})` : name;
+    const protocol = cluster.settings.tcp_route ? 'tcp' : cluster.settings.protocol;
+    const label = protocol ? `${name} (${protocol})` : name;
     const healthy = cluster.hosts.filter((h) => h.healthy);
     const open = ['cx_open', 'rq_open', 'rq_pending_open', 'rq_retry_open'].filter((g) => (snap.stats.get(`cluster.${name}.circuit_breakers.default.${g}`) ?? 0) > 0);
     if (!cluster.hosts.length) { failed = true; results.push(`${label}: no endpoints`); continue; }

@@ -12,7 +12,7 @@ export interface Summary {
   status: string;
   components: Array<{ name: string; healthy: boolean; epoch?: string; version?: string; admin: string }>;
   checks: CheckResult[];
-  /** protocol: the upstream protocol of the cluster (http1 or http2; `-` from a proxy that does not say). */
+  /** protocol: the upstream protocol of the cluster (http1 or http2; `tcp VIP:PORT` for one piped as bytes; `-` from a proxy that does not say). */
   services: Array<{ name: string; direction: 'in' | 'out'; cluster: string; protocol: string; endpoints: Array<{ address: string; healthy: boolean; flags: string; rqTotal: number }> }>;
   rates: Record<string, RatePoint[]>;
   errors: Array<{ component: string; text: string; seen: string }>;
@@ -87,7 +87,9 @@ export async function buildSummary(agentAdminUrl: string, history: RateHistory, 
   for (const cluster of snap.clusterStatus.values()) {
     const parsed = serviceOfCluster(cluster.name);
     services.push({
-      name: parsed?.service ?? cluster.name, direction: parsed?.direction ?? 'out', cluster: cluster.name, protocol: cluster.settings.protocol ?? '-',
+      name: parsed?.service ?? cluster.name, direction: parsed?.direction ?? 'out', cluster: cluster.name,
+      // a cluster piped as bytes (issue 15) shows `tcp` and what is routed to it (its VIP:port)
+      protocol: cluster.settings.tcp_route ? `tcp ${cluster.settings.tcp_route}` : cluster.settings.protocol ?? '-',
       endpoints: cluster.hosts.map((h) => ({ address: h.address, healthy: h.healthy, flags: h.healthFlags, rqTotal: Number(h.stats.rq_total ?? 0) })),
     });
   }
