@@ -309,6 +309,8 @@ export class MeshProxy {
     this.stats.gauge('server.', undefined, 'state').set(this.state === 'LIVE' ? 0 : this.state === 'DRAINING' ? 1 : 2);
     this.stats.gauge('server.', undefined, 'memory_allocated').set(process.memoryUsage().heapUsed);
     this.stats.gauge('server.', undefined, 'memory_heap_size').set(process.memoryUsage().heapTotal);
+    // Envoy's physical size; here the RSS, which also counts socket Buffers (what a TCP slow reader would grow)
+    this.stats.gauge('server.', undefined, 'memory_physical_size').set(process.memoryUsage().rss);
     this.stats.gauge('server.', undefined, 'total_connections').set(this.activeConnections);
     this.stats.gauge('server.', undefined, 'concurrency').set(1);
     this.stats.gauge('server.', undefined, 'hot_restart_epoch').set(this.restartEpoch);

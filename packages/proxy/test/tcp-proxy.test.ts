@@ -53,7 +53,10 @@ function readText(s: net.Socket, until: (text: string) => boolean, timeoutMs = 5
 const closed = (s: net.Socket) => new Promise<void>((r) => (s.destroyed ? r() : s.once('close', () => r())));
 /** The proxy closed its side: our half-open client sees the end (or a reset). */
 const ended = (s: net.Socket) => new Promise<void>((r) => { if (s.destroyed || s.readableEnded) r(); else { s.once('end', () => r()); s.once('close', () => r()); } });
-const stat = (p: StartedProxy, name: string) => p.proxy.stats.all().find((s) => s.name === name)?.value ?? 0;
+const stat = (p: StartedProxy, name: string): number => {
+  const found = p.proxy.stats.all().find((s) => s.name === name);
+  return found !== undefined && 'value' in found ? found.value : 0;
+};
 const outbound = (port = 6379): OriginalDestination => ({ kind: 'redirected', address: VIP, port });
 const tcpCluster = (name: string, ports: number[], extra: Record<string, unknown> = {}) => ({ name, endpoints: ports.map((port) => ({ address: '127.0.0.1', port })), ...extra });
 const outboundConfig = (ports: number[], extra: Record<string, unknown> = {}, top: Record<string, unknown> = {}) => ({
