@@ -1,6 +1,7 @@
 import net from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { OriginalDestination } from '../src/runtime';
+import { scanProtocol } from '../src/tcp/protocol-sniffer';
 import { deadPort, startProxy, startUpstream, waitFor, type StartedProxy } from './support/proxy-harness';
 
 // Envoy's tcp_proxy (issue 15) with real sockets on loopback. The original destination the capture
@@ -227,6 +228,23 @@ describe('TCP proxy: outbound VIP:port (outboundTcp)', () => {
     await drained;
     await ended(s);
   });
+
+  it('drain: ends as soon as the last TCP session ends (not at the drain time); the drained listener takes no new connection', async () => {
+    const server = await tcpServer(echo('s'));
+    const p = await proxyWith(outboundConfig([server.port]), outbound());
+    const s = await connect(p.port);
+    s.write('x');
+    await readText(s, (t) => t === 's:x');
+    const started = Date.now();
+    let drainedAt = 0;
+    const drained = p.proxy.drain(20_000).then(() => { drainedAt = Date.now(); });
+    await new Promise((r) => setTimeout(r, 300));
+    expect(drainedAt).toBe(0);
+    await expect(connect(p.port)).rejects.toThrow(/ECONNREFUSED/);
+    s.end();
+    await drained;
+    expect(drainedAt - started).toBeLessThan(10_000);
+  });
 });
 
 describe('TCP proxy: inbound ports declared tcp or auto', () => {
@@ -260,5 +278,18 @@ describe('TCP proxy: inbound ports declared tcp or auto', () => {
     const t = await connect(p.port);
     t.write('*1\r\n$4\r\nPING\r\n');
     expect(await readText(t, (x) => x.includes('PING'))).toBe('220 greeter ready\r\necho:*1\r\n$4\r\nPING\r\n');
+  });
+});
+
+describe('protocol sniffing (auto): what the first bytes say', () => {
+  it('HTTP/1 request lines, the h2 preface and a TLS ClientHello are HTTP; their prefixes wait; anything else is TCP', () => {
+    expect(scanProtocol(Buffer.from('GET / HTTP/1.1\r\n'))).toBe('http');
+    expect(scanProtocol(Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n'))).toBe('http');
+    expect(scanProtocol(Buffer.from([0x16, 0x03, 0x01, 0x02, 0x00]))).toBe('http');
+    expect(scanProtocol(Buffer.from('PO'))).toBe('more');
+    expect(scanProtocol(Buffer.from([0x16]))).toBe('more');
+    expect(scanProtocol(Buffer.from('*1\r\n$4\r\nPING\r\n'))).toBe('tcp');
+    expect(scanProtocol(Buffer.from('GETX'))).toBe('tcp');
+    expect(scanProtocol(Buffer.from([0x16, 0x01]))).toBe('tcp');
   });
 });
