@@ -87,6 +87,8 @@ describe('TCP proxy: outbound VIP:port (outboundTcp)', () => {
     expect(stat(p, 'tcp.out#6379#redis.downstream_cx_rx_bytes_total')).toBe(20);
     expect(stat(p, 'tcp.out#6379#redis.downstream_cx_tx_bytes_total')).toBe(28);
     expect(stat(p, 'cluster.out#6379#redis.upstream_cx_total')).toBe(4);
+    expect(stat(p, 'cluster.out#6379#redis.upstream_cx_tx_bytes_total')).toBe(20);
+    expect(stat(p, 'cluster.out#6379#redis.upstream_cx_rx_bytes_total')).toBe(28);
     await waitFor(() => stat(p, 'cluster.out#6379#redis.upstream_cx_active') === 0, 'upstream connections closed');
     // /clusters shows the TCP route
     const clusters = await (await fetch(`http://127.0.0.1:${p.admin}/clusters`)).text();
@@ -106,6 +108,19 @@ describe('TCP proxy: outbound VIP:port (outboundTcp)', () => {
     s.end('question');
     expect(await readText(s, () => false)).toBe('got question then your FIN');
     await closed(s);
+  });
+
+  it('half-close the other way: the server ends first, the client still sends and the server gets it', async () => {
+    let got = '';
+    let serverSawEnd!: () => void;
+    const ended = new Promise<void>((resolve) => { serverSawEnd = resolve; });
+    const server = await tcpServer((s) => { s.end('bye\n'); s.on('data', (d) => { got += d.toString(); }); s.on('end', () => serverSawEnd()); }, { allowHalfOpen: true });
+    const p = await proxyWith(outboundConfig([server.port]), outbound());
+    const c = await connect(p.port);
+    expect(await readText(c, () => false)).toBe('bye\n'); // the end arrived; our write side is still open
+    c.end('after your FIN');
+    await ended;
+    expect(got).toBe('after your FIN');
   });
 
   it('back-pressure both ways: a client that does not read stops the server writing; 64 MiB arrive intact once it reads', async () => {

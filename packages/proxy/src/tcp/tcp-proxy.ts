@@ -157,12 +157,15 @@ class TcpSession {
     const down = this.downstream;
     const up = this.upstream!;
     const cluster = this.cluster!;
+    // looked up once per session, not per chunk
+    const upstreamTx = cluster.statsStore.counter('cluster.', cluster.name, 'upstream_cx_tx_bytes_total');
+    const upstreamRx = cluster.statsStore.counter('cluster.', cluster.name, 'upstream_cx_rx_bytes_total');
     const guard = (where: string, fn: () => void) => { try { fn(); } catch (err) { this.deps.onInternalError(err, where); this.destroy(); } };
     down.on('data', (chunk: Buffer) => guard('tcp downstream data', () => {
       this.rx += chunk.length;
       this.lastActivity = Date.now();
       this.stats.downstream_cx_rx_bytes_total.inc(chunk.length);
-      cluster.statsStore.counter('cluster.', cluster.name, 'upstream_cx_tx_bytes_total').inc(chunk.length);
+      upstreamTx.inc(chunk.length);
       if (!up.write(chunk)) {
         down.pause();
         this.stats.downstream_flow_control_paused_reading_total.inc();
@@ -177,7 +180,7 @@ class TcpSession {
       this.tx += chunk.length;
       this.lastActivity = Date.now();
       this.stats.downstream_cx_tx_bytes_total.inc(chunk.length);
-      cluster.statsStore.counter('cluster.', cluster.name, 'upstream_cx_rx_bytes_total').inc(chunk.length);
+      upstreamRx.inc(chunk.length);
       if (!down.write(chunk)) up.pause();
     }));
     down.on('drain', () => guard('tcp downstream drain', () => { if (!this.upstreamEnded) up.resume(); }));
