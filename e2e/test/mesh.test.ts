@@ -50,18 +50,20 @@ describe.skipIf(!pre.ok)('e2e: two meshed hosts in network namespaces', () => {
   it('1. A\'s application reaches B\'s by name through both proxies', async () => {
     const a = world.host('a').ns;
     const b = world.host('b').ns;
-    // mesh-dns on A answers the mesh VIP for the name, to the application's own resolver.
+    // mesh-dns on A answers the name's VIP (its own, from the VIP range), to the application's own resolver.
     const dig = await nsRun(a, 'dig', ['+short', '+time=2', '+tries=1', 'order'], { as: APP_USER });
     expect(dig.stdout.trim()).toMatch(/^240\.240\.\d+\.\d+$/);
     const vip = dig.stdout.trim();
-    const dnatBefore = await ruleCounter(a, 'ISTIO_OUTPUT', '-j DNAT', ':15001');
+    // the DNAT rule that covers this VIP: the shared VIP's own rule, or the VIP range's (per-service VIPs)
+    const dnatRule = vip === '240.240.0.1' ? '-d 240.240.0.1/32' : '-d 240.240.0.0/16';
+    const dnatBefore = await ruleCounter(a, 'ISTIO_OUTPUT', dnatRule, '-j DNAT', ':15001');
     const inboundBefore = await ruleCounter(b, 'ISTIO_INBOUND', `--dport ${APP_PORT}`);
 
     const res = await appGet(a, 'http://order/hello');
     expect(res).toEqual({ code: 200, body: 'hello from host-b path /hello' });
 
     // A's ISTIO_OUTPUT DNATed the VIP to 15001; B's ISTIO_INBOUND sent it to B's proxy.
-    expect(await ruleCounter(a, 'ISTIO_OUTPUT', '-j DNAT', ':15001')).toBeGreaterThan(dnatBefore);
+    expect(await ruleCounter(a, 'ISTIO_OUTPUT', dnatRule, '-j DNAT', ':15001')).toBeGreaterThan(dnatBefore);
     expect(await ruleCounter(b, 'ISTIO_INBOUND', `--dport ${APP_PORT}`)).toBeGreaterThan(inboundBefore);
     // A's proxy routed to B's address; B's proxy delivered to B's application (its inbound cluster).
     const aClusters = await clusters(a);

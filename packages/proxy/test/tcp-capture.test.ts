@@ -79,7 +79,7 @@ describe.skipIf(missing !== undefined)('TCP proxy with real capture (iptables RE
     const client = lab.start(lab.a, [process.execPath, '-e', `const s=require('net').connect(7000,'${BULK_VIP}');let n=0,ok=true;s.pause();
       const slow=setInterval(()=>{let c;while((c=s.read(65536))!==null){n+=c.length;if(c[0]!==7)ok=false;break}},20);
       setTimeout(()=>{clearInterval(slow);s.on('data',c=>{n+=c.length;if(c[0]!==7)ok=false});s.resume()},1500);
-      s.on('end',()=>{console.log('received',n,ok);process.exit(0)})`]);
+      s.on('end',()=>{console.log('received '+n+' '+ok);process.exit(0)})`]);
     let peak = before;
     const end = Date.now() + 1400;
     while (Date.now() < end) { peak = Math.max(peak, stat('server.memory_physical_size')); await new Promise((r) => setTimeout(r, 100)); }

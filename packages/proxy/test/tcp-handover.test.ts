@@ -44,8 +44,8 @@ describe.skipIf(missing !== undefined)('hot restart with a long-lived TCP connec
   it('the session on the old generation goes on through the drain and ends at the drain time; new connections go to the new generation', async () => {
     // one echo round trip every 100 ms on one connection; prints the count of answers and how it ended
     const client = lab.start(lab.a, [process.execPath, '-e', `const s=require('net').connect(7001,'${VIP}');let n=0;
-      s.on('data',()=>{n++;console.log('answers',n)});const t=setInterval(()=>s.write('x'),100);
-      s.on('error',e=>console.log('error',e.code));s.on('close',()=>{clearInterval(t);console.log('closed after',n);process.exit(0)})`]);
+      s.on('data',()=>{n++;console.log('answers '+n)});const t=setInterval(()=>s.write('x'),100);
+      s.on('error',e=>console.log('error '+e.code));s.on('close',()=>{clearInterval(t);console.log('closed after '+n);process.exit(0)})`]);
     const answers = () => Number(/answers (\d+)\n(?![\s\S]*answers)/.exec(client.out())?.[1] ?? 0);
     await waitFor(() => answers() >= 5, 'the client session on generation 0', 20_000);
     process.kill(driver.child.pid!, 'SIGUSR2');
