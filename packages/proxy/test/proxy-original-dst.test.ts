@@ -197,7 +197,10 @@ describe.skipIf(missing !== undefined)('original destination (SO_ORIGINAL_DST) i
     inNs(nsA, ['iptables', '-t', 'nat', '-I', 'PREROUTING', '-p', 'tcp', '--dport', '8090', '-j', 'REDIRECT', '--to-ports', '15011']);
     const fallback = startIn(nsA, [process.execPath, path.join(pkg, 'bin', 'mesh-proxy.js'), '--config', fallbackCfg], { MESH_PROXY_NO_ORIGINAL_DST: '1' });
     await waitHttp(nsA, 'http://127.0.0.1:15010/ready');
-    expect(fallback.out()).toMatch(/SO_ORIGINAL_DST is unavailable.*only connections from this host are served/);
+    // the log line is written asynchronously: under load it can reach the pipe after /ready answers
+    const warning = /SO_ORIGINAL_DST is unavailable.*only connections from this host are served/;
+    await waitFor(() => warning.test(fallback.out()), 'the proxy to log that SO_ORIGINAL_DST is unavailable', 10_000).catch(() => {});
+    expect(fallback.out()).toMatch(warning);
     // A captured connection from another host cannot be told from a direct one: refused, not guessed from Host.
     const r = inNs(nsB, ['curl', '-s', '--max-time', '10', '-w', '%{http_code}', '-H', 'Host: 198.18.20.1:8089', 'http://198.18.20.1:8090/fb']);
     expect(httpCode(r)).toBe('502');
