@@ -295,12 +295,19 @@ describe.skipIf(!pre.ok)('e2e: mTLS between sidecars (issue 13)', () => {
 
     // Now the files hold another identity than the one B2 registered for order: A must refuse B2
     // (counted as fail_verify_san) and its requests go to B instead.
-    const sanBefore = await statSum(a, clusterStat(ORDER_OUT, 'ssl.fail_verify_san'));
     await replace('evil');
     await waitFor('B2 to serve the evil certificate', async () => (await sClient(world, target, certs.user, rootCert)).sans?.includes(id('evil')), { timeoutMs: 15_000, intervalMs: 500 });
-    // new connections from A: the idle ones to B2 were made before the swap
-    // bursts of concurrent calls, more than A's idle connections to B2 (made before the swap), so that
-    // new ones are opened; every call is answered (by B when B2 is refused), at most 10 bursts
+    // A's pooled connections to B2 were verified before the swap: a hot restart of A's proxy starts
+    // an empty pool, so the next calls handshake with B2 anew
+    const epoch = Number((await admin(a, 15020, '/epoch/envoy')).stdout.trim());
+    await admin(a, 15020, '/hot_restart/envoy', 'POST');
+    await waitFor('A\'s new proxy epoch', async () => Number((await admin(a, 15020, '/epoch/envoy')).stdout.trim()) === epoch + 1, { timeoutMs: 30_000 });
+    await waitFor('A\'s new epoch to know both order instances', async () => {
+      const { stdout } = await admin(a, PROXY_ADMIN, '/clusters');
+      return stdout.includes(`${ORDER_OUT}::${world.host('b').address}:${APP_PORT}::`) && stdout.includes(`${ORDER_OUT}::${world.host('b2').address}:${APP_PORT}::`);
+    }, { timeoutMs: 30_000 });
+    const sanBefore = await statSum(a, clusterStat(ORDER_OUT, 'ssl.fail_verify_san'));
+    // bursts of concurrent calls; every call is answered (by B when B2 is refused), at most 10 bursts
     const codes: number[] = [];
     // (one burst at least, whatever the counter says: the calls must be answered either way)
     for (let burst = 0; burst < 10 && (burst === 0 || (await statSum(a, clusterStat(ORDER_OUT, 'ssl.fail_verify_san'))) === sanBefore); burst++) {
