@@ -1,9 +1,17 @@
 import { z } from 'zod';
 import { ADMIN_HOST, DEFAULT_MESH_VIP, DEFAULT_PORTS, DEFAULT_VIP_CIDR } from '../defaults';
+import { AccessLogFormatError, parseAccessLogFormat } from '../access-log-format';
 import { cidr, filePath, healthCheckPath, ipAddress, listenAddress, listenPort, metadata, millis, nonEmptyString, nonNegativeInt, percent, positiveInt, servicePort } from './common';
 
 export const LB_POLICIES = ['round_robin', 'least_request', 'random', 'ring_hash'] as const;
 export const lbPolicySchema = z.enum(LB_POLICIES, { error: `expected one of ${LB_POLICIES.join(', ')}` });
+
+/** Envoy's Locality (node.locality, an endpoint's locality): where a host runs, for zone-aware load balancing. */
+export const localitySchema = z.strictObject({
+  region: nonEmptyString.optional(),
+  zone: nonEmptyString.optional(),
+  subZone: nonEmptyString.optional(),
+});
 
 export const endpointSchema = z.strictObject({
   address: ipAddress,
@@ -11,6 +19,18 @@ export const endpointSchema = z.strictObject({
   weight: nonNegativeInt.default(1),
   healthy: z.boolean().default(true),
   metadata: metadata.default({}),
+  locality: localitySchema.optional(),
+});
+
+/**
+ * Locality failover (Istio's, with Envoy's priority levels): with node.locality.zone set, endpoints in
+ * the node's region and zone are priority 0, the rest of its region 1, everything else 2; a priority
+ * takes min(100, overprovisioningFactor/100 x its healthy %) of the traffic, the rest spills to the next.
+ */
+export const localityLbSchema = z.strictObject({
+  enabled: z.boolean().default(true),
+  /** Envoy's overprovisioning_factor in percent (140 = 1.4). */
+  overprovisioningFactor: positiveInt.default(140),
 });
 
 export const circuitBreakersSchema = z.strictObject({
@@ -95,6 +115,8 @@ export const clusterSchema = z
     outlierDetection: outlierDetectionSchema.optional(),
     panicThresholdPercent: percent.default(50),
     tls: upstreamTlsSchema.optional(),
+    /** Absent = on whenever node.locality.zone is set; `enabled: false` balances across every locality alike. */
+    localityLb: localityLbSchema.optional(),
   })
   .superRefine((cluster, ctx) => {
     if (cluster.healthCheck?.grpc && cluster.protocol !== 'http2') {
@@ -105,17 +127,38 @@ export const clusterSchema = z
     }
   });
 
+/**
+ * Envoy's HeaderMatcher: exactly one of exact, regex (the whole value), prefix, present; `invert`
+ * negates the result. The pseudo-header names `:method`, `:authority` and `:path` match the request
+ * method, the Host and the path (with its query), as Envoy's do. Repeated headers are matched joined with ",".
+ */
 export const headerMatchSchema = z
+  .strictObject({
+    name: nonEmptyString,
+    exact: z.string().optional(),
+    regex: z.string().optional(),
+    prefix: z.string().min(1, { error: 'a prefix match needs a non-empty prefix (use present: true for any value)' }).optional(),
+    present: z.boolean().optional(),
+    invert: z.boolean().default(false),
+  })
+  .superRefine((header, ctx) => {
+    const kinds = [header.exact, header.regex, header.prefix, header.present].filter((v) => v !== undefined).length;
+    if (kinds !== 1) ctx.addIssue({ code: 'custom', path: [], message: 'a header match has exactly one of exact, regex, prefix, present' });
+    if (header.regex !== undefined) checkRegex(header.regex, ['regex'], ctx);
+  });
+
+/** Envoy's QueryParameterMatcher: the value is compared URL-decoded; exactly one of exact, regex (the whole value), present. */
+export const queryParameterMatchSchema = z
   .strictObject({
     name: nonEmptyString,
     exact: z.string().optional(),
     regex: z.string().optional(),
     present: z.boolean().optional(),
   })
-  .superRefine((header, ctx) => {
-    const kinds = [header.exact, header.regex, header.present].filter((v) => v !== undefined).length;
-    if (kinds !== 1) ctx.addIssue({ code: 'custom', path: [], message: 'a header match has exactly one of exact, regex, present' });
-    if (header.regex !== undefined) checkRegex(header.regex, ['regex'], ctx);
+  .superRefine((query, ctx) => {
+    const kinds = [query.exact, query.regex, query.present].filter((v) => v !== undefined).length;
+    if (kinds !== 1) ctx.addIssue({ code: 'custom', path: [], message: 'a query parameter match has exactly one of exact, regex, present' });
+    if (query.regex !== undefined) checkRegex(query.regex, ['regex'], ctx);
   });
 
 export const routeMatchSchema = z
@@ -124,6 +167,7 @@ export const routeMatchSchema = z
     path: z.string().startsWith('/', { error: 'a path starts with "/"' }).optional(),
     regex: z.string().optional(),
     headers: z.array(headerMatchSchema).default([]),
+    queryParameters: z.array(queryParameterMatchSchema).default([]),
   })
   .superRefine((match, ctx) => {
     const kinds = [match.prefix, match.path, match.regex].filter((v) => v !== undefined).length;
@@ -162,7 +206,37 @@ export const retryPolicySchema = z
     }
   });
 
-export const weightedClusterSchema = z.strictObject({ name: nonEmptyString, weight: nonNegativeInt });
+/** A header name the proxy may add or set: not a pseudo-header, no hop-by-hop header, valid token characters. */
+const headerName = z
+  .string({ error: 'expected a header name' })
+  .regex(/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/, { error: 'a header name is token characters (letters, digits, "-", ...); pseudo-headers such as ":path" cannot be set' })
+  .refine((name) => !['host', 'connection', 'keep-alive', 'transfer-encoding', 'te', 'upgrade', 'proxy-connection', 'content-length'].includes(name.toLowerCase()), {
+    error: 'host, content-length and hop-by-hop headers cannot be set this way (use hostRewrite for the Host)',
+  });
+
+/** Envoy's HeaderValueOption: `append` true (default) adds a value, false replaces every existing value. */
+export const headerValueOptionSchema = z.strictObject({
+  name: headerName,
+  value: z.string({ error: 'expected a header value' }).refine((v) => !/[\r\n\0]/.test(v), { error: 'a header value cannot contain CR, LF or NUL' }),
+  append: z.boolean().default(true),
+});
+
+export const weightedClusterSchema = z.strictObject({
+  name: nonEmptyString,
+  weight: nonNegativeInt,
+  /** Added to the upstream request when this cluster is picked (Envoy's weighted cluster request_headers_to_add). */
+  requestHeadersToAdd: z.array(headerValueOptionSchema).optional(),
+});
+
+/**
+ * Envoy's request_mirror_policies: a fire-and-forget copy of `percent` of the requests to `cluster`
+ * (Host gets `-shadow`), its response discarded. Bodies up to 64 KiB are copied; a request with a
+ * larger or unknown-length body is not mirrored (counted).
+ */
+export const requestMirrorPolicySchema = z.strictObject({
+  cluster: nonEmptyString,
+  percent: percent.default(100),
+});
 
 export const routeActionSchema = z
   .strictObject({
@@ -171,10 +245,18 @@ export const routeActionSchema = z
     /** 0 = no timeout. */
     timeoutMs: millis.default(15000),
     retryPolicy: retryPolicySchema.optional(),
+    /** Envoy's prefix_rewrite: the matched prefix (or path) is replaced; the original goes up as `x-envoy-original-path`. */
+    prefixRewrite: z.string().startsWith('/', { error: 'a prefix rewrite starts with "/"' }).optional(),
+    /** Envoy's host_rewrite_literal: the Host sent upstream. */
+    hostRewrite: nonEmptyString.optional(),
+    requestMirrorPolicies: z.array(requestMirrorPolicySchema).optional(),
   })
   .superRefine((action, ctx) => {
     if ((action.cluster === undefined) === (action.weightedClusters === undefined)) {
       ctx.addIssue({ code: 'custom', path: [], message: 'a route has exactly one of cluster, weightedClusters' });
+    }
+    if (action.hostRewrite !== undefined && /[\s/?#@]/.test(action.hostRewrite)) {
+      ctx.addIssue({ code: 'custom', path: ['hostRewrite'], message: 'a host rewrite is a host name or host:port (no spaces, "/", "?", "#", "@")' });
     }
   });
 
@@ -183,16 +265,88 @@ export const directResponseSchema = z.strictObject({
   body: z.string().default(''),
 });
 
+export const REDIRECT_RESPONSE_CODES = [301, 302, 303, 307, 308] as const;
+
+/** Envoy's RedirectAction: the Location is the request's URL with the given parts replaced. */
+export const redirectSchema = z
+  .strictObject({
+    schemeRedirect: z.enum(['http', 'https'], { error: 'expected http or https' }).optional(),
+    hostRedirect: nonEmptyString.optional(),
+    portRedirect: servicePort.optional(),
+    /** Replaces the whole path (a `?query` here replaces the query too, as Envoy's). */
+    pathRedirect: z.string().startsWith('/', { error: 'a path redirect starts with "/"' }).optional(),
+    /** Replaces the matched prefix of the path. */
+    prefixRewrite: z.string().startsWith('/', { error: 'a prefix rewrite starts with "/"' }).optional(),
+    responseCode: z.union(REDIRECT_RESPONSE_CODES.map((code) => z.literal(code)), { error: `expected one of ${REDIRECT_RESPONSE_CODES.join(', ')}` }).default(301),
+    stripQuery: z.boolean().default(false),
+  })
+  .superRefine((redirect, ctx) => {
+    if (redirect.pathRedirect !== undefined && redirect.prefixRewrite !== undefined) {
+      ctx.addIssue({ code: 'custom', path: ['prefixRewrite'], message: 'a redirect has at most one of pathRedirect, prefixRewrite' });
+    }
+    if (redirect.hostRedirect !== undefined && /[\s/?#@]/.test(redirect.hostRedirect)) {
+      ctx.addIssue({ code: 'custom', path: ['hostRedirect'], message: 'a host redirect is a host name (no spaces, "/", "?", "#", "@"; set the port with portRedirect)' });
+    }
+  });
+
+/**
+ * Envoy's HTTP fault filter for one route: the delay first, then the abort, each for `percent` of the
+ * requests (fractions allowed). An abort answers `httpStatus` (or, for gRPC, HTTP 200 with `grpcStatus`).
+ */
+export const faultSchema = z
+  .strictObject({
+    delay: z.strictObject({ fixedDelayMs: millis, percent }).optional(),
+    abort: z
+      .strictObject({
+        httpStatus: z.number().int().min(200, { error: 'an abort status is 200..599' }).max(599, { error: 'an abort status is 200..599' }).optional(),
+        grpcStatus: z.number().int().min(0, { error: 'a gRPC status is 0..16' }).max(16, { error: 'a gRPC status is 0..16' }).optional(),
+        percent,
+      })
+      .superRefine((abort, ctx) => {
+        if ((abort.httpStatus === undefined) === (abort.grpcStatus === undefined)) ctx.addIssue({ code: 'custom', path: [], message: 'an abort has exactly one of httpStatus, grpcStatus' });
+      })
+      .optional(),
+  })
+  .superRefine((fault, ctx) => {
+    if (fault.delay === undefined && fault.abort === undefined) ctx.addIssue({ code: 'custom', path: [], message: 'a fault has a delay, an abort or both' });
+  });
+
+/**
+ * Envoy's local_ratelimit token bucket: starts full with `maxTokens`, gains `tokensPerFill` every
+ * `fillIntervalMs` (up to maxTokens); a request without a token gets 429 `local_rate_limited`.
+ */
+export const tokenBucketSchema = z.strictObject({
+  maxTokens: positiveInt,
+  tokensPerFill: positiveInt.default(1),
+  fillIntervalMs: positiveInt,
+});
+
+/** Opaque string labels of a route (the agent puts `rule` and `service` there), shown in /config_dump and x-mesh-route. */
+const routeMetadata = z.record(z.string(), z.string({ error: 'route metadata values are strings' }));
+
 export const routeSchema = z
   .strictObject({
     name: z.string().optional(),
     match: routeMatchSchema,
     route: routeActionSchema.optional(),
+    redirect: redirectSchema.optional(),
     directResponse: directResponseSchema.optional(),
+    requestHeadersToAdd: z.array(headerValueOptionSchema).optional(),
+    requestHeadersToRemove: z.array(headerName).optional(),
+    responseHeadersToAdd: z.array(headerValueOptionSchema).optional(),
+    responseHeadersToRemove: z.array(headerName).optional(),
+    fault: faultSchema.optional(),
+    rateLimit: tokenBucketSchema.optional(),
+    metadata: routeMetadata.optional(),
   })
   .superRefine((route, ctx) => {
-    if ((route.route === undefined) === (route.directResponse === undefined)) {
-      ctx.addIssue({ code: 'custom', path: [], message: 'a route has exactly one of route, directResponse' });
+    const actions = [route.route, route.redirect, route.directResponse].filter((v) => v !== undefined).length;
+    if (actions !== 1) ctx.addIssue({ code: 'custom', path: [], message: `a route has exactly one of route, redirect, directResponse${actions > 1 ? ' (this one has several)' : ''}` });
+    if (route.match.regex !== undefined && route.route?.prefixRewrite !== undefined) {
+      ctx.addIssue({ code: 'custom', path: ['route', 'prefixRewrite'], message: 'prefixRewrite needs a prefix or path match (a regex match has no prefix to replace)' });
+    }
+    if (route.match.regex !== undefined && route.redirect?.prefixRewrite !== undefined) {
+      ctx.addIssue({ code: 'custom', path: ['redirect', 'prefixRewrite'], message: 'prefixRewrite needs a prefix or path match (a regex match has no prefix to replace)' });
     }
   });
 
@@ -201,6 +355,8 @@ export const virtualHostSchema = z.strictObject({
   /** Host header values (with or without :port); '*' matches any. */
   domains: z.array(nonEmptyString).min(1, { error: 'a virtual host needs at least one domain' }),
   routes: z.array(routeSchema).default([]),
+  /** One token bucket for every request to this virtual host (checked before a route's own). */
+  rateLimit: tokenBucketSchema.optional(),
 });
 
 /** Inbound TLS termination on a captured port: `secret` is the local service's certificate; client certificates are required. */
@@ -247,17 +403,52 @@ export const inboundPortSchema = z
     if (entry.protocol === 'tcp' && entry.tls !== undefined && entry.tls.mode !== 'disable') ctx.addIssue({ code: 'custom', path: ['tls'], message: 'inbound TLS termination is not implemented for protocol tcp: set tls.mode: disable or protocol: http' });
   });
 
-/** A redirected outbound connection whose original destination is exactly address:port is proxied as bytes to `cluster` (Envoy's tcp_proxy; no sniff). */
+/**
+ * A redirected outbound connection whose original destination is exactly address:port is proxied as bytes
+ * to `cluster` (Envoy's tcp_proxy): `tcp` at once (no sniff: server-first protocols work); `auto` (a service
+ * port declared with no protocol) sniffed first, as inbound `auto`: HTTP takes the HTTP path (routed by Host),
+ * anything else, or silence for limits.protocolDetectionTimeoutMs, is piped to `cluster`.
+ */
+export const OUTBOUND_TCP_PROTOCOLS = ['tcp', 'auto'] as const;
 export const outboundTcpSchema = z.strictObject({
   address: ipAddress,
   port: servicePort,
   cluster: nonEmptyString,
+  protocol: z.enum(OUTBOUND_TCP_PROTOCOLS, { error: `expected one of ${OUTBOUND_TCP_PROTOCOLS.join(', ')}` }).default('tcp'),
 });
 
-export const accessLogSchema = z.strictObject({
+/** An Envoy format string: every command operator must be one the proxy knows (the error names it). */
+const accessLogFormatString = z.string().superRefine((format, ctx) => {
+  try {
+    parseAccessLogFormat(format);
+  } catch (err) {
+    if (!(err instanceof AccessLogFormatError)) throw err;
+    ctx.addIssue({ code: 'custom', path: [], message: err.message });
+  }
+});
+
+const accessLogFields = {
+  /** `text` = Envoy's default line (or textFormat), `json` = Istio's JSON keys (or jsonFormat). */
   format: z.enum(['text', 'json']).default('text'),
   path: z.string().min(1).default('/dev/stdout'),
-});
+  /** Envoy's text_format: a format string; a newline is added when it does not end with one. */
+  textFormat: accessLogFormatString.optional(),
+  /** Envoy's json_format: key -> format string; a value that is one operator keeps its type (numbers stay numbers, absent = null). */
+  jsonFormat: z.record(z.string(), accessLogFormatString).optional(),
+};
+
+function checkOneFormat(log: { textFormat?: string; jsonFormat?: Record<string, string> }, ctx: z.RefinementCtx): void {
+  if (log.textFormat !== undefined && log.jsonFormat !== undefined) ctx.addIssue({ code: 'custom', path: ['jsonFormat'], message: 'an access log has at most one of textFormat, jsonFormat' });
+}
+
+export const accessLogSchema = z.strictObject(accessLogFields).superRefine(checkOneFormat);
+
+export const ACCESS_LOG_DIRECTIONS = ['inbound', 'outbound', 'both'] as const;
+
+/** One more access log (Envoy's access_log list on a listener): the requests of one direction, or both. */
+export const accessLogEntrySchema = z
+  .strictObject({ ...accessLogFields, direction: z.enum(ACCESS_LOG_DIRECTIONS, { error: `expected one of ${ACCESS_LOG_DIRECTIONS.join(', ')}` }).default('both') })
+  .superRefine(checkOneFormat);
 
 /** The proxy's startup config, written by the agent to a file (docs/package-apis.md, "ProxyBootstrap"). */
 export const proxyBootstrapSchema = z
@@ -265,7 +456,7 @@ export const proxyBootstrapSchema = z
     /** Shown in /config_dump as version_info. */
     version: z.string().default('1'),
     node: z
-      .strictObject({ id: z.string().default('mesh-proxy'), cluster: z.string().default(''), metadata: metadata.default({}) })
+      .strictObject({ id: z.string().default('mesh-proxy'), cluster: z.string().default(''), metadata: metadata.default({}), locality: localitySchema.optional() })
       .prefault({}),
     admin: listenAddress(ADMIN_HOST, DEFAULT_PORTS.proxyAdmin),
     listener: z
@@ -281,7 +472,10 @@ export const proxyBootstrapSchema = z
     outboundTcp: z.array(outboundTcpSchema).default([]),
     /** TLS secrets (certificate chain, key, trust bundle files) that inbound ports and clusters refer to by name. */
     secrets: z.array(tlsSecretSchema).default([]),
+    /** Every request (both directions), as before issue 16. */
     accessLog: accessLogSchema.optional(),
+    /** More access logs, each for inbound, outbound or both (Envoy's access_log list); written besides accessLog. */
+    accessLogs: z.array(accessLogEntrySchema).default([]),
     clusters: z.array(clusterSchema).default([]),
     routes: z.strictObject({ virtualHosts: z.array(virtualHostSchema).default([]) }).prefault({}),
     drainTimeMs: millis.default(5000),
@@ -342,6 +536,9 @@ export const proxyBootstrapSchema = z
         route.route?.weightedClusters?.forEach((weighted, w) => {
           if (!known(weighted.name)) ctx.addIssue({ code: 'custom', path: [...base, 'weightedClusters', w, 'name'], message: `unknown cluster "${weighted.name}"` });
         });
+        route.route?.requestMirrorPolicies?.forEach((mirror, m) => {
+          if (!known(mirror.cluster)) ctx.addIssue({ code: 'custom', path: [...base, 'requestMirrorPolicies', m, 'cluster'], message: `unknown mirror cluster "${mirror.cluster}"` });
+        });
       });
     });
   });
@@ -356,6 +553,10 @@ function checkRegex(source: string, path: (string | number)[], ctx: z.Refinement
 
 export type LbPolicy = z.infer<typeof lbPolicySchema>;
 export type Endpoint = z.infer<typeof endpointSchema>;
+export type Locality = z.infer<typeof localitySchema>;
+export type LocalityLb = z.infer<typeof localityLbSchema>;
+export type AccessLog = z.infer<typeof accessLogSchema>;
+export type AccessLogEntryConfig = z.infer<typeof accessLogEntrySchema>;
 export type CircuitBreakers = z.infer<typeof circuitBreakersSchema>;
 export type HealthCheck = z.infer<typeof healthCheckSchema>;
 export type GrpcHealthCheck = z.infer<typeof grpcHealthCheckSchema>;
@@ -363,7 +564,13 @@ export type ClusterProtocol = z.infer<typeof clusterProtocolSchema>;
 export type OutlierDetection = z.infer<typeof outlierDetectionSchema>;
 export type Cluster = z.infer<typeof clusterSchema>;
 export type HeaderMatch = z.infer<typeof headerMatchSchema>;
+export type QueryParameterMatch = z.infer<typeof queryParameterMatchSchema>;
 export type RouteMatch = z.infer<typeof routeMatchSchema>;
+export type HeaderValueOption = z.infer<typeof headerValueOptionSchema>;
+export type RequestMirrorPolicy = z.infer<typeof requestMirrorPolicySchema>;
+export type Redirect = z.infer<typeof redirectSchema>;
+export type Fault = z.infer<typeof faultSchema>;
+export type TokenBucket = z.infer<typeof tokenBucketSchema>;
 export type RetryPolicy = z.infer<typeof retryPolicySchema>;
 export type RouteAction = z.infer<typeof routeActionSchema>;
 export type Route = z.infer<typeof routeSchema>;
