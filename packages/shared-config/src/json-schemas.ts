@@ -6,6 +6,7 @@ import {
   proxyBootstrapSchema,
   registrySnapshotSchema,
   servicesSpecSchema,
+  trafficRulesFileSchema,
 } from './schemas/index';
 
 /** Every published schema, by the file name it is published under (`schemas/NAME.schema.json`). */
@@ -16,6 +17,7 @@ export const CONFIG_SCHEMAS: Record<string, { schema: ZodType; title: string }> 
   'proxy-bootstrap': { schema: proxyBootstrapSchema, title: "The proxy's startup configuration" },
   'dns-config': { schema: dnsConfigSchema, title: 'mesh-dns configuration' },
   'registry-snapshot': { schema: registrySnapshotSchema, title: 'Registry snapshot (file registry)' },
+  'traffic-rules': { schema: trafficRulesFileSchema, title: 'Traffic rules (mesh.trafficRulesFile, mesh-agent rules validate|apply)' },
 };
 
 /**

@@ -10,8 +10,8 @@ const schemasDir = join(__dirname, '..', 'schemas');
 describe('published JSON Schemas', () => {
   const names = Object.keys(CONFIG_SCHEMAS);
 
-  it('covers the six config shapes', () => {
-    expect(names.sort()).toEqual(['agent-config', 'dns-config', 'global-mesh-config', 'proxy-bootstrap', 'registry-snapshot', 'services-spec']);
+  it('covers the seven config shapes', () => {
+    expect(names.sort()).toEqual(['agent-config', 'dns-config', 'global-mesh-config', 'proxy-bootstrap', 'registry-snapshot', 'services-spec', 'traffic-rules']);
   });
 
   it.each(names)('schemas/%s.schema.json exists and matches the zod schema', (name) => {

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { ADMIN_HOST, DEFAULT_DNS_TTL, DEFAULT_MESH_VIP, DEFAULT_PORTS, DEFAULT_PROXY_GID, DEFAULT_PROXY_UID, DEFAULT_VIP_CIDR, DEFAULT_IPTABLES_STATE_FILE } from '../defaults';
+import { trafficRulesSchema } from './traffic-rules';
 import { cidr, filePath, ipAddress, listenPort, logLevel, millis, nonNegativeInt, positiveInt, posixId, serviceName, servicePort, upstreamAddress } from './common';
 
 // Every field carries its description: it goes into the published JSON Schema and the README's field tables.
@@ -13,6 +14,10 @@ export const nodeIdentitySchema = z.strictObject({
     .ipv6({ error: 'expected an IPv6 address such as fd00::2' })
     .optional()
     .describe("The node's own IPv6 address, captured inbound with iptables.ipv6; detected (first global, non-link-local IPv6) when absent"),
+  labels: z
+    .record(z.string().min(1), z.string())
+    .optional()
+    .describe('Labels registered as metadata of every local instance (TSF tags, e.g. { version: v2 }); traffic rules pick subsets by them. node, protocol and identity are set by the agent'),
 });
 
 export const appSchema = z.strictObject({
@@ -51,6 +56,8 @@ export const meshSchema = z.strictObject({
   vipCidr: cidr.default(DEFAULT_VIP_CIDR).describe('Range per-service VIPs are allocated from'),
   perServiceVips: z.boolean().default(true).describe('Give every service its own VIP from vipCidr (false: every name answers the shared vip, as before)'),
   globalConfigFile: filePath.optional().describe('GlobalMeshConfig file (timeouts, retries, load balancing, ...); absent = defaults'),
+  trafficRules: trafficRulesSchema.optional().describe("Traffic rules per service (docs/traffic-rules.md); the registry's rule for a service wins"),
+  trafficRulesFile: filePath.optional().describe('A traffic rules file (`trafficRules: [...]`), re-read on change; its rule for a service wins over mesh.trafficRules'),
 });
 
 export const agentDnsSchema = z.strictObject({

@@ -10,3 +10,4 @@ export * from './global-mesh-config';
 export * from './proxy-bootstrap';
 export * from './dns-config';
 export * from './registry-snapshot';
+export * from './traffic-rules';

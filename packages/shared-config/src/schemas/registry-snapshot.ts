@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { trafficRulesSchema } from './traffic-rules';
 import { ipAddress, metadata, nonEmptyString, nonNegativeInt, serviceName, servicePort } from './common';
 
 /** One running copy of a service. */
@@ -23,6 +24,7 @@ export const registrySnapshotSchema = z
   .strictObject({
     revision: nonNegativeInt.optional().describe('Increases with every change; lets children ignore stale pushes'),
     services: z.array(registryServiceSchema).default([]).describe('Every known service'),
+    trafficRules: trafficRulesSchema.optional().describe("Traffic rules per service (docs/traffic-rules.md); a service's rule here wins over the agent config's"),
   })
   .superRefine((snapshot, ctx) => {
     const seen = new Map<string, number>();
