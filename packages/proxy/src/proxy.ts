@@ -17,6 +17,7 @@ import { InboundAcceptor, listenerTlsStats, PLAINTEXT, type DownstreamTransport 
 import { refreshCertGauges } from './admin/certs';
 import { registerAdminRoutes } from './admin/register';
 import { AccessLogger } from './observability/access-log';
+import { ProxyTracing, resolveTracing } from './observability/tracing';
 import { originalDestination, originalDstStatus } from './original-dst';
 import { RouteTable } from './routing/router';
 import type { ConfigSnapshot, HttpConnManagerStats, InboundPortState, ProxyRuntime, ResolvedLimits } from './runtime';
@@ -140,6 +141,7 @@ export class MeshProxy {
       secrets: this.secrets,
       limits,
       accessLog: this.makeAccessLog(this.config),
+      tracing: new ProxyTracing(resolveTracing(this.config.tracing, this.config.node), this.stats, this.logger),
       http: http as unknown as HttpConnManagerStats,
       // Replaced in start() once the listener's address is known.
       listenerStats: { downstream_cx_total: this.stats.counter('listener.', 'pending', 'downstream_cx_total'), downstream_cx_active: this.stats.gauge('listener.', 'pending', 'downstream_cx_active') },
@@ -261,14 +263,22 @@ export class MeshProxy {
     const logChanged = JSON.stringify(valid.accessLog ?? null) !== JSON.stringify(this.config.accessLog ?? null);
     // opened before anything changes: a bad path rejects the whole update
     const nextLog = logChanged ? this.makeAccessLog(valid) : oldLog;
+    const tracing = resolveTracing(valid.tracing, valid.node);
+    const nextTracing = this.runtime.tracing.sameAs(tracing) ? this.runtime.tracing : new ProxyTracing(tracing, this.stats, this.logger);
     try {
       // all or nothing, before routes and clusters change: a bad secret rejects the whole update
       this.secrets.configure(valid.secrets ?? []);
     } catch (err) {
       if (nextLog !== oldLog) void nextLog?.close();
+      if (nextTracing !== this.runtime.tracing) void nextTracing.shutdown();
       throw err;
     }
     this.config = valid;
+    // a changed tracing section gets a new exporter (made before anything else changed); the old one flushes what it holds
+    if (nextTracing !== this.runtime.tracing) {
+      void this.runtime.tracing.shutdown();
+      this.runtime.tracing = nextTracing;
+    }
     this.runtime.snapshot = this.buildSnapshot(valid);
     this.configVersion = valid.version ?? '1';
     this.lastUpdated = new Date();
@@ -519,6 +529,7 @@ export class MeshProxy {
     for (const c of this.clusters.values()) c.close();
     await this.admin?.close();
     await this.runtime.accessLog?.close();
+    await this.runtime.tracing.shutdown();
   }
 }
 

@@ -4,6 +4,7 @@ import type { Host } from './cluster/host';
 import type { RequestHead } from './http/head-parser';
 import type { CompiledRbac } from './http/rbac';
 import type { AccessLogger } from './observability/access-log';
+import type { ProxyTracing } from './observability/tracing';
 import type { RouteTable } from './routing/router';
 import type { Counter, Gauge } from './stats/store';
 import type { SecretStore } from './tls/secret-store';
@@ -100,6 +101,8 @@ export interface ProxyRuntime {
   readonly secrets: SecretStore;
   readonly limits: ResolvedLimits;
   accessLog: AccessLogger | undefined;
+  /** Trace propagation settings and, with `tracing.otlp`, the span exporter (issue 16); replaced on a config update that changes `tracing`. */
+  tracing: ProxyTracing;
   readonly http: HttpConnManagerStats;
   readonly listenerStats: { downstream_cx_total: Counter; downstream_cx_active: Gauge };
   /** SO_ORIGINAL_DST of an accepted socket. */

@@ -190,6 +190,16 @@ export interface VirtualHostConfig {
   rateLimit?: TokenBucketConfig;
 }
 
+/** Issue 16: propagation always; spans exported over OTLP/HTTP when `otlp` is set. */
+export interface TracingConfig {
+  serviceName?: string;
+  samplingPercent?: number;
+  otlp?: { endpoint: string; timeoutMs?: number; headers?: Record<string, string> };
+  maxQueueSize?: number;
+  maxExportBatchSize?: number;
+  scheduledDelayMs?: number;
+}
+
 export interface ProxyBootstrap {
   version?: string;
   node?: { id?: string; cluster?: string; metadata?: Record<string, unknown>; locality?: LocalityConfig };
@@ -216,6 +226,7 @@ export interface ProxyBootstrap {
   clusters?: ClusterConfig[];
   routes?: { virtualHosts?: VirtualHostConfig[] };
   drainTimeMs?: number;
+  tracing?: TracingConfig;
   /** Limits on the request head (defaults: 60 KiB like Envoy, 100 headers, 10 s). */
   limits?: { maxHeadersBytes?: number; maxHeadersCount?: number; headersTimeoutMs?: number; idleTimeoutMs?: number; streamIdleTimeoutMs?: number; http2MaxConcurrentStreams?: number; http2InitialStreamWindowBytes?: number; protocolDetectionTimeoutMs?: number; tcpIdleTimeoutMs?: number };
 }

@@ -418,7 +418,7 @@ export const outboundTcpSchema = z.strictObject({
 });
 
 /** An Envoy format string: every command operator must be one the proxy knows (the error names it). */
-const accessLogFormatString = z.string().superRefine((format, ctx) => {
+export const accessLogFormatString = z.string().superRefine((format, ctx) => {
   try {
     parseAccessLogFormat(format);
   } catch (err) {
@@ -450,6 +450,36 @@ export const accessLogEntrySchema = z
   .strictObject({ ...accessLogFields, direction: z.enum(ACCESS_LOG_DIRECTIONS, { error: `expected one of ${ACCESS_LOG_DIRECTIONS.join(', ')}` }).default('both') })
   .superRefine(checkOneFormat);
 
+/**
+ * Tracing (issue 16). Propagation is always on: W3C traceparent/tracestate or B3 in, a span per hop, both
+ * formats out. Spans are exported (OTLP/HTTP protobuf, batched, bounded) only when `otlp` is set.
+ */
+export const tracingOtlpSchema = z.strictObject({
+  /** The collector's OTLP/HTTP traces URL, e.g. http://127.0.0.1:4318/v1/traces. */
+  endpoint: z.url({ protocol: /^https?$/, error: 'expected an http(s) URL such as http://127.0.0.1:4318/v1/traces' }),
+  /** One export's deadline, retries included; past it the batch is dropped (counted). */
+  timeoutMs: positiveInt.default(10000),
+  /** Extra request headers of each export (an API key, a tenant). */
+  headers: z.record(z.string().min(1), z.string()).default({}),
+});
+
+export const tracingSchema = z
+  .strictObject({
+    /** The spans' resource `service.name`; default node.cluster. */
+    serviceName: z.string().min(1).optional(),
+    /** Share of new traces (no sampling decision came with the request) that are sampled; the caller's decision is kept. */
+    samplingPercent: percent.default(100),
+    otlp: tracingOtlpSchema.optional(),
+    /** Spans waiting or in flight at most; past it they are dropped (tracing.opentelemetry.spans_dropped). */
+    maxQueueSize: positiveInt.default(2048),
+    maxExportBatchSize: positiveInt.default(512),
+    /** A batch goes at least this often. */
+    scheduledDelayMs: positiveInt.default(1000),
+  })
+  .superRefine((tracing, ctx) => {
+    if (tracing.maxExportBatchSize > tracing.maxQueueSize) ctx.addIssue({ code: 'custom', path: ['maxExportBatchSize'], message: `maxExportBatchSize (${tracing.maxExportBatchSize}) is larger than maxQueueSize (${tracing.maxQueueSize}): a batch is taken from the queue` });
+  });
+
 /** The proxy's startup config, written by the agent to a file (docs/package-apis.md, "ProxyBootstrap"). */
 export const proxyBootstrapSchema = z
   .strictObject({
@@ -479,6 +509,8 @@ export const proxyBootstrapSchema = z
     clusters: z.array(clusterSchema).default([]),
     routes: z.strictObject({ virtualHosts: z.array(virtualHostSchema).default([]) }).prefault({}),
     drainTimeMs: millis.default(5000),
+    /** Trace propagation and span export (issue 16); absent = propagation only. */
+    tracing: tracingSchema.optional(),
     /** Request-head limits: Envoy's 60 KiB / 100 headers; slow heads are cut after headersTimeoutMs (408). */
     limits: z
       .strictObject({
@@ -583,5 +615,6 @@ export type RbacPolicy = z.infer<typeof rbacPolicySchema>;
 export type InboundPort = z.infer<typeof inboundPortSchema>;
 export type InboundProtocol = z.infer<typeof inboundProtocolSchema>;
 export type OutboundTcp = z.infer<typeof outboundTcpSchema>;
+export type Tracing = z.infer<typeof tracingSchema>;
 export type ProxyBootstrap = z.infer<typeof proxyBootstrapSchema>;
 export type ProxyBootstrapInput = z.input<typeof proxyBootstrapSchema>;

@@ -12,6 +12,7 @@ import { isHopByHop, reasonPhrase } from '../hop-by-hop';
 import { RBAC_DENIED_BODY, type CompiledRbac } from '../rbac';
 import { addFlag, ResponseFlag } from '../response-flags';
 import { countGrpcCall, grpcLocalReply, isGrpcRequest } from '../grpc';
+import { HopTrace, isTraceHeader } from '../../observability/tracing';
 
 const BLACKHOLE_BODY = 'refused by the mesh listener: it serves captured traffic and explicit-proxy requests from this host only (BlackHoleCluster)\n';
 const NO_HEADERS: string[] = [];
@@ -58,6 +59,8 @@ export class ActiveStream implements DownstreamStreamCallbacks, ForwardedRequest
   /** the forwarded HTTP/1.1 head without the attempt count, built once per request */
   private upstreamHead = '';
   private headers: { names: string[]; values: string[] } | undefined;
+  /** this hop's trace context (issue 16): extracted from the request, injected upstream, exported as a span when sampled */
+  readonly trace = new HopTrace();
 
   constructor(private readonly rt: ProxyRuntime, readonly stream: DownstreamStream) {
     this.scheme = stream.transport.tls ? 'https' : 'http';
@@ -97,6 +100,7 @@ export class ActiveStream implements DownstreamStreamCallbacks, ForwardedRequest
     this.head = head;
     this.req = head;
     this.grpc = isGrpcRequest(head.lower, head.values);
+    this.trace.extract(head.lower, head.values, rt.tracing.samplingPercent);
     const origin = this.stream.origin;
 
     // Neither captured nor from this host (item 4 of issue 12): Envoy's BlackHoleCluster, whatever the request.
@@ -370,6 +374,7 @@ export class ActiveStream implements DownstreamStreamCallbacks, ForwardedRequest
       const n = head.lower[i]!;
       if (n === 'transfer-encoding') { out += `${head.names[i]!}: ${head.values[i]!}\r\n`; continue; } // chunked framing passes through as is
       if (n === DEBUG_UPSTREAM_HEADER) { this.debugUpstream = head.values[i] === '1'; continue; } // mesh-agent trace asks; the upstream never sees it
+      if (isTraceHeader(n)) continue; // replaced below with this hop's span as the parent
       if (isHopByHop(n, tokens)) continue;
       // Envoy's SANITIZE_SET on inbound: only this proxy vouches for the caller's certificate
       if (n === 'x-forwarded-client-cert' && inbound) continue;
@@ -392,6 +397,7 @@ export class ActiveStream implements DownstreamStreamCallbacks, ForwardedRequest
       this.requestId = randomUUID();
       out += `x-request-id: ${this.requestId}\r\n`;
     }
+    out += this.trace.h1Headers();
     this.forwardedFor = xff;
     return `${out}\r\n`;
   }
@@ -410,7 +416,7 @@ export class ActiveStream implements DownstreamStreamCallbacks, ForwardedRequest
     for (let i = 0; i < head.names.length; i++) {
       const n = head.lower[i]!;
       if (n === 'te') { if (head.values[i]!.toLowerCase() === 'trailers') { names.push('te'); values.push('trailers'); } continue; }
-      if (n === DEBUG_UPSTREAM_HEADER || n === 'host' || n === 'transfer-encoding' || n === 'x-forwarded-for') continue;
+      if (n === DEBUG_UPSTREAM_HEADER || n === 'host' || n === 'transfer-encoding' || n === 'x-forwarded-for' || isTraceHeader(n)) continue;
       if (isHopByHop(n, head.connectionTokens)) continue;
       if (n === 'x-forwarded-client-cert' && inbound) continue;
       if (n === 'x-forwarded-proto') xfp = true;
@@ -422,7 +428,22 @@ export class ActiveStream implements DownstreamStreamCallbacks, ForwardedRequest
     if (!xfp) { names.push('x-forwarded-proto'); values.push(transport.tls ? 'https' : 'http'); }
     if (transport.clientCertDetails !== undefined) { names.push('x-forwarded-client-cert'); values.push(transport.clientCertDetails); }
     if (!head.lower.includes('x-request-id') && this.requestId !== undefined) { names.push('x-request-id'); values.push(this.requestId); }
+    this.trace.pushHeaders(names, values);
     return { names, values };
+  }
+
+  /** Issue 16: this hop's span (only with tracing.otlp and a sampled trace), Envoy's tags from what the access log sees. */
+  private recordSpan(req: RequestHead, cluster: Cluster | undefined, status: number): void {
+    const host = this.router.host;
+    this.rt.tracing.record({
+      trace: this.trace, inbound: this.stream.origin.kind === 'inbound',
+      startEpochMs: performance.timeOrigin + this.startMs, endEpochMs: performance.timeOrigin + performance.now(),
+      method: req.method, scheme: this.scheme, authority: this.authority, path: this.path || '-', protocol: req.protocol,
+      status, flags: this.flags, requestId: this.requestId, userAgent: headerOf(req, 'user-agent'), peer: this.stream.peer,
+      bytesReceived: this.stream.bytesReceived, bytesSent: this.stream.bytesSent,
+      upstreamCluster: cluster?.name, upstreamHost: host ? `${host.address}:${host.port}` : undefined,
+      grpcStatus: this.grpc ? this.localGrpcStatus ?? this.router.grpcStatus : undefined,
+    });
   }
 
   /** The request is over: router clean-up, downstream and upstream stats, the access log line. */
@@ -467,6 +488,7 @@ export class ActiveStream implements DownstreamStreamCallbacks, ForwardedRequest
         responseCodeDetails: this.responseCodeDetails,
       });
     }
+    if (req !== undefined && this.trace.sampled && rt.tracing.sink) this.recordSpan(req, cluster, status);
     router.clear();
     this.req = undefined;
     this.cluster = undefined;
