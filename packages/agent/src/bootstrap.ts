@@ -260,6 +260,7 @@ export function buildProxyBootstrap(model: MeshModel, version: string): ProxyBoo
     outboundTcp: outboundTcpRoutes(model).routes,
     ...(mtlsSource(agent) ? { secrets: spec.spec.services.map((s) => secretOf(agent, s.name)) } : {}),
     ...(agent.proxy.accessLog ? { accessLog: agent.proxy.accessLog } : {}),
+    ...(agent.proxy.tracing ? { tracing: agent.proxy.tracing } : {}), // issue 16: spans exported only with tracing.otlp
     clusters,
     routes: { virtualHosts },
     drainTimeMs: agent.proxy.drainTimeMs,

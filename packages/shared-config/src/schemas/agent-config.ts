@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { ADMIN_HOST, DEFAULT_DNS_TTL, DEFAULT_MESH_VIP, DEFAULT_PORTS, DEFAULT_PROXY_GID, DEFAULT_PROXY_UID, DEFAULT_VIP_CIDR, DEFAULT_IPTABLES_STATE_FILE } from '../defaults';
 import { trafficRulesSchema } from './traffic-rules';
+import { tracingSchema } from './proxy-bootstrap';
 import { cidr, filePath, ipAddress, listenPort, logLevel, millis, nonNegativeInt, positiveInt, posixId, serviceName, servicePort, upstreamAddress } from './common';
 
 // Every field carries its description: it goes into the published JSON Schema and the README's field tables.
@@ -37,6 +38,9 @@ export const proxySettingsSchema = z.strictObject({
   uid: posixId.default(DEFAULT_PROXY_UID).describe('UID the proxy runs as; its own traffic is exempt from capture'),
   gid: posixId.default(DEFAULT_PROXY_GID).describe('GID the proxy runs as'),
   drainTimeMs: millis.default(5000).describe('How long an old proxy drains on hot restart or shutdown'),
+  tracing: tracingSchema
+    .optional()
+    .describe("Tracing (docs/tracing.md), copied into the proxy's bootstrap: W3C and B3 headers are always propagated with a span per hop; spans are exported only with otlp"),
   accessLog: z
     .strictObject({
       format: z.enum(['text', 'json']).default('text').describe('Access log line format'),

@@ -456,25 +456,25 @@ export const accessLogEntrySchema = z
  */
 export const tracingOtlpSchema = z.strictObject({
   /** The collector's OTLP/HTTP traces URL, e.g. http://127.0.0.1:4318/v1/traces. */
-  endpoint: z.url({ protocol: /^https?$/, error: 'expected an http(s) URL such as http://127.0.0.1:4318/v1/traces' }),
+  endpoint: z.url({ protocol: /^https?$/, error: 'expected an http(s) URL such as http://127.0.0.1:4318/v1/traces' }).describe("The collector's OTLP/HTTP traces URL (protobuf), e.g. http://127.0.0.1:4318/v1/traces"),
   /** One export's deadline, retries included; past it the batch is dropped (counted). */
-  timeoutMs: positiveInt.default(10000),
+  timeoutMs: positiveInt.default(10000).describe("One export's deadline, the exporter's retries included; past it the batch is dropped (counted)"),
   /** Extra request headers of each export (an API key, a tenant). */
-  headers: z.record(z.string().min(1), z.string()).default({}),
+  headers: z.record(z.string().min(1), z.string()).default({}).describe('Extra HTTP headers of each export request (an API key, a tenant)'),
 });
 
 export const tracingSchema = z
   .strictObject({
     /** The spans' resource `service.name`; default node.cluster. */
-    serviceName: z.string().min(1).optional(),
+    serviceName: z.string().min(1).optional().describe("The spans' resource service.name; default node.cluster (the agent: the local service's name)"),
     /** Share of new traces (no sampling decision came with the request) that are sampled; the caller's decision is kept. */
-    samplingPercent: percent.default(100),
-    otlp: tracingOtlpSchema.optional(),
+    samplingPercent: percent.default(100).describe("Share of new traces that are sampled (0..100, fractions allowed); a caller's sampling decision (traceparent flags, x-b3-sampled) is kept"),
+    otlp: tracingOtlpSchema.optional().describe('Where spans are exported (OTLP/HTTP protobuf, OpenTelemetry SDK); absent = propagation only, nothing exported'),
     /** Spans waiting or in flight at most; past it they are dropped (tracing.opentelemetry.spans_dropped). */
-    maxQueueSize: positiveInt.default(2048),
-    maxExportBatchSize: positiveInt.default(512),
+    maxQueueSize: positiveInt.default(2048).describe('Spans waiting or in flight at most; past it new spans are dropped and counted (tracing.opentelemetry.spans_dropped)'),
+    maxExportBatchSize: positiveInt.default(512).describe('Spans per export request at most'),
     /** A batch goes at least this often. */
-    scheduledDelayMs: positiveInt.default(1000),
+    scheduledDelayMs: positiveInt.default(1000).describe('A batch is sent at least this often (ms)'),
   })
   .superRefine((tracing, ctx) => {
     if (tracing.maxExportBatchSize > tracing.maxQueueSize) ctx.addIssue({ code: 'custom', path: ['maxExportBatchSize'], message: `maxExportBatchSize (${tracing.maxExportBatchSize}) is larger than maxQueueSize (${tracing.maxQueueSize}): a batch is taken from the queue` });
