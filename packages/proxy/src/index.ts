@@ -12,8 +12,9 @@ export { parseRequestHead, parseResponseHead, HttpParseError } from './http/head
 export { BodyFramer } from './http/body-framer';
 export { ResponseFlag } from './http/response-flags';
 export { RouteTable } from './routing/router';
-export { AccessLogger, formatTextLine, formatJsonLine } from './observability/access-log';
-export type { AccessLogEntry, AccessLogFormat } from './observability/access-log';
+export { AccessLogger, AccessLogOpenError, accessLogFormatter, compileJsonFormat, compileTextFormat, formatTextLine, formatJsonLine } from './observability/access-log';
+export type { AccessLogDirection, AccessLogEntry, AccessLogFormat, AccessLogSinkOptions } from './observability/access-log';
+export { choosePriority, localityOfMetadata, localityPriority, priorityLevels } from './cluster/locality';
 export { originalDstStatus } from './original-dst';
 export { HOT_RESTART_VERSION } from './admin/register';
 export type * from './config/types';

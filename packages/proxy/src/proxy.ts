@@ -2,6 +2,7 @@ import net from 'node:net';
 import { createAdminServer, createLogger, type AdminServer, type MeshLogger } from '@mesh-agent/admin-kit';
 import { BLACKHOLE_CLUSTER, ConfigError, MeshError, parseConfig, proxyBootstrapSchema, type RegistrySnapshot } from '@mesh-agent/shared-config';
 import { Cluster } from './cluster/cluster';
+import { localityOfMetadata } from './cluster/locality';
 import type { Host } from './cluster/host';
 import type { ClusterConfig, ProxyBootstrap } from './config/types';
 import { classifyConnection, outboundDestinationList, stripV4Mapped, type ConnectionOrigin } from './http/connection-origin';
@@ -16,7 +17,7 @@ import { LogLimiter } from './observability/log-limiter';
 import { InboundAcceptor, listenerTlsStats, PLAINTEXT, type DownstreamTransport } from './tls/inbound-tls';
 import { refreshCertGauges } from './admin/certs';
 import { registerAdminRoutes } from './admin/register';
-import { AccessLogger } from './observability/access-log';
+import { AccessLogger, AccessLogOpenError } from './observability/access-log';
 import { ProxyTracing, resolveTracing } from './observability/tracing';
 import { originalDestination, originalDstStatus } from './original-dst';
 import { RouteTable } from './routing/router';
@@ -167,17 +168,22 @@ export class MeshProxy {
     return parseConfig(proxyBootstrapSchema, config, { source: 'proxy bootstrap' }) as unknown as ProxyBootstrap;
   }
 
-  /** Opens the access log; a path that cannot be opened is a config error (nothing applied), never a crash later. */
+  /**
+   * Opens the access logs (accessLog for every request, accessLogs by direction); a path that cannot be
+   * opened is a config error naming it (nothing applied), never a crash later. Format strings are compiled here, once.
+   */
   private makeAccessLog(config: ProxyBootstrap): AccessLogger | undefined {
-    const cfg = config.accessLog;
-    if (!cfg) return undefined;
+    const logs = [...(config.accessLog ? [config.accessLog] : []), ...(config.accessLogs ?? [])];
+    if (logs.length === 0) return undefined;
+    const pathOf = (index: number) => (config.accessLog ? (index === 0 ? 'accessLog.path' : `accessLogs[${index - 1}].path`) : `accessLogs[${index}].path`);
     try {
       return new AccessLogger({
-        format: cfg.format, path: cfg.path, stream: this.opts.accessLogStream,
-        onError: (err) => this.logger.scope('main').error({ err: err.message, path: cfg.path }, 'access log write failed; access logging stops until the config changes'),
+        logs, stream: this.opts.accessLogStream,
+        onError: (err, path) => this.logger.scope('main').error({ err: err.message, path }, 'access log write failed; access logging stops until the config changes'),
       });
     } catch (err) {
-      throw new ConfigError([{ path: 'accessLog.path', message: `cannot open ${JSON.stringify(cfg.path)} for appending: ${(err as Error).message}` }],
+      if (!(err instanceof AccessLogOpenError)) throw err;
+      throw new ConfigError([{ path: pathOf(err.index), message: `cannot open ${JSON.stringify(err.path)} for appending: ${err.cause.message}` }],
         { source: 'proxy bootstrap', hint: 'choose a path in an existing directory that the proxy user can write, or /dev/stdout' });
     }
   }
@@ -188,9 +194,9 @@ export class MeshProxy {
     for (const cc of config.clusters ?? []) {
       const withEndpoints = this.endpointsFromRegistry(cc);
       let cluster = this.clusters.get(cc.name);
-      if (cluster) cluster.reconfigure(withEndpoints);
+      if (cluster) cluster.reconfigure(withEndpoints, config.node?.locality);
       else {
-        cluster = new Cluster(withEndpoints, this.stats);
+        cluster = new Cluster(withEndpoints, this.stats, config.node?.locality);
         cluster.onHostsRemoved = (hosts) => this.pool.closeHosts(hosts);
       }
       cluster.addedViaApi = (cc.endpoints ?? []).length === 0 && this.registry !== undefined;
@@ -253,14 +259,14 @@ export class MeshProxy {
     const all = service.instances;
     const onPort = all.filter((i) => i.port === parsed.port);
     const chosen = onPort.length > 0 ? onPort : all;
-    return { ...cc, endpoints: chosen.map((i) => ({ address: i.address, port: i.port, weight: i.weight ?? 1, healthy: i.healthy !== false, metadata: i.metadata })) };
+    return { ...cc, endpoints: chosen.map((i) => ({ address: i.address, port: i.port, weight: i.weight ?? 1, healthy: i.healthy !== false, metadata: i.metadata, locality: localityOfMetadata(i.metadata) })) };
   }
 
   /** Replaces routes, clusters and endpoints atomically; requests in flight finish on the snapshot they started with. */
   update(config: unknown): void {
     const valid = MeshProxy.validate(config);
     const oldLog = this.runtime.accessLog;
-    const logChanged = JSON.stringify(valid.accessLog ?? null) !== JSON.stringify(this.config.accessLog ?? null);
+    const logChanged = JSON.stringify([valid.accessLog ?? null, valid.accessLogs ?? []]) !== JSON.stringify([this.config.accessLog ?? null, this.config.accessLogs ?? []]);
     // opened before anything changes: a bad path rejects the whole update
     const nextLog = logChanged ? this.makeAccessLog(valid) : oldLog;
     const tracing = resolveTracing(valid.tracing, valid.node);

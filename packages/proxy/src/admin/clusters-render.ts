@@ -43,11 +43,11 @@ export function renderClustersText(clusters: Iterable<Cluster>, tcpRoutes: Reado
       out.push(`${a}::hostname::`);
       out.push(`${a}::health_flags::${healthFlagsText(h)}`);
       out.push(`${a}::weight::${h.weight}`);
-      out.push(`${a}::region::`);
-      out.push(`${a}::zone::`);
-      out.push(`${a}::sub_zone::`);
+      out.push(`${a}::region::${h.locality?.region ?? ''}`);
+      out.push(`${a}::zone::${h.locality?.zone ?? ''}`);
+      out.push(`${a}::sub_zone::${h.locality?.subZone ?? ''}`);
       out.push(`${a}::canary::false`);
-      out.push(`${a}::priority::0`);
+      out.push(`${a}::priority::${h.priority}`);
       out.push(`${a}::success_rate::${od?.hostSuccessRate?.(h) ?? -1}`);
       out.push(`${a}::local_origin_success_rate::-1`);
     }
@@ -75,8 +75,13 @@ export function renderClustersJson(clusters: Iterable<Cluster>): object {
           ...(h.healthFlags.has('failed_outlier_check') ? { failed_outlier_check: true } : {}),
         },
         weight: h.weight,
-        priority: 0,
-        locality: {},
+        priority: h.priority,
+        // Envoy's proto JSON: only the fields that are set
+        locality: {
+          ...(h.locality?.region !== undefined ? { region: h.locality.region } : {}),
+          ...(h.locality?.zone !== undefined ? { zone: h.locality.zone } : {}),
+          ...(h.locality?.subZone !== undefined ? { sub_zone: h.locality.subZone } : {}),
+        },
       })),
     });
   }

@@ -1,8 +1,9 @@
-import type { ClusterConfig, EndpointConfig } from '../config/types';
+import type { ClusterConfig, EndpointConfig, LocalityConfig } from '../config/types';
 import type { Counter, Gauge, Histogram, StatsStore } from '../stats/store';
 import { createHost, hostKey, identityOf, isHealthy, type Host } from './host';
 import { createLoadBalancer, type LbContext, type LoadBalancer } from './load-balancer';
 import { DEFAULT_PANIC_THRESHOLD_PERCENT, HealthyHostSelector } from '../resilience/host-selection';
+import { DEFAULT_OVERPROVISIONING_FACTOR, choosePriority, priorityLevels } from './locality';
 
 /**
  * Hook points for the resilience modules (issue 6). The data plane calls these
@@ -106,9 +107,14 @@ export class Cluster {
 
   /** Healthy hosts with Envoy's panic threshold (the resilience module's one implementation). */
   private selector: HealthyHostSelector;
+  /** This node's locality (bootstrap node.locality): with a zone, hosts are balanced by priority level. */
+  private localLocality: LocalityConfig | undefined;
+  /** Hosts by priority level (locality failover), or undefined: one level, every host (the fast path). */
+  private levels: Host[][] | undefined;
 
-  constructor(config: ClusterConfig, readonly statsStore: StatsStore) {
+  constructor(config: ClusterConfig, readonly statsStore: StatsStore, localLocality?: LocalityConfig) {
     this.config = config;
+    this.localLocality = localLocality;
     this.lb = createLoadBalancer(config.lbPolicy ?? 'round_robin');
     this.hashHeader = config.hashHeader?.toLowerCase();
     this.upstreamTls = config.tls ? { secret: config.tls.secret, sni: config.tls.sni } : undefined;
@@ -123,7 +129,8 @@ export class Cluster {
   get protocol(): 'http1' | 'http2' { return this.config.protocol ?? 'http1'; }
 
   /** Replaces the config in place (same name); keeps hosts that stay, with their stats and flags. */
-  reconfigure(config: ClusterConfig): void {
+  reconfigure(config: ClusterConfig, localLocality?: LocalityConfig): void {
+    this.localLocality = localLocality;
     const policyChanged = (config.lbPolicy ?? 'round_robin') !== (this.config.lbPolicy ?? 'round_robin');
     this.config = config;
     this.hashHeader = config.hashHeader?.toLowerCase();
@@ -133,6 +140,7 @@ export class Cluster {
     if (policyChanged) this.lb = createLoadBalancer(config.lbPolicy ?? 'round_robin');
     if ((config.panicThresholdPercent ?? DEFAULT_PANIC_THRESHOLD_PERCENT) !== this.selector.panicThresholdPercent) this.selector = this.makeSelector();
     if (config.endpoints) this.setEndpoints(config.endpoints);
+    else this.assignPriorities();
   }
 
   /**
@@ -151,6 +159,7 @@ export class Cluster {
         old.delete(key);
         host.weight = ep.weight ?? 1;
         host.metadata = ep.metadata ?? {};
+        host.locality = ep.locality;
         if (ep.healthy === false) host.healthFlags.add('failed_eds_health');
         else host.healthFlags.delete('failed_eds_health');
       } else {
@@ -160,9 +169,15 @@ export class Cluster {
     }
     const changed = old.size > 0 || next.length !== this.hosts.length || next.some((h, i) => h !== this.hosts[i]);
     this.hosts = next;
+    this.assignPriorities();
     this.removedHosts(old.size > 0 ? [...old.values()] : []);
     if (changed) this.stats.membership_change.inc();
     this.refreshMembership();
+  }
+
+  /** Priority levels from the localities (after any change of hosts, their localities, or this node's). */
+  private assignPriorities(): void {
+    this.levels = priorityLevels(this.hosts, this.localLocality, this.config.localityLb?.enabled !== false);
   }
 
   /** Hook: hosts dropped by an update (the upstream pool closes their idle connections). */
@@ -191,9 +206,28 @@ export class Cluster {
    */
   pickHost(ctx: LbContext): HostPick {
     if (this.hosts.length === 0) return NO_HOST;
+    if (this.levels) return this.pickByPriority(this.levels, ctx);
     const candidates = this.selector.candidates(this.hosts);
     if (candidates.length === 0) return NO_HOST;
     return { host: this.lb.pick(candidates, ctx), panic: this.selector.lastPanic };
+  }
+
+  /**
+   * Locality failover: a level by Envoy's priority load (overprovisioning factor), then the load balancer
+   * within it; the panic threshold applies per level (src/cluster/locality.ts).
+   */
+  private pickByPriority(levels: Host[][], ctx: LbContext): HostPick {
+    const choice = choosePriority(levels, this.config.localityLb?.overprovisioningFactor ?? DEFAULT_OVERPROVISIONING_FACTOR,
+      this.selector.panicThresholdPercent, Math.random());
+    const level = levels[choice.level]!;
+    if (choice.panic) {
+      this.stats.lb_healthy_panic.inc();
+      return { host: this.lb.pick(level, ctx), panic: true };
+    }
+    let healthy = 0;
+    for (const h of level) if (h.healthFlags.size === 0) healthy++;
+    if (healthy === 0) return NO_HOST;
+    return { host: this.lb.pick(healthy === level.length ? level : level.filter(isHealthy), ctx), panic: false };
   }
 
   close(): void {

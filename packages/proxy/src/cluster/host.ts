@@ -4,6 +4,8 @@
  * so /clusters and /stats can print them unchanged.
  */
 
+import type { LocalityConfig } from '../config/types';
+
 export type HealthFlag = 'failed_active_hc' | 'failed_outlier_check' | 'failed_eds_health';
 
 export interface HostStats {
@@ -30,6 +32,10 @@ export interface Host {
   /** Any flag present makes the host unhealthy (Envoy's semantics). */
   healthFlags: Set<HealthFlag>;
   stats: HostStats;
+  /** Where the endpoint runs (Envoy's locality; /clusters region, zone, sub_zone). */
+  locality: LocalityConfig | undefined;
+  /** Envoy's priority level, set by the cluster from the localities (0 without locality load balancing). */
+  priority: number;
 }
 
 export interface HostInit {
@@ -38,6 +44,7 @@ export interface HostInit {
   weight?: number;
   healthy?: boolean;
   metadata?: Record<string, unknown>;
+  locality?: LocalityConfig;
 }
 
 export function newHostStats(): HostStats {
@@ -55,6 +62,8 @@ export function createHost(init: HostInit): Host {
     identity: identityOf(init.metadata),
     healthFlags,
     stats: newHostStats(),
+    locality: init.locality,
+    priority: 0,
   };
 }
 
