@@ -4,6 +4,8 @@
 // name: mesh-dns answers each with its own VIP, the VIP:port is DNATed to A's proxy, which pipes
 // the bytes (outboundTcp) to B's or B2's captured port, whose proxy pipes them to the local app.
 // redis-cli and redis-benchmark through the mesh, the greeter, and a redis killed mid-connection.
+// B also runs a second redis as service `kv` on a port declared with NO protocol: both proxies sniff
+// it (Istio's unnamed port), find no HTTP, and pipe it as TCP.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -18,6 +20,8 @@ const pre = preflight(TCP_TOOLS);
 if (!pre.ok && !IN_CI) console.warn(`e2e TCP lab skipped: ${pre.reason}`);
 
 const REDIS_PORT = 6379;
+const KV_PORT = 6380;
+const KV_OUT = `out#${KV_PORT}#kv`;
 const GREETER_PORT = 2525;
 const CACHE_OUT = `out#${REDIS_PORT}#cache`;
 const GREETER_OUT = `out#${GREETER_PORT}#greeter`;
@@ -60,36 +64,38 @@ describe.skipIf(!pre.ok)('e2e: TCP services through the sidecars (issue 15)', ()
   let world: World;
   const redis: Partial<Record<Role, Managed>> = {};
   const a = () => world.host('a').ns;
-  const redisCli = (args: string[], ns = a(), host = 'cache') => nsRun(ns, 'redis-cli', ['-h', host, '-p', String(REDIS_PORT), ...args], { as: APP_USER, allowFail: true, timeoutMs: 20_000 });
+  const redisCli = (args: string[], ns = a(), host = 'cache', port = REDIS_PORT) => nsRun(ns, 'redis-cli', ['-h', host, '-p', String(port), ...args], { as: APP_USER, allowFail: true, timeoutMs: 20_000 });
   const redisStats = async (role: Role) => {
     const { stdout } = await redisCli(['INFO', 'stats'], world.host(role).ns, '127.0.0.1');
     const field = (name: string) => Number(new RegExp(`^${name}:(\\d+)`, 'm').exec(stdout)?.[1] ?? NaN);
     return { connections: field('total_connections_received'), commands: field('total_commands_processed') };
   };
 
-  const startRedis = async (role: Role) => {
-    const dir = join(world.dir, `redis-${role}`);
+  const startRedis = async (role: Role, port = REDIS_PORT) => {
+    const dir = join(world.dir, `redis-${role}-${port}`);
     mkdirSync(dir, { recursive: true, mode: 0o777 });
-    const args = ['--port', String(REDIS_PORT), '--bind', '0.0.0.0', '--protected-mode', 'no', '--save', '', '--appendonly', 'no', '--dir', dir, '--daemonize', 'no'];
-    const proc = world.procs.start(`redis-${role}`, nsArgv(world.host(role).ns, 'redis-server', args, APP_USER));
-    await waitFor(`redis-server on ${role}`, async () => (await redisCli(['PING'], world.host(role).ns, '127.0.0.1')).stdout.trim() === 'PONG', { timeoutMs: 15_000 })
+    const args = ['--port', String(port), '--bind', '0.0.0.0', '--protected-mode', 'no', '--save', '', '--appendonly', 'no', '--dir', dir, '--daemonize', 'no'];
+    const proc = world.procs.start(`redis-${role}-${port}`, nsArgv(world.host(role).ns, 'redis-server', args, APP_USER));
+    await waitFor(`redis-server on ${role}:${port}`, async () => (await redisCli(['PING'], world.host(role).ns, '127.0.0.1', port)).stdout.trim() === 'PONG', { timeoutMs: 15_000 })
       .catch((err) => { throw withLog(err, proc); });
-    redis[role] = proc;
+    if (port === REDIS_PORT) redis[role] = proc;
   };
 
   beforeAll(async () => {
     world = await createWorld();
     await startRedis('b');
     await startRedis('b2');
+    await startRedis('b', KV_PORT);
     const greeter = world.procs.start('greeter-b', nsArgv(world.host('b').ns, process.execPath, [GREETER, 'greeter-on-b', String(GREETER_PORT)], APP_USER));
     await waitFor('the greeter on B', async () => greeter.lines.some((l) => l.includes('listening')), { timeoutMs: 15_000 }).catch((err) => { throw withLog(err, greeter); });
     const cache = { name: 'cache', ports: [{ targetPort: REDIS_PORT, protocol: 'redis' }] };
-    await startSidecar(world, 'b', { extraServices: [cache, { name: 'greeter', ports: [{ targetPort: GREETER_PORT, protocol: 'tcp' }] }] });
+    await startSidecar(world, 'b', { extraServices: [cache, { name: 'greeter', ports: [{ targetPort: GREETER_PORT, protocol: 'tcp' }] }, { name: 'kv', ports: [{ targetPort: KV_PORT }] }] });
     await startSidecar(world, 'b2', { extraServices: [cache] });
     await startSidecar(world, 'a');
     await waitFor('A to route cache (B, B2) and greeter as TCP', async () => {
       const { stdout } = await admin(a(), 15000, '/clusters');
-      return [`${CACHE_OUT}::${world.host('b').address}:${REDIS_PORT}::`, `${CACHE_OUT}::${world.host('b2').address}:${REDIS_PORT}::`, `${GREETER_OUT}::${world.host('b').address}:${GREETER_PORT}::`].every((s) => stdout.includes(s));
+      return [`${CACHE_OUT}::${world.host('b').address}:${REDIS_PORT}::`, `${CACHE_OUT}::${world.host('b2').address}:${REDIS_PORT}::`, `${GREETER_OUT}::${world.host('b').address}:${GREETER_PORT}::`,
+        `${KV_OUT}::tcp_route::`].every((s) => stdout.includes(s));
     }, { timeoutMs: 30_000 });
   }, 300_000);
 
@@ -132,6 +138,17 @@ describe.skipIf(!pre.ok)('e2e: TCP services through the sidecars (issue 15)', ()
     expect(after.b.commands - before.b.commands + after.b2.commands - before.b2.commands).toBeGreaterThanOrEqual(80_000);
     expect(await statSum(a(), clusterStat(CACHE_OUT, 'upstream_cx_connect_fail'))).toBe(0);
   }, 200_000);
+
+  it('a port declared with no protocol (kv, redis on B): both proxies sniff it, see no HTTP and pipe it as TCP: redis-cli by name round-trips', async () => {
+    const before = { out: await statSum(a(), clusterStat(KV_OUT, 'upstream_cx_total')), in: await statSum(world.host('b').ns, clusterStat(`in#${KV_PORT}#kv`, 'upstream_cx_total')) };
+    expect((await redisCli(['SET', 'sniffed', 'as tcp'], a(), 'kv', KV_PORT)).stdout.trim()).toBe('OK');
+    expect((await redisCli(['GET', 'sniffed'], a(), 'kv', KV_PORT)).stdout.trim()).toBe('as tcp');
+    expect(await statSum(a(), clusterStat(KV_OUT, 'upstream_cx_total'))).toBeGreaterThanOrEqual(before.out + 2);
+    expect(await statSum(world.host('b').ns, clusterStat(`in#${KV_PORT}#kv`, 'upstream_cx_total'))).toBeGreaterThanOrEqual(before.in + 2);
+    // A's /clusters names the sniffed route (VIP:port:auto)
+    const { stdout } = await admin(a(), 15000, '/clusters');
+    expect(stdout).toMatch(new RegExp(`${KV_OUT}::tcp_route::240\\.240\\.\\d+\\.\\d+:${KV_PORT}:auto`));
+  });
 
   it('a server-first service: the greeter speaks first to a client that sends nothing, through both proxies', async () => {
     const res = await nsRun(a(), process.execPath, [TCP_CLIENT, 'greeter', String(GREETER_PORT), '', '5000'], { as: APP_USER, allowFail: true });

@@ -21,9 +21,11 @@ export interface SidecarOptions {
   /** Extra top-level sections appended to agent.yaml (YAML lines), e.g. an `mtls:` block. */
   extraConfig?: string[];
   /** More services of spec.yaml beside the host's own, e.g. a gRPC service on another port (no health check path: TCP-checked). */
-  extraServices?: Array<{ name: string; ports: Array<{ targetPort: number; protocol: string }> }>;
+  extraServices?: Array<{ name: string; ports: Array<{ targetPort: number; protocol?: string }> }>;
   /** The proxy's drain time on hot restart (default 2 s); long-lived streams need more to finish on the old epoch. */
   drainTimeMs?: number;
+  /** More lines of the agent's `proxy:` section, indented by two spaces, e.g. a `tracing:` block. */
+  proxyConfig?: string[];
 }
 
 export function writeSidecarConfig(world: World, role: Role, opts: SidecarOptions = {}): { dir: string; configFile: string } {
@@ -47,7 +49,8 @@ export function writeSidecarConfig(world: World, role: Role, opts: SidecarOption
     ...(opts.extraServices ?? []).flatMap((extra) => [
       `    - name: ${extra.name}`,
       '      ports:',
-      ...extra.ports.flatMap((p) => [`        - targetPort: ${p.targetPort}`, `          protocol: ${p.protocol}`]),
+      // a port without protocol is written without one (sniffed: auto)
+      ...extra.ports.flatMap((p) => [`        - targetPort: ${p.targetPort}`, ...(p.protocol ? [`          protocol: ${p.protocol}`] : [])]),
     ]),
     '',
   ].join('\n'));
@@ -71,6 +74,7 @@ export function writeSidecarConfig(world: World, role: Role, opts: SidecarOption
     `  uid: ${PROXY_USER.uid}`,
     `  gid: ${PROXY_USER.gid}`,
     `  drainTimeMs: ${opts.drainTimeMs ?? 2000}`,
+    ...(opts.proxyConfig ?? []),
     'mesh:',
     `  globalConfigFile: ${globalFile}`,
     'meshDns:',

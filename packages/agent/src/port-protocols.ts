@@ -2,7 +2,9 @@
 // go through the proxy's HTTP path (HTTP/1.x, h2c, h2 over mTLS); `tcp`, `dubbo`, `redis`, `mysql`,
 // `mongo` and the TLS passthrough ports `tls` and `https` through its TCP proxy (bytes, no wait for
 // client bytes: server-first protocols work); `auto` is sniffed by the proxy (Istio's protocol
-// sniffing). Absent protocol means http (as before issue 15: an unlabelled port keeps working).
+// sniffing), and so is a port that declares none (Istio sniffs an unnamed port): HTTP clients work on it
+// as before, and so does any other protocol. A registry instance without `metadata.protocol` (a hand-written
+// registry) is HTTP to its callers, as before issue 15.
 import type { ServicesSpec } from '@mesh-agent/shared-config';
 
 /** Protocols the proxy's HTTP path serves. */
@@ -34,10 +36,15 @@ export function isTcpProtocol(protocol: string | undefined): boolean {
   return TCP_PROTOCOLS.includes(protocol ?? 'http');
 }
 
-/** The bootstrap's inbound[].protocol for a spec.yaml port: tcp (bytes at once), auto (sniffed) or http. */
+/** A spec.yaml port's protocol as the agent registers it (`metadata.protocol`): undeclared is `auto`. */
+export function declaredProtocolOf(protocol: string | undefined): string {
+  return protocol ?? 'auto';
+}
+
+/** The bootstrap's inbound[].protocol for a spec.yaml port: tcp (bytes at once), auto (sniffed; also an undeclared port) or http. */
 export function inboundProtocolOf(protocol: string | undefined): 'http' | 'tcp' | 'auto' {
   if (isTcpProtocol(protocol)) return 'tcp';
-  return protocol === 'auto' ? 'auto' : 'http';
+  return declaredProtocolOf(protocol) === 'auto' ? 'auto' : 'http';
 }
 
 /** Whether a port speaks HTTP/2 (gRPC is HTTP/2): its cluster gets `protocol: http2`. */

@@ -34,8 +34,8 @@ function model(overrides: { global?: unknown; registry?: MeshModel['registry'] }
 describe('buildProxyBootstrap', () => {
   const bootstrap = parseConfig(proxyBootstrapSchema, buildProxyBootstrap(model(), '7'));
 
-  it('maps the local service port to an inbound cluster with its health check', () => {
-    expect(bootstrap.inbound).toEqual([{ port: 8089, cluster: 'in#8089#user', protocol: 'http' }]);
+  it('maps the local service port to an inbound cluster with its health check (a port declared with no protocol is sniffed: auto)', () => {
+    expect(bootstrap.inbound).toEqual([{ port: 8089, cluster: 'in#8089#user', protocol: 'auto' }]);
     const inbound = bootstrap.clusters.find((c) => c.name === 'in#8089#user')!;
     expect(inbound.endpoints).toEqual([expect.objectContaining({ address: '127.0.0.1', port: 8089 })]);
     expect(inbound.healthCheck?.path).toBe('/health');
@@ -133,14 +133,19 @@ describe('buildProxyBootstrap', () => {
     expect(b.routes!.virtualHosts!.find((h) => h.name === 'web:8080')!.routes![0].route!.cluster).toBe('out#8080#web');
   });
 
-  it('issue 15: every port of spec.yaml is captured; tcp/dubbo/redis/mysql/mongo/tls/https ports are inbound protocol tcp, auto sniffed, the rest http', () => {
+  it('issue 15: every port of spec.yaml is captured; tcp/dubbo/redis/mysql/mongo/tls/https ports are inbound protocol tcp, auto and undeclared ones sniffed, the rest http', () => {
     const m = model();
-    const ports = [{ targetPort: 8089 }, { targetPort: 20880, protocol: 'dubbo' }, { targetPort: 6379, protocol: 'redis' }, { targetPort: 3306, protocol: 'mysql' }, { targetPort: 7000, protocol: 'tcp' }, { targetPort: 8443, protocol: 'https' }, { targetPort: 9000, protocol: 'auto' }];
+    const ports = [{ targetPort: 8089, protocol: 'http' }, { targetPort: 20880, protocol: 'dubbo' }, { targetPort: 6379, protocol: 'redis' }, { targetPort: 3306, protocol: 'mysql' }, { targetPort: 7000, protocol: 'tcp' }, { targetPort: 8443, protocol: 'https' }, { targetPort: 9000, protocol: 'auto' }];
     m.spec = parseConfig(servicesSpecSchema, { spec: { services: [{ name: 'user', ports, healthCheck: { path: '/health' } }] } });
     const b = parseConfig(proxyBootstrapSchema, buildProxyBootstrap(m, '1'));
     expect(b.inbound.map((i) => `${i.port}/${i.protocol}/${i.cluster}`)).toEqual([
       '8089/http/in#8089#user', '20880/tcp/in#20880#user', '6379/tcp/in#6379#user', '3306/tcp/in#3306#user', '7000/tcp/in#7000#user', '8443/tcp/in#8443#user', '9000/auto/in#9000#user',
     ]);
+    // a port that declares no protocol is sniffed (Istio's unnamed port); its health path is still an HTTP GET
+    const undeclared = model();
+    const bu = parseConfig(proxyBootstrapSchema, buildProxyBootstrap(undeclared, '1'));
+    expect(bu.inbound.map((i) => `${i.port}/${i.protocol}`)).toEqual(['8089/auto']);
+    expect(bu.clusters.find((c) => c.name === 'in#8089#user')!.healthCheck).toMatchObject({ path: '/health' });
     // healthCheck.path is an HTTP/1.1 GET: only the http port's cluster is probed with it (the agent TCP-checks the rest)
     expect(b.clusters.filter((c) => c.healthCheck).map((c) => c.name)).toEqual(['in#8089#user']);
     expect(captureRulesConfig(m).inboundPorts).toEqual([8089, 20880, 6379, 3306, 7000, 8443, 9000]);
@@ -161,8 +166,8 @@ describe('buildProxyBootstrap', () => {
     });
     const b = parseConfig(proxyBootstrapSchema, buildProxyBootstrap(m, '1'));
     expect(b.outboundTcp).toEqual([
-      { address: '240.240.3.4', port: 6379, cluster: 'out#6379#redis' },
-      { address: '240.240.9.9', port: 3306, cluster: 'out#3306#db.shop' },
+      { address: '240.240.3.4', port: 6379, cluster: 'out#6379#redis', protocol: 'tcp' },
+      { address: '240.240.9.9', port: 3306, cluster: 'out#3306#db.shop', protocol: 'tcp' },
     ]);
     expect(b.clusters.find((c) => c.name === 'out#6379#redis')!.endpoints.map((e) => `${e.address}:${e.port}`)).toEqual(['198.18.0.3:6379', '198.18.0.4:6379']);
     // such clusters get no HTTP route; an HTTP service keeps its virtual host
@@ -171,6 +176,22 @@ describe('buildProxyBootstrap', () => {
       'service novip port 7000 speaks TCP but has no per-service VIP (registry vip): the shared mesh VIP 240.240.0.1 cannot tell TCP services apart, so calls to it through the mesh are not proxied; give the service a vip from mesh.vipCidr',
       'service shared port 7001 speaks TCP but has no per-service VIP (registry vip): the shared mesh VIP 240.240.0.1 cannot tell TCP services apart, so calls to it through the mesh are not proxied; give the service a vip from mesh.vipCidr',
     ]);
+  });
+
+  it('issue 15: a service whose instances registered auto (declared no protocol) is sniffed on its VIP:port (outboundTcp auto) and keeps its HTTP route; without its own VIP it is HTTP only', () => {
+    const inst = (id: string, address: string, port: number) => ({ id, address, port, healthy: true, weight: 1, metadata: { node: id, protocol: 'auto' } });
+    const m = model({
+      registry: {
+        services: [
+          { name: 'kv', namespace: 'default', vip: '240.240.7.7', instances: [inst('k1', '198.18.0.3', 6380), inst('k2', '198.18.0.4', 6380)] },
+          { name: 'plain', namespace: 'default', instances: [inst('p1', '198.18.0.5', 9000)] },
+        ],
+      },
+    });
+    const b = parseConfig(proxyBootstrapSchema, buildProxyBootstrap(m, '1'));
+    expect(b.outboundTcp).toEqual([{ address: '240.240.7.7', port: 6380, cluster: 'out#6380#kv', protocol: 'auto' }]);
+    expect(b.routes.virtualHosts.map((v) => v.name)).toEqual(['kv', 'plain']);
+    expect(outboundTcpRoutes(m).skipped).toEqual([]);
   });
 
   it('issue 15: with mTLS on, TCP ports get no inbound TLS or RBAC and TCP clusters no origination (the TCP path is plaintext)', () => {
@@ -187,7 +208,7 @@ describe('buildProxyBootstrap', () => {
   it('issue 14: an http2 or grpc port of spec.yaml is captured inbound with an HTTP/2 cluster (no HTTP/1 path probe); http stays http1', () => {
     const m = model();
     m.spec = parseConfig(servicesSpecSchema, {
-      spec: { services: [{ name: 'user', ports: [{ targetPort: 8089 }, { targetPort: 50051, protocol: 'grpc' }, { targetPort: 8443, protocol: 'http2' }, { targetPort: 20880, protocol: 'dubbo' }], healthCheck: { path: '/health' } }] },
+      spec: { services: [{ name: 'user', ports: [{ targetPort: 8089, protocol: 'http' }, { targetPort: 50051, protocol: 'grpc' }, { targetPort: 8443, protocol: 'http2' }, { targetPort: 20880, protocol: 'dubbo' }], healthCheck: { path: '/health' } }] },
     });
     const b = parseConfig(proxyBootstrapSchema, buildProxyBootstrap(m, '1'));
     // issue 15: the dubbo port is captured too, as TCP (the previous test)
@@ -254,7 +275,7 @@ describe('buildProxyBootstrap with mtls (issue 13)', () => {
     const plain = parseConfig(proxyBootstrapSchema, buildProxyBootstrap(model({ registry: order('spiffe://cluster.local/ns/default/sa/order') }), '1'));
     expect(withMtls({ mode: 'disable' }, order('spiffe://cluster.local/ns/default/sa/order'))).toEqual(plain);
     expect(plain.secrets).toEqual([]);
-    expect(plain.inbound).toEqual([{ port: 8089, cluster: 'in#8089#user', protocol: 'http' }]);
+    expect(plain.inbound).toEqual([{ port: 8089, cluster: 'in#8089#user', protocol: 'auto' }]);
     expect(plain.clusters.some((c) => c.tls !== undefined)).toBe(false);
     expect(plain.clusters.find((c) => c.name === 'out#8080#order')!.endpoints.map((e) => e.metadata)).toEqual([{ id: 'o1' }, { id: 'o2' }]);
   });
@@ -262,7 +283,7 @@ describe('buildProxyBootstrap with mtls (issue 13)', () => {
   it('built-in issuer: one secret per local service in <runDir>/certs/<service>, permissive by default', () => {
     const b = withMtls({ ca: { dir: '/etc/mesh-agent/ca' } });
     expect(b.secrets).toEqual([{ name: 'user', certChain: '/run/mesh/certs/user/cert-chain.pem', privateKey: '/run/mesh/certs/user/key.pem', trustBundle: '/run/mesh/certs/user/root-cert.pem' }]);
-    expect(b.inbound).toEqual([{ port: 8089, cluster: 'in#8089#user', protocol: 'http', tls: { mode: 'permissive', secret: 'user' } }]);
+    expect(b.inbound).toEqual([{ port: 8089, cluster: 'in#8089#user', protocol: 'auto', tls: { mode: 'permissive', secret: 'user' } }]);
     expect(withMtls({ ca: { dir: '/ca' }, certDir: '/srv/certs' }).secrets[0].certChain).toBe('/srv/certs/user/cert-chain.pem');
   });
 

@@ -296,6 +296,34 @@ describe('TCP proxy: inbound ports declared tcp or auto', () => {
   });
 });
 
+describe('TCP proxy: outbound VIP:port declared auto (a service port with no protocol)', () => {
+  it('an HTTP request on the VIP:port takes the HTTP route (by Host); other bytes are piped to the cluster; a silent client gets the server-first greeting', async () => {
+    const greeter = await tcpServer((s) => { s.write('220 kv ready\r\n'); s.on('data', (d) => s.write(`echo:${d.toString()}`)); });
+    const web = await startUpstream('kv-http');
+    cleanups.push(() => web.close());
+    const p = await proxyWith({
+      clusters: [tcpCluster('out#6380#kv', [greeter.port]), tcpCluster('out#80#web', [web.port])],
+      outboundTcp: [{ address: VIP, port: 6380, cluster: 'out#6380#kv', protocol: 'auto' }],
+      routes: { virtualHosts: [{ name: 'web', domains: ['web'], routes: [{ match: { prefix: '/' }, route: { cluster: 'out#80#web' } }] }] },
+    }, outbound(6380));
+    const h = await connect(p.port);
+    h.write('GET /sniffed HTTP/1.1\r\nhost: web\r\nconnection: close\r\n\r\n');
+    const res = await readText(h, () => false);
+    expect(res).toMatch(/^HTTP\/1\.1 200/);
+    expect(res).toContain('kv-http GET /sniffed 0');
+    expect(stat(p, 'cluster.out#6380#kv.upstream_cx_total')).toBe(0);
+    const t = await connect(p.port);
+    t.write('*1\r\n$4\r\nPING\r\n');
+    expect(await readText(t, (x) => x.includes('PING'))).toBe('220 kv ready\r\necho:*1\r\n$4\r\nPING\r\n');
+    const silent = await connect(p.port);
+    expect(await readText(silent, (x) => x.endsWith('\r\n'), 2000)).toBe('220 kv ready\r\n');
+    expect(stat(p, 'cluster.out#6380#kv.upstream_cx_total')).toBe(2);
+    // /clusters names the sniffed route
+    const clusters = await fetch(`http://127.0.0.1:${p.admin}/clusters`).then((r) => r.text());
+    expect(clusters).toContain(`out#6380#kv::tcp_route::${VIP}:6380:auto`);
+  });
+});
+
 describe('protocol sniffing (auto): what the first bytes say', () => {
   it('HTTP/1 request lines, the h2 preface and a TLS ClientHello are HTTP; their prefixes wait; anything else is TCP', () => {
     expect(scanProtocol(Buffer.from('GET / HTTP/1.1\r\n'))).toBe('http');

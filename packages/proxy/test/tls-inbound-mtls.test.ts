@@ -41,7 +41,7 @@ describe.skipIf(missing !== undefined)('inbound mTLS on captured ports and the d
     expired = issueLeaf(ca, path.join(dir, 'expired'), `${TD}/order`, { expired: true });
     rogue = issueLeaf(createTestCa(path.join(dir, 'rogue-ca'), 'rogue-ca'), path.join(dir, 'rogue'), `${TD}/order`);
     lab.create();
-    for (const port of ['8089', '8090', '8093']) lab.inNs(lab.a, ['iptables', '-t', 'nat', '-A', 'PREROUTING', '-p', 'tcp', '--dport', port, '-j', 'REDIRECT', '--to-ports', '15001']);
+    for (const port of ['8089', '8090', '8093', '8094']) lab.inNs(lab.a, ['iptables', '-t', 'nat', '-A', 'PREROUTING', '-p', 'tcp', '--dport', port, '-j', 'REDIRECT', '--to-ports', '15001']);
     lab.start(lab.a, [process.execPath, '-e', `require('http').createServer((q,s)=>s.end(q.url==='/headers'?JSON.stringify(q.headers):'app '+q.url+' '+(q.headers['x-forwarded-for']||'')+'\\n')).listen(18089,'127.0.0.1')`]);
     const cfg = path.join(dir, 'proxy.json');
     const app = (name: string) => ({ name, endpoints: [{ address: '127.0.0.1', port: 18089 }] });
@@ -54,11 +54,13 @@ describe.skipIf(missing !== undefined)('inbound mTLS on captured ports and the d
         { port: 8089, cluster: 'in#8089#user', tls: { mode: 'strict', secret: 'user' } },
         { port: 8090, cluster: 'in#8090#user', tls: { mode: 'permissive', secret: 'user' } },
         { port: 8093, cluster: 'in#8093#user' },
+        // sniffed (a port declared with no protocol) and strict: sniffed plaintext TCP must not get around strict
+        { port: 8094, cluster: 'in#8094#user', protocol: 'auto', tls: { mode: 'strict', secret: 'user' } },
       ],
       accessLog: { format: 'json', path: accessLogFile },
       // short, so the tests of a silent client and a stalled handshake wait little
       limits: { headersTimeoutMs: 1500 },
-      clusters: [app('in#8089#user'), app('in#8090#user'), app('in#8093#user')],
+      clusters: [app('in#8089#user'), app('in#8090#user'), app('in#8093#user'), app('in#8094#user')],
     }));
     proxyOut = lab.start(lab.a, [process.execPath, proxyBin, '--config', cfg]).out;
     await lab.waitHttp(lab.a, 'http://127.0.0.1:15000/ready');
@@ -97,6 +99,17 @@ describe.skipIf(missing !== undefined)('inbound mTLS on captured ports and the d
     // mTLS on the same port is served
     const ok = curlFromB(`https://${lab.ipA}:8089/tls`, order);
     expect(ok).toMatchObject({ status: '200', body: `app /tls ${lab.ipB}` });
+  });
+
+  it('strict on a sniffed (auto) port: plaintext bytes that are not HTTP are refused too (no plaintext TCP around strict); mTLS is served', () => {
+    const refusedBefore = stat(`${L}no_filter_chain_match`);
+    const appBefore = stat('cluster.in#8094#user.upstream_cx_total');
+    // a redis-like first message: sniffed as TCP, which strict mode refuses
+    const raw = lab.inNs(lab.b, [process.execPath, '-e', `const s=require('net').connect(8094,'${lab.ipA}',()=>s.write('*1\\r\\n$4\\r\\nPING\\r\\n'));let got='';s.on('data',(d)=>got+=d);s.on('error',()=>{});s.on('close',()=>{console.log('closed:'+JSON.stringify(got));process.exit(0)});setTimeout(()=>{console.log('open');process.exit(0)},5000)`], { allowFail: true });
+    expect(raw.stdout.trim()).toBe('closed:""');
+    expect(stat(`${L}no_filter_chain_match`)).toBe(refusedBefore + 1);
+    expect(stat('cluster.in#8094#user.upstream_cx_total')).toBe(appBefore);
+    expect(curlFromB(`https://${lab.ipA}:8094/tls`, order)).toMatchObject({ status: '200', body: `app /tls ${lab.ipB}` });
   });
 
   it('permissive: plaintext and mTLS are both served', () => {

@@ -7,7 +7,8 @@ import { healthCheckPath, serviceName, servicePort } from './common';
  * What a port speaks: TSF's `http` and `dubbo`, and Istio's protocol names. Every port is captured:
  * `http` (HTTP/1.x), `http2` and `grpc` (HTTP/2, spoken to the application in h2c) go through the
  * proxy's HTTP path; `tcp`, `dubbo`, `redis`, `mysql`, `mongo`, `tls` and `https` (TLS passed
- * through) through its TCP proxy as bytes; `auto` is sniffed (HTTP/1.x, HTTP/2, TLS or else TCP).
+ * through) through its TCP proxy as bytes; `auto` is sniffed (HTTP/1.x, HTTP/2, TLS or else TCP), and so
+ * is a port that declares no protocol (Istio's protocol sniffing of an unnamed port).
  */
 export const SERVICE_PROTOCOLS = ['http', 'http2', 'https', 'grpc', 'tcp', 'tls', 'dubbo', 'redis', 'mysql', 'mongo', 'auto'] as const;
 
@@ -15,8 +16,8 @@ export const servicePortSchema = z.strictObject({
   targetPort: servicePort.describe('Port the local application listens on'),
   protocol: z
     .enum(SERVICE_PROTOCOLS, { error: `expected one of ${SERVICE_PROTOCOLS.join(', ')}` })
-    .default('http')
-    .describe('What the port speaks; `http`, `http2` and `grpc` (HTTP/2 to the app) are proxied as HTTP, `tcp`, `dubbo`, `redis`, `mysql`, `mongo`, `tls` and `https` as bytes (TCP proxy), `auto` is sniffed'),
+    .optional()
+    .describe('What the port speaks; `http`, `http2` and `grpc` (HTTP/2 to the app) are proxied as HTTP, `tcp`, `dubbo`, `redis`, `mysql`, `mongo`, `tls` and `https` as bytes (TCP proxy), `auto` is sniffed; absent = `auto` (sniffed, as Istio does for an unnamed port)'),
 });
 
 export const serviceSpecSchema = z.strictObject({
