@@ -8,6 +8,7 @@ import type { MeshAgent } from './agent';
 import { agentVersion } from './children';
 import { diagnosticsRoutes } from './diagnostics/index';
 import { uncapturedPorts } from './port-protocols';
+import { rulesInForce } from './traffic-rules';
 import { parseUpdateBody, UPDATE_HELP } from './update';
 import type { ComponentName } from './supervisor';
 
@@ -281,6 +282,13 @@ export function createAgentAdmin(agent: MeshAgent): AdminServer {
   admin.add(routes.logging(AGENT_HELP.logging, agent.logger));
 
   for (const route of diagnosticsRoutes({ agentAdminUrl: () => adminBaseUrl(agent) })) admin.add({ ...route, hidden: true });
+  admin.add({
+    method: 'GET',
+    path: '/rules',
+    help: 'print out the traffic rules in force, where each came from (agent config, rules file, file registry, etcd key) and their subsets\' instances',
+    hidden: true,
+    handler: () => ({ rules: agent.registry ? rulesInForce(agent.trafficRules(), agent.effectiveRegistry()) : [] }),
+  });
   // Istio's pilot-agent endpoints on 15020, hidden: /help stays the source document's text
   admin.add({
     method: 'GET',

@@ -35,6 +35,7 @@ import { bindTcp, bindUdp, type OwnedSocket } from './sockets';
 import { isHttp1Protocol } from './port-protocols';
 import { endStaleChildren, recordChildren } from './stale-children';
 import { StatusMachine } from './status';
+import { ConfigTrafficRules, resolveTrafficRules, type SourcedTrafficRule } from './traffic-rules';
 import { ChildSupervisor, type ComponentName } from './supervisor';
 
 export const AGENT_LOG_SCOPES = ['healthz', 'admin', 'ads', 'default', 'model'];
@@ -103,6 +104,8 @@ export class MeshAgent {
   private driftWatch: PeriodicTask | undefined;
   /** The local services' certificates; undefined with mTLS off (no mtls.ca / mtls.files). */
   certificates: CertificateProvisioner | undefined;
+  /** mesh.trafficRules and mesh.trafficRulesFile; the registry's rules win per service. */
+  private configRules: ConfigTrafficRules | undefined;
 
   constructor(private readonly opts: MeshAgentOptions) {
     this.config = opts.config;
@@ -160,6 +163,8 @@ export class MeshAgent {
 
     try {
       this.loadSpecAndGlobal();
+      this.configRules = new ConfigTrafficRules(config, { onError: (err) => this.recordError(err, 'traffic-rules'), onChange: () => this.schedulePush() });
+      this.configRules.start();
       this.nodeIp = detectNodeIp(config.node.ip);
       this.nodeIp6 = detectNodeIp6(config.node.ip6);
       if (this.ipv6Capture && !this.nodeIp6) {
@@ -262,7 +267,13 @@ export class MeshAgent {
       nodeId: nodeIdOf(this.config, this.spec, this.nodeIp),
       appHost: '127.0.0.1',
       listenerAddress: this.listenerAddress,
+      trafficRules: this.trafficRules().map((entry) => entry.rule),
     };
+  }
+
+  /** The traffic rules in force, one per service, with where each came from (GET /rules). */
+  trafficRules(): SourcedTrafficRule[] {
+    return resolveTrafficRules(this.configRules?.rules() ?? [], this.registry?.trafficRules() ?? []);
   }
 
   /** The registry's view with the PUT /update services on top (same name: the update's wins). */
@@ -422,7 +433,7 @@ export class MeshAgent {
       service,
       namespace: this.config.node.namespace,
       // metadata.protocol: peers' proxies speak HTTP/2 to an http2/grpc port (their cluster's protocol)
-      instance: { id, address: this.nodeIp, port, healthy, weight: 1, metadata: { node: nodeIdOf(this.config, this.spec, this.nodeIp), protocol: spec?.ports.find((p) => p.targetPort === port)?.protocol ?? 'http', ...this.identityMetadata(service) } },
+      instance: { id, address: this.nodeIp, port, healthy, weight: 1, metadata: { ...this.config.node.labels, node: nodeIdOf(this.config, this.spec, this.nodeIp), protocol: spec?.ports.find((p) => p.targetPort === port)?.protocol ?? 'http', ...this.identityMetadata(service) } },
     };
   }
 
@@ -568,6 +579,7 @@ export class MeshAgent {
       await this.registry.deregister({ service: reg.service, namespace: reg.namespace, id: reg.instance.id }).catch((err) => this.recordError(err, 'deregister'));
     }
     this.registered.clear();
+    this.configRules?.close();
     await this.registry?.close().catch(() => undefined);
     // 2. the application's traffic goes direct again (no re-check may put the rules back)
     await this.driftWatch?.stop();

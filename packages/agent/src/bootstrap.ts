@@ -4,6 +4,7 @@ import type { Cluster, DnsConfig, ProxyBootstrapInput, GlobalMeshConfig, ProxyBo
 import type { MeshModel } from './mesh-model';
 import { localServiceName } from './mesh-model';
 import { mtlsModeOf, mtlsSource, outboundSni, rbacPoliciesOf, secretOf } from './mtls-settings';
+import { ruleRoutes, serviceRateLimit, subsetClusters } from './traffic-rules-bootstrap';
 import { clusterProtocolOf, inboundProtocolOf, isHttp1Protocol, isProxiedProtocol, isTcpProtocol } from './port-protocols';
 
 /** Naming scheme of the source document: in#PORT#SERVICE and out#PORT#SERVICE. */
@@ -172,7 +173,7 @@ function endpointMetadata(model: MeshModel, instance: RegistryService['instances
 function routesTo(cluster: string, policy: ReturnType<typeof policyFor>): VirtualHost['routes'] {
   return [
     {
-      match: { prefix: '/', headers: [] },
+      match: { prefix: '/', headers: [], queryParameters: [] },
       route: {
         cluster,
         timeoutMs: policy.timeouts.requestMs,
@@ -236,15 +237,23 @@ export function buildProxyBootstrap(model: MeshModel, version: string): ProxyBoo
     clusters.push(mainCluster);
     // the bare names and :80 go to the default port's cluster; another port of a multi-port service only by NAME:PORT;
     // a TCP cluster gets no HTTP route (it is reached by VIP:port, outboundTcp)
+    // traffic rules (traffic-rules-bootstrap.ts): subset clusters, rule routes before the default one, the service's rate limit
+    const rule = model.trafficRules?.find((r) => r.service === service.name && r.namespace === service.namespace);
+    const withRules = (group: { port: number; instancePorts: number[] }, cluster: Cluster): VirtualHost['routes'] => {
+      if (!rule) return routesTo(cluster.name, policy);
+      clusters.push(...subsetClusters(service, rule, cluster.name, (subset) => outboundCluster(model, subset, group.port, group.instancePorts)));
+      const retries = { retryOn: policy.retries.retryOn, numRetries: policy.retries.numRetries, perTryTimeoutMs: policy.retries.perTryTimeoutMs };
+      return [...ruleRoutes(qualifiedName(service), rule, cluster.name, { timeoutMs: policy.timeouts.requestMs, retries }), ...routesTo(cluster.name, policy)];
+    };
     if (!isTcpCluster(service, main.instancePorts)) {
-      virtualHosts.push({ name: qualifiedName(service), domains: serviceDomains(service, agent.dns.suffixes, main.instancePorts), routes: routesTo(mainCluster.name, policy) });
+      virtualHosts.push({ name: qualifiedName(service), domains: serviceDomains(service, agent.dns.suffixes, main.instancePorts), routes: withRules(main, mainCluster), ...serviceRateLimit(rule) });
     }
     for (const group of perPort) {
       const cluster = outboundCluster(model, service, group.port, group.instancePorts);
       clusters.push(cluster);
       if (isTcpCluster(service, group.instancePorts)) continue;
       const domains = serviceAliases(service, agent.dns.suffixes).map((alias) => `${alias}:${group.port}`);
-      virtualHosts.push({ name: `${qualifiedName(service)}:${group.port}`, domains, routes: routesTo(cluster.name, policy) });
+      virtualHosts.push({ name: `${qualifiedName(service)}:${group.port}`, domains, routes: withRules(group, cluster), ...serviceRateLimit(rule) });
     }
   }
 

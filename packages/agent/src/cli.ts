@@ -6,6 +6,7 @@ import { agentVersion } from './children';
 import { runDemo, DEMO_DEFAULT_PORTS } from './demo/demo';
 import { runDoctor, runTrace } from './diagnostics/index';
 import { runCaCommand } from './pki/ca-command';
+import { runRulesCommand } from './rules-command';
 import { waitUntilReady } from './wait';
 
 export const USAGE = `Usage: mesh-agent [COMMAND] [options]
@@ -23,6 +24,9 @@ Commands:
                                check every hop a request takes; exit 0 only when all pass
   trace URL [--json] [--admin URL] [--via capture|proxy]
                                send one request through the sidecar and show each hop
+  rules validate FILE | apply FILE --etcd URL[,URL] [--prefix P] | get [--admin URL] [--json]
+                               traffic rules: check a file, write it to etcd in one transaction
+                               (every host applies it live), show the rules in force
   ca init|intermediate|issue|show [options]
                                the built-in issuer: a mesh root, per-host CAs, workload
                                certificates (mesh-agent ca --help for the options)
@@ -192,6 +196,8 @@ export async function main(argv: string[]): Promise<number> {
       return commandTrace(rest);
     case 'ca':
       return runCaCommand(rest);
+    case 'rules':
+      return runRulesCommand(rest);
     case 'version':
       process.stdout.write(`mesh-agent ${agentVersion()}\n`);
       return EXIT_CODES.ok;
@@ -199,7 +205,7 @@ export async function main(argv: string[]): Promise<number> {
       process.stdout.write(`${USAGE}\n`);
       return EXIT_CODES.ok;
     default:
-      throw usageError(`unknown command "${first}": use start, demo, wait, doctor, trace, ca or version`);
+      throw usageError(`unknown command "${first}": use start, demo, wait, doctor, trace, rules, ca or version`);
   }
 }
 

@@ -1,7 +1,7 @@
 // Everything the generated configs are built from, resolved once per change.
 import os from 'node:os';
 import { normalizeIp } from '@mesh-agent/iptables-rules';
-import type { AgentConfig, GlobalMeshConfig, RegistrySnapshot, ServicesSpec } from '@mesh-agent/shared-config';
+import type { AgentConfig, GlobalMeshConfig, RegistrySnapshot, ServicesSpec, ServiceTrafficRule } from '@mesh-agent/shared-config';
 
 /** The ports actually in use (a configured 0 becomes the ephemeral port the agent bound). */
 export interface BoundPorts {
@@ -26,6 +26,8 @@ export interface MeshModel {
   appHost: string;
   /** Where the proxy's listener is bound (default 0.0.0.0). */
   listenerAddress?: string;
+  /** The traffic rules in force, one per service (traffic-rules.ts resolves where each comes from). */
+  trafficRules?: ServiceTrafficRule[];
 }
 
 /** The node's IP: configured, else the first non-internal IPv4 address, else loopback. */

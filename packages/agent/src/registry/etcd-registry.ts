@@ -3,7 +3,8 @@
 // written under a lease the agent keeps alive (a crashed agent's entry expires with its lease).
 // A watch on the prefix keeps the snapshot current and pushes every change at once.
 import { Etcd3, type Lease, type Watcher } from 'etcd3';
-import { EXIT_CODES, MeshError, serviceInstanceSchema, type RegistrySnapshot, type ServiceInstance } from '@mesh-agent/shared-config';
+import { ConfigError, EXIT_CODES, MeshError, parseTrafficRules, serviceInstanceSchema, type RegistrySnapshot, type ServiceInstance } from '@mesh-agent/shared-config';
+import type { SourcedTrafficRule } from '../traffic-rules';
 import { VipRange, VipRangeExhaustedError, type VipSettings } from '../vip-allocation';
 import { mergeInstances, RegistryChangeFeed, type LocalRegistration, type RegistryBackend } from './types';
 
@@ -27,6 +28,31 @@ export function instanceKey(prefix: string, namespace: string, service: string, 
   return `${prefix.endsWith('/') ? prefix : prefix + '/'}services/${namespace}/${service}/${id}`;
 }
 
+/** Where a service's traffic rule lives: `<prefix>rules/<namespace>/<service>`, one JSON service rule. */
+export function trafficRuleKey(prefix: string, namespace: string, service: string): string {
+  return `${prefix.endsWith('/') ? prefix : prefix + '/'}rules/${namespace}/${service}`;
+}
+
+/**
+ * Parses the value of a rules key: one service rule, for the namespace and service the key names.
+ * Throws a ConfigError naming the key, rule and field.
+ */
+export function parseRuleValue(key: string, prefix: string, value: string): SourcedTrafficRule {
+  const rulesPrefix = trafficRuleKey(prefix, '', '').slice(0, -1);
+  const rest = key.slice(rulesPrefix.length).split('/');
+  let json: unknown;
+  try {
+    json = JSON.parse(value);
+  } catch (err) {
+    throw new MeshError('MESH_AGENT_TRAFFIC_RULE_INVALID', `etcd key ${key}: not JSON (${(err as Error).message})`, { exitCode: EXIT_CODES.usage });
+  }
+  const [rule] = parseTrafficRules([json], { source: `etcd key ${key}` });
+  if (rest.length !== 2 || rest[0] !== rule.namespace || rest[1] !== rule.service) {
+    throw new MeshError('MESH_AGENT_TRAFFIC_RULE_INVALID', `etcd key ${key} holds the rule of service ${rule.namespace}/${rule.service}; it belongs under ${trafficRuleKey(prefix, rule.namespace, rule.service)}`, { exitCode: EXIT_CODES.usage });
+  }
+  return { rule, source: `etcd ${key}` };
+}
+
 export class EtcdRegistry extends RegistryChangeFeed implements RegistryBackend {
   readonly kind = 'etcd' as const;
   private readonly client: Etcd3;
@@ -42,6 +68,9 @@ export class EtcdRegistry extends RegistryChangeFeed implements RegistryBackend 
   private readonly claims = new Map<string, string>();
   private vipWatcher: Watcher | undefined;
   private claiming: Promise<void> | undefined;
+  /** etcd key -> the last valid rule found there (a bad new value is refused and this one kept). */
+  private readonly rules = new Map<string, SourcedTrafficRule>();
+  private rulesWatcher: Watcher | undefined;
   private claimAgain = false;
 
   constructor(private readonly opts: EtcdRegistryOptions) {
@@ -121,7 +150,50 @@ export class EtcdRegistry extends RegistryChangeFeed implements RegistryBackend 
       this.noteError(new Error(`etcd watch disconnected: ${err.message}`));
     });
     this.watcher.on('error', (err) => this.noteError(err));
+    await this.watchRules();
     if (this.opts.vips) await this.watchClaims();
+  }
+
+  /** Reads the traffic rules under `<prefix>rules/` and follows them. */
+  private async watchRules(): Promise<void> {
+    const prefix = `${this.rootPrefix}rules/`;
+    const range = await this.client.getAll().prefix(prefix).exec();
+    const present = new Set(range.kvs.map((kv) => kv.key.toString()));
+    for (const key of [...this.rules.keys()]) if (!present.has(key)) this.rules.delete(key);
+    for (const kv of range.kvs) this.applyRule(kv.key.toString(), kv.value.toString());
+    await this.rulesWatcher?.cancel().catch(() => undefined);
+    this.rulesWatcher = await this.client.watch().prefix(prefix).startRevision(String(Number(range.header.revision) + 1)).create();
+    this.rulesWatcher.on('put', (kv) => {
+      if (this.applyRule(kv.key.toString(), kv.value.toString())) this.emit();
+    });
+    this.rulesWatcher.on('delete', (kv) => {
+      if (this.rules.delete(kv.key.toString())) this.emit();
+    });
+    this.rulesWatcher.on('error', (err) => this.noteError(err));
+  }
+
+  /** Takes a rule into force; a bad one is refused by key, rule and field, and the service keeps its previous rule. */
+  private applyRule(key: string, value: string): boolean {
+    try {
+      const entry = parseRuleValue(key, this.opts.prefix, value);
+      if (JSON.stringify(this.rules.get(key)) === JSON.stringify(entry)) return false;
+      this.rules.set(key, entry);
+      return true;
+    } catch (err) {
+      const keeps = this.rules.has(key) ? 'the service keeps its previous rule' : 'the service has no rule from etcd';
+      const why = err instanceof ConfigError ? err.issues.map((i) => `${i.path}: ${i.message}`).join('; ') : (err as Error).message;
+      this.noteError(
+        new MeshError('MESH_AGENT_TRAFFIC_RULE_INVALID', `refusing the traffic rule in etcd key ${key} (${keeps}): ${why}`, {
+          hint: 'fix the rule and write it again, e.g. with `mesh-agent rules apply FILE --etcd URL` (it validates before writing)',
+          cause: err,
+        }),
+      );
+      return false;
+    }
+  }
+
+  trafficRules(): SourcedTrafficRule[] {
+    return [...this.rules.values()];
   }
 
   /** Reads every host's VIP claims and follows new ones; then claims VIPs for services still without. */
@@ -312,6 +384,7 @@ export class EtcdRegistry extends RegistryChangeFeed implements RegistryBackend 
     this.stopFeed();
     await this.watcher?.cancel().catch(() => undefined);
     await this.vipWatcher?.cancel().catch(() => undefined);
+    await this.rulesWatcher?.cancel().catch(() => undefined);
     await this.claiming?.catch(() => undefined);
     // revoking the lease deletes every key written under it
     await this.lease?.revoke().catch(() => undefined);

@@ -3,7 +3,9 @@
 // static view of the peers, shared read-only between agents.
 import fs from 'node:fs';
 import path from 'node:path';
-import { ConfigError, loadConfigFile, registrySnapshotSchema, type RegistrySnapshot } from '@mesh-agent/shared-config';
+import { parseDocument } from 'yaml';
+import { ConfigError, loadConfigFile, nameTrafficRulePath, registrySnapshotSchema, type RegistrySnapshot } from '@mesh-agent/shared-config';
+import type { SourcedTrafficRule } from '../traffic-rules';
 import { allocateVips, duplicateVips, type VipSettings } from '../vip-allocation';
 import { mergeInstances, RegistryChangeFeed, type LocalRegistration, type RegistryBackend } from './types';
 
@@ -73,7 +75,7 @@ export class FileRegistry extends RegistryChangeFeed implements RegistryBackend 
       throw err;
     }
     if (!first && text === this.lastText) return;
-    const snapshot = loadConfigFile(registrySnapshotSchema, this.opts.file);
+    const snapshot = loadRegistryFile(this.opts.file, text);
     const duplicates = duplicateVips(snapshot.services);
     if (duplicates.length > 0) {
       throw new ConfigError(duplicates.map((message) => ({ file: this.opts.file, path: 'services', message })), {
@@ -116,6 +118,10 @@ export class FileRegistry extends RegistryChangeFeed implements RegistryBackend 
     return this.lastError ? { ok: false, detail: `${this.opts.file}: ${this.lastError}` } : { ok: true, detail: `file ${this.opts.file}` };
   }
 
+  trafficRules(): SourcedTrafficRule[] {
+    return (this.base.trafficRules ?? []).map((rule) => ({ rule, source: `file registry ${this.opts.file}` }));
+  }
+
   describe(): Record<string, unknown> {
     return { backend: 'file', file: this.opts.file, lastError: this.lastError ?? null };
   }
@@ -124,5 +130,21 @@ export class FileRegistry extends RegistryChangeFeed implements RegistryBackend 
     this.watcher?.close();
     if (this.poll) clearInterval(this.poll);
     this.stopFeed();
+  }
+}
+
+/** Loads the registry file; a bad traffic rule is named by service and rule (`trafficRules[order].http[beta].route[1].subset`). */
+function loadRegistryFile(file: string, text: string): RegistrySnapshot {
+  try {
+    return loadConfigFile(registrySnapshotSchema, file);
+  } catch (err) {
+    if (!(err instanceof ConfigError) || !err.issues.some((i) => i.path.startsWith('trafficRules['))) throw err;
+    let raw: unknown;
+    try {
+      raw = (parseDocument(text, { logLevel: 'error' }).toJS({ maxAliasCount: 100 }) as { trafficRules?: unknown } | null)?.trafficRules;
+    } catch {
+      throw err;
+    }
+    throw new ConfigError(err.issues.map((i) => ({ ...i, path: nameTrafficRulePath(i.path, raw) })), { code: err.code, hint: err.hint, source: file });
   }
 }

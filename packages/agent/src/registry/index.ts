@@ -5,7 +5,7 @@ import { VipRange } from '../vip-allocation';
 import type { RegistryBackend } from './types';
 
 export { FileRegistry } from './file-registry';
-export { EtcdRegistry, instanceKey } from './etcd-registry';
+export { EtcdRegistry, instanceKey, parseRuleValue, trafficRuleKey } from './etcd-registry';
 export type { RegistryBackend, LocalRegistration } from './types';
 export { mergeInstances } from './types';
 

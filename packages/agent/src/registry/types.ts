@@ -1,4 +1,5 @@
 import type { RegistrySnapshot, ServiceInstance } from '@mesh-agent/shared-config';
+import type { SourcedTrafficRule } from '../traffic-rules';
 
 /** The local instance as the agent registers it. */
 export interface LocalRegistration {
@@ -22,6 +23,8 @@ export interface RegistryBackend {
   /** Whether the backend is reachable now, and why not. */
   reachable(): { ok: boolean; detail: string };
   describe(): Record<string, unknown>;
+  /** The registry's traffic rules (one per service), each with where it came from; they win over the agent config's. */
+  trafficRules(): SourcedTrafficRule[];
   close(): Promise<void>;
 }
 

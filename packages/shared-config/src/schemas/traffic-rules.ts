@@ -26,13 +26,26 @@ export const stringMatchSchema = z
 export const valueMatchSchema = z
   .strictObject({
     exact: z.string().optional().describe('The value equals this'),
-    prefix: z.string().optional().describe('The value starts with this (headers only)'),
+    prefix: z.string().min(1, { error: 'a prefix match needs a non-empty prefix (use present: true for any value)' }).optional().describe('The value starts with this'),
     regex: z.string().optional().describe('The whole value matches this regular expression'),
     present: z.boolean().optional().describe('true: present with any value; false: absent'),
   })
   .superRefine((match, ctx) => {
     const kinds = [match.exact, match.prefix, match.regex, match.present].filter((v) => v !== undefined).length;
     if (kinds !== 1) ctx.addIssue({ code: 'custom', path: [], message: `give exactly one of exact, prefix, regex, present (got ${kinds === 0 ? 'none' : 'several'})` });
+    if (match.regex !== undefined) checkRegex(match.regex, ['regex'], ctx);
+  });
+
+/** A query parameter match: exact, regex or present (Istio has no prefix for query parameters). */
+export const queryMatchSchema = z
+  .strictObject({
+    exact: z.string().optional().describe('The value (URL-decoded) equals this'),
+    regex: z.string().optional().describe('The whole value (URL-decoded) matches this regular expression'),
+    present: z.boolean().optional().describe('true: present with any value; false: absent'),
+  })
+  .superRefine((match, ctx) => {
+    const kinds = [match.exact, match.regex, match.present].filter((v) => v !== undefined).length;
+    if (kinds !== 1) ctx.addIssue({ code: 'custom', path: [], message: `give exactly one of exact, regex, present (got ${kinds === 0 ? 'none' : 'several'}; query parameters have no prefix match)` });
     if (match.regex !== undefined) checkRegex(match.regex, ['regex'], ctx);
   });
 
@@ -45,9 +58,9 @@ export const ruleMatchSchema = z.strictObject({
   headers: z.record(headerName, valueMatchSchema).optional().describe('Request headers, by name (case-insensitive); all must match'),
   withoutHeaders: z.record(headerName, valueMatchSchema).optional().describe('Request headers that must NOT match'),
   queryParams: z
-    .record(z.string().min(1), valueMatchSchema)
+    .record(z.string().min(1), queryMatchSchema)
     .optional()
-    .describe('Query parameters, by name; values compared URL-decoded; all must match (prefix is not supported, as in Istio)'),
+    .describe('Query parameters, by name; values compared URL-decoded; all must match'),
   method: stringMatchSchema.optional().describe('The request method, e.g. { exact: GET }'),
   authority: stringMatchSchema.optional().describe('The Host header (with :port if the caller sent one)'),
 });
@@ -75,11 +88,15 @@ export const routeDestinationSchema = z.strictObject({
     .describe('Share of the requests in percent; the weights of a rule sum to 100 (may be left out with one destination)'),
 });
 
-const headerValues = z.record(headerName, z.string());
+/** A header a rule may set, add or remove: what the proxy's route accepts (no Host, content-length or hop-by-hop header). */
+const editableHeader = headerName.refine((name) => !['host', 'connection', 'keep-alive', 'transfer-encoding', 'te', 'upgrade', 'proxy-connection', 'content-length'].includes(name.toLowerCase()), {
+  error: 'host, content-length and hop-by-hop headers cannot be edited (use rewrite.authority for the Host)',
+});
+const headerValues = z.record(editableHeader, z.string().refine((v) => !/[\r\n\0]/.test(v), { error: 'a header value cannot contain CR, LF or NUL' }));
 export const headerOperationsSchema = z.strictObject({
   set: headerValues.optional().describe('Headers set, replacing any value'),
   add: headerValues.optional().describe('Headers appended (any value already there stays)'),
-  remove: z.array(headerName).optional().describe('Headers removed'),
+  remove: z.array(editableHeader).optional().describe('Headers removed'),
 });
 
 export const rateLimitRuleSchema = z.strictObject({
@@ -100,8 +117,8 @@ export const httpRuleSchema = z
     route: z.array(routeDestinationSchema).min(1, { error: 'give at least one destination' }).optional().describe('Where matching requests go: subsets with weights; absent (and no redirect or directResponse) = the whole service'),
     rewrite: z
       .strictObject({
-        uri: z.string().min(1).optional().describe('Replaces the matched path prefix (uri.prefix) or the whole path'),
-        authority: z.string().min(1).optional().describe('Replaces the Host header sent upstream'),
+        uri: z.string().startsWith('/', { error: 'a rewrite uri starts with "/"' }).optional().describe('Replaces the matched path prefix (uri.prefix), the whole path (uri.exact) or, with no uri match, the leading "/"'),
+        authority: z.string().regex(/^[^\s/?#@]+$/, { error: 'an authority is a host name or host:port (no spaces, "/", "?", "#", "@")' }).optional().describe('Replaces the Host header sent upstream'),
       })
       .refine((r) => r.uri !== undefined || r.authority !== undefined, { error: 'give uri, authority or both' })
       .optional()
@@ -109,7 +126,7 @@ export const httpRuleSchema = z
     redirect: z
       .strictObject({
         uri: z.string().startsWith('/', { error: 'a redirect uri is a path starting with "/"' }).optional().describe('The path of the Location'),
-        authority: z.string().min(1).optional().describe('The host of the Location'),
+        authority: z.string().regex(/^[^\s/?#@]+$/, { error: 'an authority is a host name (no spaces, "/", "?", "#", "@"; set the port with port)' }).optional().describe('The host of the Location'),
         port: z.number().int().min(1).max(65535).optional().describe('The port of the Location'),
         scheme: z.enum(['http', 'https'], { error: 'expected http or https' }).optional().describe('The scheme of the Location'),
         redirectCode: z
@@ -200,9 +217,8 @@ export const httpRuleSchema = z
       if (unknown.length > 0) ctx.addIssue({ code: 'custom', path: ['retries', 'retryOn'], message: `unknown retryOn word${unknown.length > 1 ? 's' : ''} ${unknown.map((w) => `"${w}"`).join(', ')}; valid words: ${RETRY_ON_WORDS.join(', ')}` });
       if (words.includes('retriable-status-codes')) ctx.addIssue({ code: 'custom', path: ['retries', 'retryOn'], message: '"retriable-status-codes" needs a list of statuses, which rules do not carry; use 5xx or gateway-error' });
     }
-    const uriPrefix = rule.match?.some((m) => m.uri?.prefix !== undefined);
-    if (rule.rewrite?.uri !== undefined && rule.match && !uriPrefix) {
-      ctx.addIssue({ code: 'custom', path: ['rewrite', 'uri'], message: 'rewrite.uri replaces a matched path prefix: give the match a uri.prefix' });
+    if (rule.rewrite?.uri !== undefined && rule.match?.some((m) => m.uri?.regex !== undefined)) {
+      ctx.addIssue({ code: 'custom', path: ['rewrite', 'uri'], message: 'rewrite.uri replaces the matched prefix or path; a uri.regex match has none: match with uri.prefix or uri.exact' });
     }
   });
 
