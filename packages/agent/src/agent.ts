@@ -34,6 +34,7 @@ import { createRegistry, mergeInstances, type LocalRegistration, type RegistryBa
 import { bindTcp, bindUdp, type OwnedSocket } from './sockets';
 import { isHttp1Protocol } from './port-protocols';
 import { endStaleChildren, recordChildren } from './stale-children';
+import { localityMetadata } from './locality';
 import { StatusMachine } from './status';
 import { ConfigTrafficRules, resolveTrafficRules, type SourcedTrafficRule } from './traffic-rules';
 import { ChildSupervisor, type ComponentName } from './supervisor';
@@ -433,7 +434,7 @@ export class MeshAgent {
       service,
       namespace: this.config.node.namespace,
       // metadata.protocol: peers' proxies speak HTTP/2 to an http2/grpc port (their cluster's protocol)
-      instance: { id, address: this.nodeIp, port, healthy, weight: 1, metadata: { ...this.config.node.labels, node: nodeIdOf(this.config, this.spec, this.nodeIp), protocol: spec?.ports.find((p) => p.targetPort === port)?.protocol ?? 'http', ...this.identityMetadata(service) } },
+      instance: { id, address: this.nodeIp, port, healthy, weight: 1, metadata: { ...this.config.node.labels, ...localityMetadata(this.config.node.locality), node: nodeIdOf(this.config, this.spec, this.nodeIp), protocol: spec?.ports.find((p) => p.targetPort === port)?.protocol ?? 'http', ...this.identityMetadata(service) } },
     };
   }
 

@@ -3,6 +3,7 @@
 import type { Cluster, DnsConfig, ProxyBootstrapInput, GlobalMeshConfig, ProxyBootstrap, RegistryService, VirtualHost } from '@mesh-agent/shared-config';
 import type { MeshModel } from './mesh-model';
 import { localServiceName } from './mesh-model';
+import { endpointLocality } from './locality';
 import { mtlsModeOf, mtlsSource, outboundSni, rbacPoliciesOf, secretOf } from './mtls-settings';
 import { ruleRoutes, serviceRateLimit, subsetClusters } from './traffic-rules-bootstrap';
 import { clusterProtocolOf, inboundProtocolOf, isHttp1Protocol, isProxiedProtocol, isTcpProtocol } from './port-protocols';
@@ -136,7 +137,7 @@ function outboundCluster(model: MeshModel, service: RegistryService, port: numbe
   const policy = policyFor(model.global, service.name);
   const endpoints = service.instances
     .filter((i) => instancePorts.includes(i.port))
-    .map((i) => ({ address: i.address, port: i.port, weight: i.weight, healthy: i.healthy, metadata: endpointMetadata(model, i) }));
+    .map((i) => ({ address: i.address, port: i.port, weight: i.weight, healthy: i.healthy, metadata: endpointMetadata(model, i), ...withLocality(endpointLocality(i.metadata)) }));
   const { enabled: outlierEnabled, ...outlier } = policy.outlierDetection;
   // with a certificate source, every endpoint that registered an identity is reached over mTLS (Istio's auto mTLS);
   // a TCP cluster is plaintext: the proxy's TCP inbound does not terminate TLS
@@ -162,6 +163,11 @@ function outboundCluster(model: MeshModel, service: RegistryService, port: numbe
 function upstreamProtocol(instances: RegistryService['instances']): Cluster['protocol'] {
   const http2 = instances.length > 0 && instances.every((i) => clusterProtocolOf(i.metadata.protocol) === 'http2');
   return http2 ? 'http2' : 'http1';
+}
+
+/** `{ locality }` when there is one (an endpoint or a node without a locality keeps today's bootstrap). */
+function withLocality<L extends object>(locality: L | undefined): { locality?: L } {
+  return locality && Object.keys(locality).length > 0 ? { locality } : {};
 }
 
 /** An endpoint's id, and with mTLS on the SPIFFE ID its agent registered (the proxy checks the peer presents exactly it). */
@@ -259,7 +265,7 @@ export function buildProxyBootstrap(model: MeshModel, version: string): ProxyBoo
 
   return {
     version,
-    node: { id: model.nodeId, cluster: localServiceName(agent, spec), metadata: { namespace: agent.node.namespace } },
+    node: { id: model.nodeId, cluster: localServiceName(agent, spec), metadata: { namespace: agent.node.namespace }, ...withLocality(agent.node.locality) },
     admin: { address: agent.adminAddress, port: ports.proxyAdmin },
     listener: { name: 'virtual', address: model.listenerAddress ?? '0.0.0.0', port: ports.proxyListener },
     // an IPv6 inbound connection's original destination is node.ip6
@@ -270,6 +276,7 @@ export function buildProxyBootstrap(model: MeshModel, version: string): ProxyBoo
     ...(mtlsSource(agent) ? { secrets: spec.spec.services.map((s) => secretOf(agent, s.name)) } : {}),
     ...(agent.proxy.accessLog ? { accessLog: agent.proxy.accessLog } : {}),
     ...(agent.proxy.tracing ? { tracing: agent.proxy.tracing } : {}), // issue 16: spans exported only with tracing.otlp
+    ...(agent.proxy.accessLogs.length > 0 ? { accessLogs: agent.proxy.accessLogs } : {}),
     clusters,
     routes: { virtualHosts },
     drainTimeMs: agent.proxy.drainTimeMs,

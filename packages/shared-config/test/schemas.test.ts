@@ -21,7 +21,7 @@ describe('agentConfigSchema', () => {
       app: { configDir: '/opt/tsf/app_config' },
       adminAddress: '127.0.0.1',
       ports: { agentAdmin: 15020, dnsAdmin: 15021, proxyAdmin: 15000, proxyListener: 15001, dns: 55354 },
-      proxy: { uid: 1000, gid: 1000, drainTimeMs: 5000 },
+      proxy: { uid: 1000, gid: 1000, drainTimeMs: 5000, accessLogs: [] },
       meshDns: { uid: 1000, gid: 1000 },
       mesh: { vip: '240.240.0.1', vipCidr: '240.240.0.0/16', perServiceVips: true },
       dns: { enabled: true, upstreams: [], resolvConf: '/etc/resolv.conf', suffixes: ['svc.cluster.local'], ttl: 30 },

@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { ADMIN_HOST, DEFAULT_DNS_TTL, DEFAULT_MESH_VIP, DEFAULT_PORTS, DEFAULT_PROXY_GID, DEFAULT_PROXY_UID, DEFAULT_VIP_CIDR, DEFAULT_IPTABLES_STATE_FILE } from '../defaults';
 import { trafficRulesSchema } from './traffic-rules';
+import { accessLogFormatString } from './proxy-bootstrap';
 import { tracingSchema } from './proxy-bootstrap';
 import { cidr, filePath, ipAddress, listenPort, logLevel, millis, nonNegativeInt, positiveInt, posixId, serviceName, servicePort, upstreamAddress } from './common';
 
@@ -19,6 +20,14 @@ export const nodeIdentitySchema = z.strictObject({
     .record(z.string().min(1), z.string())
     .optional()
     .describe('Labels registered as metadata of every local instance (TSF tags, e.g. { version: v2 }); traffic rules pick subsets by them. node, protocol and identity are set by the agent'),
+  locality: z
+    .strictObject({
+      region: z.string().min(1).optional().describe('Region this node runs in (e.g. ap-guangzhou)'),
+      zone: z.string().min(1).optional().describe('Zone (availability zone) this node runs in (e.g. ap-guangzhou-3); with it set, calls prefer endpoints in the same zone'),
+      subZone: z.string().min(1).optional().describe('Finer placement inside the zone (rack); shown in /clusters, not used for priority'),
+    })
+    .optional()
+    .describe("Where this node runs (Envoy's node.locality): registered as metadata region/zone/subZone of every local instance; the proxy prefers the same zone, then the same region (docs/locality.md)"),
 });
 
 export const appSchema = z.strictObject({
@@ -34,6 +43,14 @@ export const portsSchema = z.strictObject({
   dns: listenPort.default(DEFAULT_PORTS.dns).describe('mesh-dns UDP/TCP port that port 53 is DNATed to'),
 });
 
+/** The proxy's access log settings (bootstrap accessLog; its format strings are checked there, operators by name). */
+const accessLogSettings = {
+  format: z.enum(['text', 'json']).default('text').describe("Access log line format: Envoy's default text line or Istio's JSON keys (unless textFormat / jsonFormat)"),
+  path: filePath.default('/dev/stdout').describe('Access log destination: a file (appended) or /dev/stdout'),
+  textFormat: accessLogFormatString.optional().describe("Envoy format string, e.g. '[%START_TIME%] \"%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL%\" %RESPONSE_CODE% %RESPONSE_FLAGS% %ROUTE_NAME% %UPSTREAM_CLUSTER%'"),
+  jsonFormat: z.record(z.string(), accessLogFormatString).optional().describe("Envoy json_format: key -> format string, e.g. { code: '%RESPONSE_CODE%', path: '%REQ(:PATH)%' }"),
+};
+
 export const proxySettingsSchema = z.strictObject({
   uid: posixId.default(DEFAULT_PROXY_UID).describe('UID the proxy runs as; its own traffic is exempt from capture'),
   gid: posixId.default(DEFAULT_PROXY_GID).describe('GID the proxy runs as'),
@@ -42,12 +59,16 @@ export const proxySettingsSchema = z.strictObject({
     .optional()
     .describe("Tracing (docs/tracing.md), copied into the proxy's bootstrap: W3C and B3 headers are always propagated with a span per hop; spans are exported only with otlp"),
   accessLog: z
-    .strictObject({
-      format: z.enum(['text', 'json']).default('text').describe('Access log line format'),
-      path: filePath.default('/dev/stdout').describe('Access log destination'),
-    })
+    .strictObject(accessLogSettings)
     .optional()
-    .describe('Proxy access log; absent = no access log'),
+    .describe('Proxy access log of every request (both directions); absent = no access log'),
+  accessLogs: z
+    .array(z.strictObject({
+      ...accessLogSettings,
+      direction: z.enum(['inbound', 'outbound', 'both']).default('both').describe('Which requests: inbound (to the local service), outbound (from it), or both'),
+    }))
+    .default([])
+    .describe('More proxy access logs, each for one direction (Envoy\'s access_log list), besides accessLog'),
 });
 
 export const meshDnsSettingsSchema = z.strictObject({
