@@ -17,7 +17,7 @@ function promtool(text: string): Promise<{ code: number; out: string }> {
 }
 
 async function stat(p: StartedProxy, name: string): Promise<number> {
-  const text = (await curl(['-s', `http://127.0.0.1:${p.admin}/stats?filter=^${name.replace(/\./g, '\\.')}$`])).stdout;
+  const text = (await request(p.admin, { host: '127.0.0.1', path: `/stats?filter=^${encodeURIComponent(name.replace(/\./g, '\\.'))}$` })).body;
   const m = new RegExp(`^${name.replace(/\./g, '\\.')}: (\\d+)$`, 'm').exec(text);
   return m ? Number(m[1]) : NaN;
 }
@@ -33,7 +33,7 @@ describe('tracing: propagation and OTLP export', () => {
       node: { id: 'sidecar~10.0.0.1~user', cluster: 'user' },
       clusters: [cluster('out#80#order', [up]), { name: 'out#80#empty', endpoints: [] }],
       routes: { virtualHosts: [vhost('order', ['order'], [{ match: { prefix: '/' }, route: { cluster: 'out#80#order' } }]), vhost('empty', ['empty'], [{ match: { prefix: '/' }, route: { cluster: 'out#80#empty' } }])] },
-      tracing: { otlp: { endpoint: rx.url }, scheduledDelayMs: 50 },
+      tracing: { otlp: { endpoint: rx.url, headers: { 'x-api-key': 'collector-secret' } }, scheduledDelayMs: 50 },
     });
   });
   afterAll(async () => {
@@ -153,6 +153,16 @@ describe('tracing: propagation and OTLP export', () => {
     const t2 = 'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa2';
     expect((await request(p.port, { host: 'nowhere', path: '/', headers: { traceparent: `00-${t2}-2222222222222222-01` } })).status).toBe(404);
     expect((await spanOf(t2)).attributes).toMatchObject({ 'http.status_code': '404', response_flags: 'NR', upstream_cluster: '-' });
+  });
+
+  it('/config_dump shows the tracer as Envoy\'s bootstrap tracing, without the export headers\' values', async () => {
+    const text = (await curl(['-s', `http://127.0.0.1:${p.admin}/config_dump`])).stdout;
+    const dump = JSON.parse(text) as { configs: Array<Record<string, any>> };
+    const boot = dump.configs.find((c) => String(c['@type']).endsWith('BootstrapConfigDump'))!.bootstrap;
+    expect(boot.tracing.http.name).toBe('envoy.tracers.opentelemetry');
+    expect(boot.tracing.http.typed_config).toMatchObject({ '@type': 'type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConfig', service_name: 'user', http_service: { http_uri: { uri: rx.url, timeout: '10s' }, request_headers_to_add: [{ header: { key: 'x-api-key', value: '[redacted]' } }] } });
+    expect(boot.tracing.random_sampling).toEqual({ value: 100 });
+    expect(text).not.toContain('collector-secret');
   });
 
   it('counts sent spans, and /stats/prometheus with the tracing stats passes promtool', async () => {

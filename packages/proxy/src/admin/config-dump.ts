@@ -123,6 +123,26 @@ function routeResource(r: RouteConfig): object {
 }
 
 /** Issue 15: Envoy's tcp_proxy filter chains, one per outboundTcp VIP:port and per inbound port not served as plain HTTP. */
+/**
+ * Issue 16: Envoy's bootstrap `tracing` (the OpenTelemetry tracer over an HTTP service) and the connection
+ * manager's random_sampling. Export header values are not shown (they may carry a collector's API key).
+ */
+function tracingDump(config: ProxyBootstrap): object {
+  const t = config.tracing!;
+  return {
+    http: {
+      name: 'envoy.tracers.opentelemetry',
+      typed_config: {
+        '@type': `${V3}trace.v3.OpenTelemetryConfig`,
+        service_name: t.serviceName || config.node?.cluster || 'mesh-proxy',
+        ...(t.otlp ? { http_service: { http_uri: { uri: t.otlp.endpoint, timeout: `${(t.otlp.timeoutMs ?? 10000) / 1000}s` }, request_headers_to_add: Object.keys(t.otlp.headers ?? {}).map((key) => ({ header: { key, value: '[redacted]' } })) } } : {}),
+        max_queue_size: t.maxQueueSize ?? 2048, max_export_batch_size: t.maxExportBatchSize ?? 512, scheduled_delay: `${(t.scheduledDelayMs ?? 1000) / 1000}s`,
+      },
+    },
+    random_sampling: { value: t.samplingPercent ?? 100 },
+  };
+}
+
 function tcpFilterChains(config: ProxyBootstrap): object[] {
   const tcpProxy = (cluster: string) => ({ name: 'envoy.filters.network.tcp_proxy', typed_config: { '@type': 'type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy', stat_prefix: cluster, cluster } });
   return [
@@ -154,6 +174,7 @@ function sections(input: ConfigDumpInput): DumpSection[] {
           node: { id: config.node?.id ?? '', cluster: config.node?.cluster ?? '', metadata: config.node?.metadata ?? {}, user_agent_name: 'mesh-proxy' },
           admin: { address: { socket_address: { address: config.admin?.address ?? '127.0.0.1', port_value: config.admin?.port ?? 15000 } } },
           static_resources: {},
+          ...(config.tracing ? { tracing: tracingDump(config) } : {}),
         },
         last_updated: lastUpdated,
       },
