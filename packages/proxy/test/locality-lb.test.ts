@@ -2,7 +2,7 @@ import http from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createHost, type Host } from '../src/cluster/host';
 import { choosePriority, localityPriority, priorityLevels } from '../src/cluster/locality';
-import { request, startProxy, startUpstream, type StartedProxy, type TestUpstream } from './support/proxy-harness';
+import { request, startProxy, startUpstream, waitFor, type StartedProxy, type TestUpstream } from './support/proxy-harness';
 
 // Locality failover (issue 16) through the real proxy with real upstreams on loopback: each upstream
 // answers with its name, endpoints carry a zone, the proxy's node.locality says where it runs, and
@@ -160,6 +160,56 @@ describe('locality failover through the proxy', () => {
     expect(text).toContain(`out#80#order::127.0.0.1:${ups.F1!.port}::priority::1\n`);
     const c = await spread(p, 100);
     expect(c.get('R1')).toBe(100);
+  });
+});
+
+describe('locality failover driven by real active health checks', () => {
+  // the local zone's servers fail their own /health (503) while `down`; the proxy's health checker finds out
+  const down = new Set<string>();
+  let ups: Record<string, TestUpstream>;
+  let p: StartedProxy;
+  const zones: Record<string, { region: string; zone: string }> = { L1: NODE, L2: NODE, R1: { region: 'eu', zone: 'eu-b' } };
+
+  beforeAll(async () => {
+    ups = {};
+    for (const n of Object.keys(zones)) {
+      ups[n] = await startUpstream(n, (req, res) => {
+        if (req.url === '/health') { res.statusCode = down.has(n) ? 503 : 200; res.end(); return; }
+        res.end(`${n} ${req.url}\n`);
+      });
+    }
+    p = await startProxy({
+      node: { id: 'n1', cluster: 'caller', locality: NODE },
+      clusters: [{
+        name: 'out#80#order',
+        endpoints: Object.keys(zones).map((n) => ({ address: '127.0.0.1', port: ups[n]!.port, locality: zones[n] })),
+        healthCheck: { path: '/health', intervalMs: 100, timeoutMs: 1000, unhealthyThreshold: 1, healthyThreshold: 1 },
+      }],
+      routes: { virtualHosts: [{ name: 'order', domains: ['order'], routes: [{ match: { prefix: '/' }, route: { cluster: 'out#80#order' } }] }] },
+    });
+  });
+  afterAll(async () => {
+    await p?.proxy.close();
+    await Promise.all(Object.values(ups ?? {}).map((u) => u.close()));
+  });
+
+  const flagsOf = async (n: string) => {
+    const text = await (await fetch(`http://127.0.0.1:${p.admin}/clusters`)).text();
+    return text.split('\n').find((l) => l.startsWith(`out#80#order::127.0.0.1:${ups[n]!.port}::health_flags::`))?.split('::')[3];
+  };
+
+  it('the local zone failing its health checks moves every request to the other zone, and back when it recovers', async () => {
+    await waitFor(async () => (await flagsOf('L1')) === 'healthy' && (await flagsOf('L2')) === 'healthy', 'local hosts healthy');
+    let c = await spread(p, 200);
+    expect(sum(c, ['L1', 'L2'])).toBe(200);
+    down.add('L1'); down.add('L2');
+    await waitFor(async () => (await flagsOf('L1')) === '/failed_active_hc' && (await flagsOf('L2')) === '/failed_active_hc', 'local hosts failed_active_hc');
+    c = await spread(p, 200);
+    expect(c.get('R1')).toBe(200);
+    down.clear();
+    await waitFor(async () => (await flagsOf('L1')) === 'healthy' && (await flagsOf('L2')) === 'healthy', 'local hosts healthy again');
+    c = await spread(p, 200);
+    expect(sum(c, ['L1', 'L2'])).toBe(200);
   });
 });
 
