@@ -20,6 +20,7 @@ import { registerAdminRoutes } from './admin/register';
 import { AccessLogger, AccessLogOpenError } from './observability/access-log';
 import { ProxyTracing, resolveTracing } from './observability/tracing';
 import { originalDestination, originalDstStatus } from './original-dst';
+import { createRouteStats } from './routing/route-stats';
 import { RouteTable } from './routing/router';
 import type { ConfigSnapshot, HttpConnManagerStats, InboundPortState, ProxyRuntime, ResolvedLimits } from './runtime';
 import { StatsStore, type Gauge } from './stats/store';
@@ -144,6 +145,7 @@ export class MeshProxy {
       accessLog: this.makeAccessLog(this.config),
       tracing: new ProxyTracing(resolveTracing(this.config.tracing, this.config.node), this.stats, this.logger),
       http: http as unknown as HttpConnManagerStats,
+      routeStats: createRouteStats(this.stats, listenerName),
       // Replaced in start() once the listener's address is known.
       listenerStats: { downstream_cx_total: this.stats.counter('listener.', 'pending', 'downstream_cx_total'), downstream_cx_active: this.stats.gauge('listener.', 'pending', 'downstream_cx_active') },
       originalDst: originalDestination,
@@ -152,6 +154,7 @@ export class MeshProxy {
       onRbacDenied: (d) => this.noteRbacDenied(d),
       onInternalError: (err, where) => this.logger.scope('connection').error({ err, where }, 'internal error in a connection callback; the connection was closed'),
       handleUpgrade: (head, path, socket, rest, cluster, host) => this.forwardUpgrade(head, path, socket, rest, cluster, host),
+      handleConnect: (socket, rest, cluster) => this.tunnelConnect(socket, rest, cluster),
       draining: false,
       healthCheckFailed: false,
     };
@@ -219,14 +222,16 @@ export class MeshProxy {
     }]));
     return {
       version: config.version ?? '1',
-      routes: new RouteTable(config.routes?.virtualHosts ?? []),
+      // the previous table's rate limit buckets carry over (an endpoint update must not refill them)
+      routes: new RouteTable(config.routes?.virtualHosts ?? [], (this.runtime as ProxyRuntime | undefined)?.snapshot.routes),
       clusters: next,
       inboundByPort: new Map((config.inbound ?? []).map((i) => [i.port, i.cluster])),
       inboundPorts,
       inboundTlsPorts: [...inboundPorts.values()].filter((i) => i.tls !== undefined && i.tls.mode !== 'disable').length,
       localAddresses: new Set(config.localAddresses ?? []),
       outboundDestinations: outboundDestinationList(config.outboundCidrs ?? []),
-      outboundTcp: new Map((config.outboundTcp ?? []).map((t) => [`${t.address}:${t.port}`, t.cluster])),
+      outboundTcp: new Map((config.outboundTcp ?? []).map((t) => [`${t.address}:${t.port}`, { cluster: t.cluster, protocol: t.protocol ?? 'tcp' }])),
+      connectTargets: new Map((config.outboundTcp ?? []).flatMap((t) => (t.domains ?? []).map((d) => [d.toLowerCase(), t.cluster] as const))),
     };
   }
 
@@ -310,7 +315,7 @@ export class MeshProxy {
   get tcpRoutes(): Map<string, string[]> {
     const routes = new Map<string, string[]>();
     const add = (cluster: string, what: string) => routes.set(cluster, [...(routes.get(cluster) ?? []), what]);
-    for (const t of this.config.outboundTcp ?? []) add(t.cluster, `${t.address}:${t.port}`);
+    for (const t of this.config.outboundTcp ?? []) add(t.cluster, (t.protocol ?? 'tcp') === 'auto' ? `${t.address}:${t.port}:auto` : `${t.address}:${t.port}`);
     for (const i of this.config.inbound ?? []) if ((i.protocol ?? 'http') !== 'http') add(i.cluster, `inbound:${i.port}:${i.protocol}`);
     return routes;
   }
@@ -390,13 +395,15 @@ export class MeshProxy {
       const dst = rt.originalDst(socket);
       const origin = classifyConnection(dst, stripV4Mapped(socket.remoteAddress ?? ''), stripV4Mapped(socket.localAddress ?? ''), rt.snapshot);
       // TCP (issue 15): an outboundTcp VIP:port, or an inbound port declared tcp (at once: server-first protocols) or auto (sniffed)
+      // (an outbound `auto` VIP:port, a service port declared with no protocol, is sniffed as inbound `auto` is)
       if (origin.kind === 'outbound' && dst.kind === 'redirected' && rt.snapshot.outboundTcp.size > 0) {
-        const cluster = rt.snapshot.outboundTcp.get(`${dst.address}:${dst.port}`);
-        if (cluster !== undefined) { this.startTcp(socket, cluster); return; }
+        const route = rt.snapshot.outboundTcp.get(`${dst.address}:${dst.port}`);
+        if (route?.protocol === 'tcp') { this.startTcp(socket, route.cluster); return; }
+        if (route?.protocol === 'auto') { this.sniff(socket, origin, route.cluster); return; }
       } else if (origin.kind === 'inbound') {
         const protocol = rt.snapshot.inboundPorts.get(origin.port)?.protocol;
         if (protocol === 'tcp') { this.startTcp(socket, origin.cluster); return; }
-        if (protocol === 'auto') { this.sniffInbound(socket, origin); return; }
+        if (protocol === 'auto') { this.sniff(socket, origin, origin.cluster); return; }
       }
       // a port with mTLS (or TLS to the listener itself): the acceptor reads the first bytes and terminates TLS
       if (this.inboundAcceptor?.take(socket, origin)) return;
@@ -414,12 +421,18 @@ export class MeshProxy {
     this.tcp.start(socket, this.runtime.snapshot.clusters.get(clusterName), clusterName, () => this.runtime.listenerStats.downstream_cx_active.dec(), initial);
   }
 
-  /** Inbound `auto`: HTTP/1, the h2 preface or a TLS ClientHello take today's path (bytes put back); anything else, or silence, is TCP. */
-  private sniffInbound(socket: net.Socket, origin: ConnectionOrigin & { kind: 'inbound' }): void {
+  /**
+   * Protocol `auto` (Istio's sniffing), inbound or outbound: HTTP/1, the h2 preface or a TLS ClientHello take
+   * today's path (bytes put back); anything else, or silence, is TCP to `tcpCluster`. On an inbound port in
+   * strict mTLS, sniffed plaintext TCP goes to the TLS acceptor instead, which refuses it (NFCF): sniffing
+   * must not open a plaintext way around strict mode.
+   */
+  private sniff(socket: net.Socket, origin: ConnectionOrigin, tcpCluster: string): void {
     const rt = this.runtime;
+    const strict = origin.kind === 'inbound' && rt.snapshot.inboundPorts.get(origin.port)?.tls?.mode === 'strict';
     const sniff = sniffProtocol(socket, rt.limits.protocolDetectionTimeoutMs, (protocol, read) => {
       this.sniffing.delete(socket);
-      if (protocol === 'tcp') { this.startTcp(socket, origin.cluster, read); return; }
+      if (protocol === 'tcp' && !strict) { this.startTcp(socket, tcpCluster, read); return; }
       if (read) socket.unshift(read);
       if (!this.inboundAcceptor?.take(socket, origin)) this.serve(socket, origin, PLAINTEXT);
       socket.resume();
@@ -482,6 +495,12 @@ export class MeshProxy {
     host.stats.rq_total++;
     // the downstream connection's own 'close' handler still counts the close (downstream_cx_active): only forget it here
     this.upgrades.forward(head, path, socket, rest, host, () => { this.upgraded.delete(socket); }, host.identity === undefined ? undefined : cluster.upstreamTls);
+  }
+
+  /** CONNECT termination: the socket leaves its HTTP connection for a TCP session (the connection's own close handler still counts the close). */
+  private tunnelConnect(socket: net.Socket, rest: Buffer, clusterName: string): void {
+    for (const c of this.connections) if (c.socket === socket) { this.connections.delete(c); break; }
+    this.tcp.start(socket, this.runtime.snapshot.clusters.get(clusterName), clusterName, () => {}, rest, true);
   }
 
   private sweep(): void {

@@ -5,6 +5,7 @@ import type { RequestHead } from './http/head-parser';
 import type { CompiledRbac } from './http/rbac';
 import type { AccessLogger } from './observability/access-log';
 import type { ProxyTracing } from './observability/tracing';
+import type { RouteStats } from './routing/route-stats';
 import type { RouteTable } from './routing/router';
 import type { Counter, Gauge } from './stats/store';
 import type { SecretStore } from './tls/secret-store';
@@ -23,8 +24,10 @@ export interface ConfigSnapshot {
   readonly localAddresses: ReadonlySet<string>;
   /** `outboundCidrs`: a redirected connection whose original destination is in here is outbound. */
   readonly outboundDestinations: net.BlockList;
-  /** `outboundTcp` (issue 15): `VIP:port` -> the cluster its connections are piped to as bytes. */
-  readonly outboundTcp: ReadonlyMap<string, string>;
+  /** `outboundTcp` (issue 15): `VIP:port` -> the cluster its connections are piped to as bytes, at once (`tcp`) or after sniffing (`auto`). */
+  readonly outboundTcp: ReadonlyMap<string, { readonly cluster: string; readonly protocol: 'tcp' | 'auto' }>;
+  /** `outboundTcp[].domains`, lower case: an HTTP/1.1 CONNECT to one of these NAME:PORTs is tunnelled to its cluster. */
+  readonly connectTargets: ReadonlyMap<string, string>;
 }
 
 export interface InboundPortState {
@@ -104,6 +107,8 @@ export interface ProxyRuntime {
   /** Trace propagation settings and, with `tracing.otlp`, the span exporter (issue 16); replaced on a config update that changes `tracing`. */
   tracing: ProxyTracing;
   readonly http: HttpConnManagerStats;
+  /** Issue 16: fault, local rate limit, redirect/direct response and mirroring counters (http.<listener>.). */
+  readonly routeStats: RouteStats;
   readonly listenerStats: { downstream_cx_total: Counter; downstream_cx_active: Gauge };
   /** SO_ORIGINAL_DST of an accepted socket. */
   originalDst(socket: net.Socket): OriginalDestination;
@@ -117,6 +122,8 @@ export interface ProxyRuntime {
   onInternalError(err: unknown, where: string): void;
   /** Hands an Upgrade (WebSocket) request to http-proxy-3; the socket is no longer ours. */
   handleUpgrade(head: RequestHead, path: string, socket: net.Socket, rest: Buffer, cluster: Cluster, host: Host): void;
+  /** An HTTP/1.1 CONNECT to a mesh TCP service: the socket (and the bytes after the head) go to the TCP proxy. */
+  handleConnect(socket: net.Socket, rest: Buffer, cluster: string): void;
   /** Draining: responses carry `connection: close` and idle connections are closed (issue 6). */
   draining: boolean;
   /** POST /healthcheck/fail: the inbound health-check path answers 503 (issue 6). */

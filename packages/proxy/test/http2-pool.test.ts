@@ -40,7 +40,7 @@ function head(method: string, bodyKind: RequestHead['bodyKind'], grpc = false): 
 }
 
 function forwarded(h: RequestHead, attempt = 0): ForwardedRequest {
-  return { head: h, path: h.target, authority: 'greeter:9000', scheme: 'http', attempt, h1Head: () => '', headerList: () => ({ names: h.lower, values: h.values }) };
+  return { head: h, path: h.target, authority: 'greeter:9000', upstreamPath: h.target, upstreamAuthority: 'greeter:9000', scheme: 'http', attempt, h1Head: () => '', headerList: () => ({ names: h.lower, values: h.values }) };
 }
 
 interface Outcome { res?: StreamResponseHead; body: Buffer[]; trailers?: [readonly string[], readonly string[]]; reset?: [UpstreamResetKind, string | undefined]; done: Promise<void> }

@@ -1,5 +1,5 @@
 import type { Cluster } from '../cluster/cluster';
-import type { ClusterConfig, ProxyBootstrap, RouteConfig } from '../config/types';
+import type { ClusterConfig, FaultConfig, HeaderValueOptionConfig, ProxyBootstrap, RouteConfig, TokenBucketConfig, VirtualHostConfig } from '../config/types';
 import type { LoadedSecret } from '../tls/secret-store';
 import { upstreamAlpn } from '../tls/upstream-tls';
 
@@ -95,6 +95,48 @@ function clusterResource(c: Cluster, cc: ClusterConfig): object {
   };
 }
 
+/** Envoy's StringMatcher fields of a header or query parameter match. */
+function stringMatch(m: { exact?: string; regex?: string; prefix?: string }): object {
+  if (m.exact !== undefined) return { string_match: { exact: m.exact } };
+  if (m.regex !== undefined) return { string_match: { safe_regex: { regex: m.regex } } };
+  if (m.prefix !== undefined) return { string_match: { prefix: m.prefix } };
+  return {};
+}
+
+/** Envoy's HeaderValueOption list (append_action: APPEND_IF_EXISTS_OR_ADD / OVERWRITE_IF_EXISTS_OR_ADD). */
+function headerOptions(list: HeaderValueOptionConfig[] | undefined): object[] | undefined {
+  return list?.map((h) => ({ header: { key: h.name, value: h.value }, append_action: h.append === false ? 'OVERWRITE_IF_EXISTS_OR_ADD' : 'APPEND_IF_EXISTS_OR_ADD' }));
+}
+
+/** A percentage as Envoy's FractionalPercent (per million keeps fractional percents exact). */
+function fractionalPercent(percent: number): object {
+  return Number.isInteger(percent) ? { numerator: percent, denominator: 'HUNDRED' } : { numerator: Math.round(percent * 10000), denominator: 'MILLION' };
+}
+
+/** Envoy's local_ratelimit token bucket. */
+function tokenBucket(b: TokenBucketConfig): object {
+  return { max_tokens: b.maxTokens, tokens_per_fill: b.tokensPerFill ?? 1, fill_interval: seconds(b.fillIntervalMs) };
+}
+
+/** Per-route filter configs, as Envoy's typed_per_filter_config (fault, local_ratelimit). */
+function perFilterConfig(r: { fault?: FaultConfig; rateLimit?: TokenBucketConfig }): Record<string, object> | undefined {
+  const out: Record<string, object> = {};
+  if (r.fault) {
+    out['envoy.filters.http.fault'] = {
+      '@type': 'type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault',
+      ...(r.fault.delay ? { delay: { fixed_delay: seconds(r.fault.delay.fixedDelayMs), percentage: fractionalPercent(r.fault.delay.percent) } } : {}),
+      ...(r.fault.abort ? { abort: { ...(r.fault.abort.grpcStatus !== undefined ? { grpc_status: r.fault.abort.grpcStatus } : { http_status: r.fault.abort.httpStatus }), percentage: fractionalPercent(r.fault.abort.percent) } } : {}),
+    };
+  }
+  if (r.rateLimit) {
+    out['envoy.filters.http.local_ratelimit'] = {
+      '@type': 'type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit',
+      stat_prefix: 'http_local_rate_limit', token_bucket: tokenBucket(r.rateLimit),
+    };
+  }
+  return Object.keys(out).length > 0 ? out : undefined;
+}
+
 function routeResource(r: RouteConfig): object {
   const match: Record<string, unknown> = {};
   if (r.match.prefix !== undefined) match.prefix = r.match.prefix;
@@ -103,23 +145,57 @@ function routeResource(r: RouteConfig): object {
   if (r.match.headers && r.match.headers.length > 0) {
     match.headers = r.match.headers.map((h) => ({
       name: h.name,
-      ...(h.exact !== undefined ? { string_match: { exact: h.exact } } : {}),
-      ...(h.regex !== undefined ? { string_match: { safe_regex: { regex: h.regex } } } : {}),
+      ...stringMatch(h),
       ...(h.present !== undefined ? { present_match: h.present } : {}),
+      ...(h.invert ? { invert_match: true } : {}),
     }));
+  }
+  if (r.match.queryParameters && r.match.queryParameters.length > 0) {
+    match.query_parameters = r.match.queryParameters.map((q) => ({ name: q.name, ...stringMatch(q), ...(q.present !== undefined ? { present_match: q.present } : {}) }));
   }
   const out: Record<string, unknown> = { ...(r.name ? { name: r.name } : {}), match };
   if (r.directResponse) out.direct_response = { status: r.directResponse.status, body: { inline_string: r.directResponse.body ?? '' } };
+  if (r.redirect) {
+    const d = r.redirect;
+    const codes: Record<number, string> = { 301: 'MOVED_PERMANENTLY', 302: 'FOUND', 303: 'SEE_OTHER', 307: 'TEMPORARY_REDIRECT', 308: 'PERMANENT_REDIRECT' };
+    out.redirect = {
+      ...(d.schemeRedirect !== undefined ? { scheme_redirect: d.schemeRedirect } : {}),
+      ...(d.hostRedirect !== undefined ? { host_redirect: d.hostRedirect } : {}),
+      ...(d.portRedirect !== undefined ? { port_redirect: d.portRedirect } : {}),
+      ...(d.pathRedirect !== undefined ? { path_redirect: d.pathRedirect } : {}),
+      ...(d.prefixRewrite !== undefined ? { prefix_rewrite: d.prefixRewrite } : {}),
+      response_code: codes[d.responseCode ?? 301],
+      ...(d.stripQuery ? { strip_query: true } : {}),
+    };
+  }
   if (r.route) {
     const a = r.route;
     out.route = {
       ...(a.cluster !== undefined ? { cluster: a.cluster } : {}),
-      ...(a.weightedClusters ? { weighted_clusters: { clusters: a.weightedClusters.map((w) => ({ name: w.name, weight: w.weight })) } } : {}),
+      ...(a.weightedClusters ? { weighted_clusters: { clusters: a.weightedClusters.map((w) => ({ name: w.name, weight: w.weight, ...(w.requestHeadersToAdd ? { request_headers_to_add: headerOptions(w.requestHeadersToAdd) } : {}) })) } } : {}),
       timeout: seconds(a.timeoutMs ?? 15000),
       ...(a.retryPolicy ? { retry_policy: { retry_on: a.retryPolicy.retryOn, num_retries: a.retryPolicy.numRetries, per_try_timeout: seconds(a.retryPolicy.perTryTimeoutMs) } } : {}),
+      ...(a.prefixRewrite !== undefined ? { prefix_rewrite: a.prefixRewrite } : {}),
+      ...(a.hostRewrite !== undefined ? { host_rewrite_literal: a.hostRewrite } : {}),
+      ...(a.requestMirrorPolicies ? { request_mirror_policies: a.requestMirrorPolicies.map((m) => ({ cluster: m.cluster, runtime_fraction: { default_value: fractionalPercent(m.percent ?? 100) } })) } : {}),
     };
   }
+  if (r.metadata) out.metadata = { filter_metadata: { 'mesh-agent': r.metadata } };
+  const add = headerOptions(r.requestHeadersToAdd);
+  if (add) out.request_headers_to_add = add;
+  if (r.requestHeadersToRemove) out.request_headers_to_remove = r.requestHeadersToRemove;
+  const resAdd = headerOptions(r.responseHeadersToAdd);
+  if (resAdd) out.response_headers_to_add = resAdd;
+  if (r.responseHeadersToRemove) out.response_headers_to_remove = r.responseHeadersToRemove;
+  const filters = perFilterConfig(r);
+  if (filters) out.typed_per_filter_config = filters;
   return out;
+}
+
+/** A virtual host as Envoy dumps it; a virtual host's rate limit is its typed_per_filter_config. */
+function virtualHostResource(vh: VirtualHostConfig): object {
+  const filters = perFilterConfig({ rateLimit: vh.rateLimit });
+  return { name: vh.name, domains: vh.domains, routes: vh.routes.map(routeResource), ...(filters ? { typed_per_filter_config: filters } : {}) };
 }
 
 /** Issue 15: Envoy's tcp_proxy filter chains, one per outboundTcp VIP:port and per inbound port not served as plain HTTP. */
@@ -203,7 +279,7 @@ function sections(input: ConfigDumpInput): DumpSection[] {
           route_config: {
             '@type': `${V3}route.v3.RouteConfiguration`,
             name: listenerName,
-            virtual_hosts: (config.routes?.virtualHosts ?? []).map((vh) => ({ name: vh.name, domains: vh.domains, routes: vh.routes.map(routeResource) })),
+            virtual_hosts: (config.routes?.virtualHosts ?? []).map(virtualHostResource),
           },
           last_updated: lastUpdated,
         }],

@@ -19,6 +19,12 @@ export const ResponseFlag = {
   NoFilterChainFound: 'NFCF',
   /** Denied by the inbound RBAC policy: 403. */
   RbacAccessDenied: 'RBAC',
+  /** Over the route's or virtual host's local rate limit: 429 (issue 16). */
+  RateLimited: 'RL',
+  /** The fault filter aborted the request (issue 16). */
+  FaultInjected: 'FI',
+  /** The fault filter delayed the request (issue 16). */
+  DelayInjected: 'DI',
 } as const;
 
 export function addFlag(flags: string, flag: string): string {

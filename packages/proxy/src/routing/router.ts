@@ -1,13 +1,51 @@
-import type { RouteConfig, VirtualHostConfig } from '../config/types';
-import type { ParsedHeaders } from '../http/head-parser';
+import type { FaultConfig, HeaderMatchConfig, RedirectConfig, RouteConfig, VirtualHostConfig } from '../config/types';
+import type { RequestHead } from '../http/head-parser';
+import { compileHeaderMutation, mergeHeaderMutations, type HeaderMutation } from './header-mutation';
+import { queryParams } from './query-params';
+import { TokenBucket } from './token-bucket';
+
+/** What a route sends a request to: the cluster and, for a weighted cluster, its own request headers merged with the route's. */
+export interface ClusterChoice {
+  readonly name: string;
+  readonly requestHeaders: HeaderMutation | undefined;
+}
+
+/** The request as route matching sees it (fields of the ActiveStream: no object per request). */
+export interface RouteRequest {
+  /** path without the query */
+  readonly path: string;
+  /** origin-form path with the query (`:path`) */
+  readonly target: string;
+  /** Host or absolute-form authority (`:authority`) */
+  readonly authority: string;
+  readonly head: RequestHead;
+}
 
 /** A compiled route: what to match and what to do. */
 export interface CompiledRoute {
   readonly config: RouteConfig;
   readonly virtualHost: string;
-  matches(path: string, headers: ParsedHeaders): boolean;
+  /** the route's name, or its index in the virtual host (x-mesh-route) */
+  readonly label: string;
+  /** how many leading characters of the path a match covers (prefix or exact path; 0 for a regex): prefixRewrite replaces them */
+  readonly matchedLength: number;
+  /**
+   * True when the route only matches and forwards (no fault, rate limit, mirror, redirect, rewrite or
+   * header mutation): the request path checks this one flag and skips the rest.
+   */
+  readonly plain: boolean;
+  readonly redirect: RedirectConfig | undefined;
+  readonly fault: FaultConfig | undefined;
+  /** the virtual host's bucket (shared by its routes), then the route's own */
+  readonly vhostRateLimit: TokenBucket | undefined;
+  readonly rateLimit: TokenBucket | undefined;
+  readonly mirrors: readonly { readonly cluster: string; readonly percent: number }[] | undefined;
+  readonly prefixRewrite: string | undefined;
+  readonly hostRewrite: string | undefined;
+  readonly responseHeaders: HeaderMutation | undefined;
+  matches(req: RouteRequest): boolean;
   /** The cluster for one request (weighted clusters pick by weight). */
-  pickCluster(): string | undefined;
+  pickCluster(): ClusterChoice | undefined;
 }
 
 export type RouteResult =
@@ -15,19 +53,40 @@ export type RouteResult =
   | { kind: 'no-vhost' }
   | { kind: 'no-route'; virtualHost: string };
 
-interface HeaderMatcher { name: string; test: (value: string | undefined) => boolean }
+/** Where a header matcher reads its value: a request header, or one of Envoy's pseudo-headers. */
+const enum Source { Header, Method, Authority, Path, Scheme }
 
-function compileHeaders(cfg: RouteConfig): HeaderMatcher[] {
-  return (cfg.match.headers ?? []).map((h) => {
-    const name = h.name.toLowerCase();
-    if (h.exact !== undefined) { const exact = h.exact; return { name, test: (v) => v === exact }; }
-    if (h.regex !== undefined) { const re = new RegExp(`^(?:${h.regex})$`); return { name, test: (v) => v !== undefined && re.test(v) }; }
-    const present = h.present ?? true;
-    return { name, test: (v) => (v !== undefined) === present };
-  });
+interface HeaderMatcher { name: string; source: Source; test: (value: string | undefined) => boolean }
+interface QueryMatcher { name: string; test: (value: string | null) => boolean }
+
+function valueTest(m: { exact?: string; regex?: string; prefix?: string; present?: boolean }): (value: string | undefined) => boolean {
+  if (m.exact !== undefined) { const exact = m.exact; return (v) => v === exact; }
+  if (m.regex !== undefined) { const re = new RegExp(`^(?:${m.regex})$`); return (v) => v !== undefined && re.test(v); }
+  if (m.prefix !== undefined) { const prefix = m.prefix; return (v) => v !== undefined && v.startsWith(prefix); }
+  const present = m.present ?? true;
+  return (v) => (v !== undefined) === present;
 }
 
-function headerValue(headers: ParsedHeaders, lowerName: string): string | undefined {
+/**
+ * Envoy's HeaderMatcher, invert_match included. As Envoy: an absent header fails every match except
+ * `present: false` (and `present: true` inverted), whatever `invert` says.
+ */
+function compileHeader(h: HeaderMatchConfig): HeaderMatcher {
+  const name = h.name.toLowerCase();
+  const source = name === ':method' ? Source.Method : name === ':authority' || name === 'host' ? Source.Authority : name === ':path' ? Source.Path : name === ':scheme' ? Source.Scheme : Source.Header;
+  const test = valueTest(h);
+  if (!h.invert) return { name, source, test };
+  const presentMatch = h.exact === undefined && h.regex === undefined && h.prefix === undefined;
+  const wantsPresent = h.present ?? true;
+  return { name, source, test: (v) => (v === undefined ? presentMatch && wantsPresent : !test(v)) };
+}
+
+function compileQuery(q: { name: string; exact?: string; regex?: string; present?: boolean }): QueryMatcher {
+  const test = valueTest(q);
+  return { name: q.name, test: (v) => test(v ?? undefined) };
+}
+
+function headerValue(headers: RequestHead, lowerName: string): string | undefined {
   let out: string | undefined;
   for (let i = 0; i < headers.lower.length; i++) {
     if (headers.lower[i] === lowerName) out = out === undefined ? headers.values[i] : `${out},${headers.values[i]!}`;
@@ -35,23 +94,74 @@ function headerValue(headers: ParsedHeaders, lowerName: string): string | undefi
   return out;
 }
 
-function compileRoute(cfg: RouteConfig, virtualHost: string): CompiledRoute {
+function pseudoValue(source: Source, name: string, req: RouteRequest): string | undefined {
+  switch (source) {
+    case Source.Method: return req.head.method;
+    case Source.Authority: return req.authority;
+    case Source.Path: return req.target;
+    case Source.Scheme: return undefined; // not known here; no configured route matches on it today
+    default: return headerValue(req.head, name);
+  }
+}
+
+/** Token buckets outlive a snapshot when their route and settings are unchanged (an endpoint update must not refill them). */
+export type BucketCarry = Map<string, TokenBucket>;
+
+function bucketFor(key: string, cfg: RouteConfig['rateLimit'], previous: BucketCarry | undefined, next: BucketCarry): TokenBucket | undefined {
+  if (!cfg) return undefined;
+  const full = `${key}\0${cfg.maxTokens}/${cfg.tokensPerFill ?? 1}/${cfg.fillIntervalMs}`;
+  const bucket = next.get(full) ?? previous?.get(full) ?? new TokenBucket(cfg);
+  next.set(full, bucket);
+  return bucket;
+}
+
+function compileRoute(cfg: RouteConfig, index: number, vh: VirtualHostConfig, vhostBucket: TokenBucket | undefined, previous: BucketCarry | undefined, next: BucketCarry): CompiledRoute {
   const { prefix, path: exact, regex } = cfg.match;
   const re = regex !== undefined ? new RegExp(regex) : undefined;
-  const headerMatchers = compileHeaders(cfg);
+  const headerMatchers = (cfg.match.headers ?? []).map(compileHeader);
+  const queryMatchers = (cfg.match.queryParameters ?? []).map(compileQuery);
   const pathMatch = exact !== undefined ? (p: string) => p === exact
     : re !== undefined ? (p: string) => re.test(p)
     : prefix !== undefined ? (p: string) => p.startsWith(prefix)
     : () => true;
-  const weighted = cfg.route?.weightedClusters;
+  const action = cfg.route;
+  // a client's own x-envoy-original-path never reaches the upstream of a rewriting route (the proxy sets it)
+  const requestHeaders = compileHeaderMutation(cfg.requestHeadersToAdd,
+    action?.prefixRewrite !== undefined ? [...(cfg.requestHeadersToRemove ?? []), 'x-envoy-original-path'] : cfg.requestHeadersToRemove);
+  const responseHeaders = compileHeaderMutation(cfg.responseHeadersToAdd, cfg.responseHeadersToRemove);
+  const weighted = action?.weightedClusters?.map((w): ClusterChoice & { weight: number } => ({
+    name: w.name, weight: w.weight, requestHeaders: mergeHeaderMutations(compileHeaderMutation(w.requestHeadersToAdd, undefined), requestHeaders),
+  }));
   const totalWeight = weighted ? weighted.reduce((a, w) => a + w.weight, 0) : 0;
-  const single = cfg.route?.cluster;
+  const single: ClusterChoice | undefined = action?.cluster !== undefined ? { name: action.cluster, requestHeaders } : undefined;
+  const label = cfg.name ?? String(index);
+  const rateLimit = bucketFor(`${vh.name}\0${index}\0${label}`, cfg.rateLimit, previous, next);
+  const mirrors = action?.requestMirrorPolicies?.map((m) => ({ cluster: m.cluster, percent: m.percent ?? 100 }));
+  const plain = vhostBucket === undefined && rateLimit === undefined && cfg.fault === undefined && cfg.redirect === undefined
+    && mirrors === undefined && action?.prefixRewrite === undefined && action?.hostRewrite === undefined
+    && requestHeaders === undefined && responseHeaders === undefined && !(weighted?.some((w) => w.requestHeaders !== undefined) ?? false);
   return {
     config: cfg,
-    virtualHost,
-    matches(path, headers) {
-      if (!pathMatch(path)) return false;
-      for (const h of headerMatchers) if (!h.test(headerValue(headers, h.name))) return false;
+    virtualHost: vh.name,
+    label,
+    matchedLength: exact !== undefined ? exact.length : prefix !== undefined ? prefix.length : 0,
+    plain,
+    redirect: cfg.redirect,
+    fault: cfg.fault,
+    vhostRateLimit: vhostBucket,
+    rateLimit,
+    mirrors,
+    prefixRewrite: action?.prefixRewrite,
+    hostRewrite: action?.hostRewrite,
+    responseHeaders,
+    matches(req) {
+      if (!pathMatch(req.path)) return false;
+      for (const h of headerMatchers) if (!h.test(pseudoValue(h.source, h.name, req))) return false;
+      if (queryMatchers.length > 0) {
+        // parsed only here: a route without query matchers never looks at the query
+        const params = queryParams(req.target);
+        for (const q of queryMatchers) if (!q.test(params.get(q.name))) return false;
+      }
       return true;
     },
     pickCluster() {
@@ -59,9 +169,9 @@ function compileRoute(cfg: RouteConfig, virtualHost: string): CompiledRoute {
       let r = Math.random() * totalWeight;
       for (const w of weighted) {
         r -= w.weight;
-        if (r < 0) return w.name;
+        if (r < 0) return w;
       }
-      return weighted[weighted.length - 1]!.name;
+      return weighted[weighted.length - 1]!;
     },
   };
 }
@@ -78,10 +188,14 @@ export class RouteTable {
   private readonly suffixes: { suffix: string; vhost: CompiledVhost }[] = [];
   private readonly prefixes: { prefix: string; vhost: CompiledVhost }[] = [];
   private catchAll: CompiledVhost | undefined;
+  /** the rate limit buckets of this table, by route and settings (handed to the next table) */
+  readonly buckets: BucketCarry = new Map();
 
-  constructor(readonly virtualHosts: VirtualHostConfig[]) {
+  /** `previous`: the table this one replaces; its token buckets carry over where route and settings are unchanged. */
+  constructor(readonly virtualHosts: VirtualHostConfig[], previous?: RouteTable) {
     for (const vh of virtualHosts) {
-      const compiled: CompiledVhost = { name: vh.name, routes: vh.routes.map((r) => compileRoute(r, vh.name)) };
+      const vhostBucket = bucketFor(`${vh.name}\0vhost`, vh.rateLimit, previous?.buckets, this.buckets);
+      const compiled: CompiledVhost = { name: vh.name, routes: vh.routes.map((r, i) => compileRoute(r, i, vh, vhostBucket, previous?.buckets, this.buckets)) };
       for (const raw of vh.domains) {
         const d = raw.toLowerCase();
         if (d === '*') this.catchAll ??= compiled;
@@ -102,9 +216,9 @@ export class RouteTable {
     return undefined;
   }
 
-  /** `authority` as received (Host header or absolute-form target); `path` without the query. */
-  match(authority: string, path: string, headers: ParsedHeaders): RouteResult {
-    const host = authority.toLowerCase();
+  /** `req.authority` as received (Host header or absolute-form target); `req.path` without the query. */
+  match(req: RouteRequest): RouteResult {
+    const host = req.authority.toLowerCase();
     let vhost = this.findVhost(host);
     if (!vhost) {
       const colon = host.lastIndexOf(':');
@@ -112,7 +226,7 @@ export class RouteTable {
     }
     vhost ??= this.catchAll;
     if (!vhost) return { kind: 'no-vhost' };
-    for (const r of vhost.routes) if (r.matches(path, headers)) return { kind: 'route', route: r };
+    for (const r of vhost.routes) if (r.matches(req)) return { kind: 'route', route: r };
     return { kind: 'no-route', virtualHost: vhost.name };
   }
 }

@@ -74,9 +74,9 @@ export class Http2UpstreamCodec implements UpstreamCodec, Http2PoolWaiter {
     const headers: http2.OutgoingHttpHeaders = {
       ':method': req.head.method,
       ':scheme': req.scheme,
-      ':path': req.path,
+      ':path': req.upstreamPath,
     };
-    if (req.authority !== undefined) headers[':authority'] = req.authority;
+    if (req.upstreamAuthority !== undefined) headers[':authority'] = req.upstreamAuthority;
     for (let i = 0; i < list.names.length; i++) {
       const n = list.names[i]!;
       const prev = headers[n];

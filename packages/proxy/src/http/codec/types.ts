@@ -133,6 +133,11 @@ export interface DownstreamStream {
    * head.upgrade, so this is never called on it.
    */
   handOverUpgrade(head: RequestHead, target: string, cluster: Cluster, host: Host): void;
+  /**
+   * HTTP/1 only: an HTTP/1.1 CONNECT to a mesh TCP service (Envoy's CONNECT termination): the socket goes to the TCP
+   * proxy, which answers 200 once `cluster`'s upstream is connected. The HTTP/2 codec never gets a CONNECT routed here.
+   */
+  handOverTcp(cluster: string): void;
 }
 
 /**
@@ -208,6 +213,10 @@ export interface ForwardedRequest {
   readonly path: string;
   /** the authority the request was routed by (absolute-form target's, else Host/:authority) */
   readonly authority: string | undefined;
+  /** the path sent upstream (`:path`): `path`, or the route's prefixRewrite of it */
+  readonly upstreamPath: string;
+  /** the authority sent upstream (`:authority`, Host): `authority`, or the route's hostRewrite */
+  readonly upstreamAuthority: string | undefined;
   /** 'https' when the downstream came over TLS */
   readonly scheme: 'http' | 'https';
   /** 1-based try number when the route has a retry policy (x-envoy-attempt-count), 0 otherwise */
