@@ -26,6 +26,8 @@ export interface SidecarOptions {
   drainTimeMs?: number;
   /** More lines of the agent's `proxy:` section, indented by two spaces, e.g. a `tracing:` block. */
   proxyConfig?: string[];
+  /** More lines of the agent's `proxy:` section, indented by two spaces, e.g. a `tracing:` block. */
+  proxyConfig?: string[];
 }
 
 export function writeSidecarConfig(world: World, role: Role, opts: SidecarOptions = {}): { dir: string; configFile: string } {
@@ -74,6 +76,7 @@ export function writeSidecarConfig(world: World, role: Role, opts: SidecarOption
     `  uid: ${PROXY_USER.uid}`,
     `  gid: ${PROXY_USER.gid}`,
     `  drainTimeMs: ${opts.drainTimeMs ?? 2000}`,
+    ...(opts.proxyConfig ?? []),
     ...(opts.proxyConfig ?? []),
     'mesh:',
     `  globalConfigFile: ${globalFile}`,
