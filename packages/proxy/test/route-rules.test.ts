@@ -1,7 +1,9 @@
 import { execFile } from 'node:child_process';
 import http from 'node:http';
+import http2 from 'node:http2';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createProxy } from '../src/proxy';
+import { startH2Upstream, type H2Upstream } from './support/h2-upstream';
 import { cluster, curl, deadPort, startProxy, startUpstream, vhost, waitFor, type StartedProxy, type TestUpstream } from './support/proxy-harness';
 
 // Issue 16, the proxy side of traffic rules: every match kind, weighted splits, rewrites, redirects,
@@ -452,6 +454,70 @@ describe('local rate limit (issue 16)', () => {
       child.stdin!.end(text);
     });
     expect(check).toEqual({ code: 0, out: '' });
+  });
+});
+
+describe('route rules over HTTP/2 (issue 16)', () => {
+  let h2: H2Upstream, shadow: H2Upstream, h1: TestUpstream;
+  let p: StartedProxy;
+  beforeAll(async () => {
+    h2 = await startH2Upstream(); // echoes the request body
+    shadow = await startH2Upstream();
+    h1 = await startUpstream('h1');
+    p = await startProxy({
+      clusters: [
+        { ...cluster('h2', []), protocol: 'http2', endpoints: [{ address: '127.0.0.1', port: h2.port }] },
+        { ...cluster('shadow', []), protocol: 'http2', endpoints: [{ address: '127.0.0.1', port: shadow.port }] },
+        cluster('h1', [h1]),
+      ],
+      routes: {
+        virtualHosts: [vhost('svc', ['svc'], [
+          {
+            match: { prefix: '/api/' }, route: { cluster: 'h2', prefixRewrite: '/', hostRewrite: 'svc-v2', requestMirrorPolicies: [{ cluster: 'shadow' }] },
+            requestHeadersToAdd: [{ name: 'x-rule', value: 'api' }],
+          },
+          { name: 'slow', match: { prefix: '/slow' }, route: { cluster: 'h1' }, fault: { delay: { fixedDelayMs: 30, percent: 100 } } },
+        ])],
+      },
+    });
+  });
+  afterAll(async () => {
+    await p?.proxy.close();
+    await Promise.all([h2?.close(), shadow?.close(), h1?.close()]);
+  });
+
+  it('rewrites :path and :authority, adds headers and mirrors to an HTTP/2 upstream', async () => {
+    const r = await curl(['-s', '-H', 'Host: svc', '--data-binary', 'ping', url(p, '/api/echo?x=1')]);
+    expect(r.stdout).toBe('ping');
+    const seen = h2.streams.at(-1)!;
+    expect(seen.path).toBe('/echo?x=1');
+    expect(seen.headers[':authority']).toBe('svc-v2');
+    expect(seen.headers['x-rule']).toBe('api');
+    expect(seen.headers['x-envoy-original-path']).toBe('/api/echo?x=1');
+    await waitFor(() => shadow.streams.length === 1, 'the mirrored stream');
+    expect(shadow.streams[0]!.path).toBe('/echo?x=1');
+    expect(shadow.streams[0]!.headers[':authority']).toBe('svc-v2-shadow');
+  });
+
+  it('holds an HTTP/2 request body through a fault delay and says so in x-mesh-route', async () => {
+    const session = http2.connect(`http://127.0.0.1:${p.port}`);
+    try {
+      const body = Buffer.alloc(100 * 1024, 'z');
+      const answer = await new Promise<{ status: number; route: string; text: string }>((resolve, reject) => {
+        const req = session.request({ ':method': 'POST', ':path': '/slow', ':authority': 'svc', 'x-mesh-debug-upstream': '1' });
+        let status = 0; let route = ''; let text = '';
+        req.setTimeout(10_000, () => req.close());
+        req.on('response', (h) => { status = Number(h[':status']); route = String(h['x-mesh-route']); });
+        req.setEncoding('utf8');
+        req.on('data', (c: string) => { text += c; });
+        req.on('end', () => resolve({ status, route, text }));
+        req.on('error', reject);
+        req.end(body);
+      });
+      expect(answer).toEqual({ status: 200, route: 'vhost=svc; route=slow; cluster=h1; fault=delay', text: `h1 POST /slow ${body.length}\n` });
+    } finally {
+      session.close();
+    }
   });
 });
 

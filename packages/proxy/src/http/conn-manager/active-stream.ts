@@ -324,11 +324,12 @@ export class ActiveStream implements DownstreamStreamCallbacks, ForwardedRequest
     if (this.finished) return;
     this.routeAction(route);
     if (this.finished || this.responseStarted) { this.stream.resumeRequest(); return; } // answered locally: the rest of the body is read and dropped
+    // reading goes on (a socket resumes on the next turn, after the replay; the router pauses it again if it must wait)
+    if (!ended) this.stream.resumeRequest();
     // the body held meanwhile goes on as if it had just arrived
     if (body !== undefined) for (let i = 0; i < body.length; i++) this.onRequestData(body[i]!, ended && trailers === undefined && i === body.length - 1);
     if (trailers !== undefined) this.onRequestTrailers(trailers[0], trailers[1]);
     else if (ended && body === undefined && this.head.bodyKind !== 'none') this.onRequestData(EMPTY_BODY, true);
-    if (!ended) this.stream.resumeRequest();
   }
 
   /** After the filters: abort (fault), redirect, direct response, or the cluster with the route's rewrites. */
