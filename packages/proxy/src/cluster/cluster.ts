@@ -111,6 +111,8 @@ export class Cluster {
   private localLocality: LocalityConfig | undefined;
   /** Hosts by priority level (locality failover), or undefined: one level, every host (the fast path). */
   private levels: Host[][] | undefined;
+  /** One load balancer per level (Envoy keeps one per priority): round robin state and ring_hash rings stay per level. */
+  private levelLbs: LoadBalancer[] = [];
 
   constructor(config: ClusterConfig, readonly statsStore: StatsStore, localLocality?: LocalityConfig) {
     this.config = config;
@@ -137,7 +139,10 @@ export class Cluster {
     if (config.tls?.secret !== this.upstreamTls?.secret || config.tls?.sni !== this.upstreamTls?.sni) {
       this.upstreamTls = config.tls ? { secret: config.tls.secret, sni: config.tls.sni } : undefined;
     }
-    if (policyChanged) this.lb = createLoadBalancer(config.lbPolicy ?? 'round_robin');
+    if (policyChanged) {
+      this.lb = createLoadBalancer(config.lbPolicy ?? 'round_robin');
+      this.levelLbs = [];
+    }
     if ((config.panicThresholdPercent ?? DEFAULT_PANIC_THRESHOLD_PERCENT) !== this.selector.panicThresholdPercent) this.selector = this.makeSelector();
     if (config.endpoints) this.setEndpoints(config.endpoints);
     else this.assignPriorities();
@@ -178,6 +183,9 @@ export class Cluster {
   /** Priority levels from the localities (after any change of hosts, their localities, or this node's). */
   private assignPriorities(): void {
     this.levels = priorityLevels(this.hosts, this.localLocality, this.config.localityLb?.enabled !== false);
+    const count = this.levels?.length ?? 0;
+    while (this.levelLbs.length < count) this.levelLbs.push(createLoadBalancer(this.config.lbPolicy ?? 'round_robin'));
+    this.levelLbs.length = count;
   }
 
   /** Hook: hosts dropped by an update (the upstream pool closes their idle connections). */
@@ -220,14 +228,15 @@ export class Cluster {
     const choice = choosePriority(levels, this.config.localityLb?.overprovisioningFactor ?? DEFAULT_OVERPROVISIONING_FACTOR,
       this.selector.panicThresholdPercent, Math.random());
     const level = levels[choice.level]!;
+    const lb = this.levelLbs[choice.level]!;
     if (choice.panic) {
       this.stats.lb_healthy_panic.inc();
-      return { host: this.lb.pick(level, ctx), panic: true };
+      return { host: lb.pick(level, ctx), panic: true };
     }
     let healthy = 0;
     for (const h of level) if (h.healthFlags.size === 0) healthy++;
     if (healthy === 0) return NO_HOST;
-    return { host: this.lb.pick(healthy === level.length ? level : level.filter(isHealthy), ctx), panic: false };
+    return { host: lb.pick(healthy === level.length ? level : level.filter(isHealthy), ctx), panic: false };
   }
 
   close(): void {
