@@ -1,6 +1,8 @@
 import { execFile } from 'node:child_process';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cluster, curl, deadPort, request, startProxy, startUpstream, vhost, waitFor, type StartedProxy, type TestUpstream } from './support/proxy-harness';
+import { startH2Upstream, type H2Upstream } from './support/h2-upstream';
 import { SPAN_KIND, startOtlpReceiver, type OtlpReceiver, type ReceivedSpan } from './support/otlp-receiver';
 
 // Issue 16: trace propagation (W3C and B3 in, both out, one span per hop) through the real proxy to a
@@ -246,5 +248,67 @@ describe('tracing: propagation only (no tracing.otlp)', () => {
     expect(h['x-b3-parentspanid']).toBe('00f067aa0ba902b7');
     const stats = (await curl(['-s', `http://127.0.0.1:${p.admin}/stats`])).stdout;
     expect(stats).not.toContain('tracing.opentelemetry');
+  });
+});
+
+describe('tracing: the OpenTelemetry SDK is loaded only for tracing.otlp (the built package)', () => {
+  it('serves and propagates with no SDK module loaded; the first config with otlp loads it', async () => {
+    const dist = join(__dirname, '..', 'dist', 'index.js');
+    const script = `
+      import http from 'node:http';
+      import { createRequire } from 'node:module';
+      const { createProxy } = await import(${JSON.stringify(dist)});
+      const cache = createRequire(${JSON.stringify(dist)}).cache;
+      const sdkLoaded = () => Object.keys(cache).some((k) => k.includes('@opentelemetry'));
+      let seen = '';
+      const up = http.createServer((req, res) => { seen = req.headers.traceparent || ''; res.end('ok'); });
+      await new Promise((r) => up.listen(0, '127.0.0.1', r));
+      const base = { admin: { address: '127.0.0.1', port: 0 }, listener: { address: '127.0.0.1', port: 0 },
+        clusters: [{ name: 'out#80#order', endpoints: [{ address: '127.0.0.1', port: up.address().port }] }],
+        routes: { virtualHosts: [{ name: 'order', domains: ['order'], routes: [{ match: { prefix: '/' }, route: { cluster: 'out#80#order' } }] }] } };
+      const p = createProxy(base, { admin: false });
+      const { listener } = await p.start();
+      await new Promise((r) => http.get({ port: listener.port, host: '127.0.0.1', headers: { host: 'order' } }, (res) => { res.resume(); res.on('end', r); }));
+      const before = sdkLoaded();
+      p.update({ ...base, version: '2', tracing: { otlp: { endpoint: 'http://127.0.0.1:9/v1/traces' } } });
+      const after = sdkLoaded();
+      await p.close(); up.close();
+      console.log(JSON.stringify({ before, after, seen }));
+      process.exit(0);
+    `;
+    const out = await new Promise<string>((resolve, reject) => execFile(process.execPath, ['--input-type=module', '-e', script], { timeout: 30_000 }, (err, stdout, stderr) => (err ? reject(new Error(`${err.message}\n${stderr}`)) : resolve(stdout))));
+    const r = JSON.parse(out.trim().split('\n').pop()!) as { before: boolean; after: boolean; seen: string };
+    expect(r.seen).toMatch(TRACEPARENT);
+    expect(r.before).toBe(false);
+    expect(r.after).toBe(true);
+  });
+});
+
+describe('tracing: HTTP/2 on both sides', () => {
+  let up: H2Upstream;
+  let p: StartedProxy;
+  beforeAll(async () => {
+    up = await startH2Upstream();
+    p = await startProxy({
+      clusters: [{ name: 'out#80#inventory', protocol: 'http2', endpoints: [{ address: '127.0.0.1', port: up.port }] }],
+      routes: { virtualHosts: [vhost('inventory', ['inventory'], [{ match: { prefix: '/' }, route: { cluster: 'out#80#inventory' } }])] },
+    });
+  });
+  afterAll(async () => {
+    await p?.proxy.close();
+    await up?.close();
+  });
+
+  it('an h2c request to an HTTP/2 upstream carries this hop\'s traceparent and B3 headers, the caller\'s replaced', async () => {
+    const traceId = 'abcdef0123456789abcdef0123456789';
+    const r = await curl(['-s', '--http2-prior-knowledge', '-H', 'Host: inventory', '-H', `traceparent: 00-${traceId}-1111111111111111-01`, '-H', 'x-b3-spanid: 9999999999999999', `http://127.0.0.1:${p.port}/stock`]);
+    expect(r.code).toBe(0);
+    const h = up.streams[up.streams.length - 1]!.headers;
+    const m = TRACEPARENT.exec(String(h.traceparent))!;
+    expect(m[1]).toBe(traceId);
+    expect(m[2]).not.toBe('1111111111111111');
+    expect(h['x-b3-spanid']).toBe(m[2]); // one value: the caller's x-b3-spanid is not forwarded beside it
+    expect(h['x-b3-parentspanid']).toBe('1111111111111111');
+    expect(h['x-b3-traceid']).toBe(traceId);
   });
 });
