@@ -143,7 +143,7 @@ describe('weighted split (issue 16)', () => {
 
   it('says which vhost, route and cluster served a request when x-mesh-debug-upstream: 1 is sent', async () => {
     const r = await curl(['-s', '-D', '-', '-o', '/dev/null', '-H', 'Host: order', '-H', 'x-mesh-debug-upstream: 1', `http://127.0.0.1:${p.port}/dbg`]);
-    expect(r.stdout).toMatch(/\r\nx-mesh-route: vhost=order; route=split-90-10; cluster=out#80#order#v[12]\r\n/);
+    expect(r.stdout).toMatch(/\r\nx-mesh-route: vhost=order; route=split-90-10; cluster=out#80#order#v[12]; rule=split-90-10; service=order\r\n/); // the route's metadata last
     const plain = await curl(['-s', '-D', '-', '-o', '/dev/null', '-H', 'Host: order', `http://127.0.0.1:${p.port}/dbg`]);
     expect(plain.stdout).not.toContain('x-mesh-route');
     expect([...v1.requests, ...v2.requests].some((u) => u.headers['x-mesh-debug-upstream'] !== undefined)).toBe(false);

@@ -27,6 +27,8 @@ export interface CompiledRoute {
   readonly virtualHost: string;
   /** the route's name, or its index in the virtual host (x-mesh-route) */
   readonly label: string;
+  /** the route's metadata as x-mesh-route pairs (`; rule=..; service=..`), made once; '' without metadata */
+  readonly debugMetadata: string;
   /** how many leading characters of the path a match covers (prefix or exact path; 0 for a regex): prefixRewrite replaces them */
   readonly matchedLength: number;
   /**
@@ -52,6 +54,9 @@ export type RouteResult =
   | { kind: 'route'; route: CompiledRoute }
   | { kind: 'no-vhost' }
   | { kind: 'no-route'; virtualHost: string };
+
+/** The keys of x-mesh-route itself (route metadata cannot take them). */
+const DEBUG_KEYS = new Set(['vhost', 'route', 'cluster', 'fault', 'mirror', 'ratelimit']);
 
 /** Where a header matcher reads its value: a request header, or one of Envoy's pseudo-headers. */
 const enum Source { Header, Method, Authority, Path, Scheme }
@@ -135,6 +140,9 @@ function compileRoute(cfg: RouteConfig, index: number, vh: VirtualHostConfig, vh
   const totalWeight = weighted ? weighted.reduce((a, w) => a + w.weight, 0) : 0;
   const single: ClusterChoice | undefined = action?.cluster !== undefined ? { name: action.cluster, requestHeaders } : undefined;
   const label = cfg.name ?? String(index);
+  // metadata keys that would shadow x-mesh-route's own are left out; ';' and ',' in values would split the pairs
+  const debugMetadata = Object.entries(cfg.metadata ?? {}).filter(([k]) => !DEBUG_KEYS.has(k) && /^[\w.-]+$/.test(k))
+    .map(([k, v]) => `; ${k}=${v.replace(/[;,\s]+/g, '_')}`).join('');
   const rateLimit = bucketFor(`${vh.name}\0${index}\0${label}`, cfg.rateLimit, previous, next);
   const mirrors = action?.requestMirrorPolicies?.map((m) => ({ cluster: m.cluster, percent: m.percent ?? 100 }));
   const plain = vhostBucket === undefined && rateLimit === undefined && cfg.fault === undefined && cfg.redirect === undefined
@@ -144,6 +152,7 @@ function compileRoute(cfg: RouteConfig, index: number, vh: VirtualHostConfig, vh
     config: cfg,
     virtualHost: vh.name,
     label,
+    debugMetadata,
     matchedLength: exact !== undefined ? exact.length : prefix !== undefined ? prefix.length : 0,
     plain,
     redirect: cfg.redirect,

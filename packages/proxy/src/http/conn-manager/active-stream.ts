@@ -538,7 +538,7 @@ export class ActiveStream implements DownstreamStreamCallbacks, ForwardedRequest
       if (this.faultApplied !== 0) v += `; fault=${this.faultApplied === FAULT_DELAYED ? 'delay' : this.faultApplied === FAULT_ABORTED ? 'abort' : 'delay,abort'}`;
       if (this.mirrored !== undefined) v += `; mirror=${this.mirrored}`;
       if (this.rateLimitResult !== undefined) v += `; ratelimit=${this.rateLimitResult}`;
-      out.push(DEBUG_ROUTE_HEADER, v);
+      out.push(DEBUG_ROUTE_HEADER, v + route.debugMetadata);
     }
     return out;
   }
