@@ -134,6 +134,18 @@ describe('tracing: propagation and OTLP export', () => {
     expect(rx.spans.some((s) => s.traceId === unsampled)).toBe(false);
   });
 
+  it('reads the sampled bit of any flags byte (0b sampled, 0a not) and passes the flags on as 01 / 00', async () => {
+    await request(p.port, { host: 'order', path: '/flags', headers: { traceparent: '00-bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb-2222222222222222-0b' } });
+    expect(String(last().traceparent)).toMatch(/^00-b{32}-[0-9a-f]{16}-01$/);
+    await request(p.port, { host: 'order', path: '/flags', headers: { traceparent: '00-cccccccccccccccccccccccccccccccc-2222222222222222-0a' } });
+    expect(String(last().traceparent)).toMatch(/^00-c{32}-[0-9a-f]{16}-00$/);
+    // a later version is read by its first four fields; upper-case hex is not W3C's form: a new trace
+    await request(p.port, { host: 'order', path: '/flags', headers: { traceparent: '01-dddddddddddddddddddddddddddddddd-2222222222222222-01-future' } });
+    expect(String(last().traceparent)).toMatch(/^00-d{32}-/);
+    await request(p.port, { host: 'order', path: '/flags', headers: { traceparent: '00-EEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEE-2222222222222222-01' } });
+    expect(String(last().traceparent)).not.toMatch(/-e{32}-|-E{32}-/i);
+  });
+
   it('an invalid traceparent starts a new trace (W3C\'s rule); B3 debug is kept and forces sampling', async () => {
     await request(p.port, { host: 'order', path: '/bad', headers: { traceparent: '00-00000000000000000000000000000000-2222222222222222-01' } });
     const m = TRACEPARENT.exec(String(last().traceparent))!;

@@ -15,20 +15,22 @@ import { createOtlpSink, type FinishedHop, type SpanSink } from './tracing-otlp'
  * lines; nothing of the OpenTelemetry SDK exists unless `tracing.otlp` is set (tracing-otlp.ts, loaded then).
  */
 
-/** W3C trace context version 00, the one this proxy writes. */
-const TRACEPARENT_RE = /^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?$/;
+/** W3C trace context: version 00 (55 characters) or a later version's first four fields. */
+const TRACEPARENT_RE = /^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}(-|$)/;
 const HEX16_OR_32 = /^([0-9a-f]{16}|[0-9a-f]{32})$/;
 const HEX16 = /^[0-9a-f]{16}$/;
 const ZERO_TRACE = '00000000000000000000000000000000';
 const ZERO_SPAN = '0000000000000000';
 
-/** Random ids from one pooled buffer refilled by the CSPRNG: no allocation per id but the string. */
+/** Random ids cut from one hex string of 4 KiB of CSPRNG bytes, refilled when used up: an id is a substring, no per-id conversion. */
 const POOL = Buffer.allocUnsafe(4096);
-let poolOffset = POOL.length;
+let poolHex = '';
+let poolOffset = 0;
 function randomHex(bytes: number): string {
-  if (poolOffset + bytes > POOL.length) { randomFillSync(POOL); poolOffset = 0; }
-  const hex = POOL.toString('hex', poolOffset, poolOffset + bytes);
-  poolOffset += bytes;
+  const chars = bytes * 2;
+  if (poolOffset + chars > poolHex.length) { randomFillSync(POOL); poolHex = POOL.toString('hex'); poolOffset = 0; }
+  const hex = poolHex.slice(poolOffset, poolOffset + chars);
+  poolOffset += chars;
   return hex;
 }
 /** A span id (8 random bytes, never all zero: W3C's invalid value). */
@@ -92,7 +94,7 @@ export class HopTrace {
     this.debug = false;
     this.b3Single = b3 !== undefined;
     let sampled: boolean | undefined;
-    if (traceparent !== undefined && this.fromTraceparent(traceparent.trim().toLowerCase())) {
+    if (traceparent !== undefined && this.fromTraceparent(traceparent)) {
       sampled = this.sampled;
     } else if (b3TraceId !== undefined && b3SpanId !== undefined && this.fromB3(b3TraceId.trim().toLowerCase(), b3SpanId.trim().toLowerCase())) {
       this.debug = b3Flags?.trim() === '1';
@@ -109,14 +111,21 @@ export class HopTrace {
     this.sampled = sampled ?? (samplingPercent >= 100 ? true : samplingPercent <= 0 ? false : Math.random() * 100 < samplingPercent);
   }
 
-  /** W3C: version 00 (or a later one read as 00); an invalid header starts a new trace (the spec's rule). */
+  /**
+   * W3C: version 00, or a later one read by its first four fields; lower-case hex only, as the spec writes
+   * it. An invalid header (version ff, all-zero ids, bad form) starts a new trace (the spec's rule).
+   */
   private fromTraceparent(v: string): boolean {
-    const m = TRACEPARENT_RE.exec(v);
-    if (!m || m[1] === 'ff' || m[2] === ZERO_TRACE || m[3] === ZERO_SPAN) return false;
-    if (m[1] === '00' && m[5] !== undefined) return false; // version 00 has exactly four fields
-    this.traceId = m[2]!;
-    this.parentSpanId = m[3]!;
-    this.sampled = (parseInt(m[4]!, 16) & 1) === 1;
+    if (v.length < 55 || !TRACEPARENT_RE.test(v)) return false;
+    const version = v.slice(0, 2);
+    if (version === 'ff' || (version === '00' && v.length !== 55)) return false; // version 00 has exactly four fields
+    const traceId = v.slice(3, 35);
+    const spanId = v.slice(36, 52);
+    if (traceId === ZERO_TRACE || spanId === ZERO_SPAN) return false;
+    this.traceId = traceId;
+    this.parentSpanId = spanId;
+    const low = v.charCodeAt(54); // the flags' low hex digit: bit 0 is "sampled"
+    this.sampled = ((low <= 57 ? low - 48 : low - 87) & 1) === 1;
     this.format = 'w3c';
     return true;
   }
