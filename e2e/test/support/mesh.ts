@@ -26,8 +26,8 @@ export interface SidecarOptions {
   drainTimeMs?: number;
   /** More lines of the agent's `proxy:` section, indented by two spaces, e.g. a `tracing:` block. */
   proxyConfig?: string[];
-  /** More lines of the agent's `proxy:` section, indented by two spaces, e.g. a `tracing:` block. */
-  proxyConfig?: string[];
+  /** More lines of the agent's `node:` section, indented by two spaces, e.g. `  labels: { version: v2 }`. */
+  nodeConfig?: string[];
 }
 
 export function writeSidecarConfig(world: World, role: Role, opts: SidecarOptions = {}): { dir: string; configFile: string } {
@@ -70,13 +70,13 @@ export function writeSidecarConfig(world: World, role: Role, opts: SidecarOption
     'node:',
     `  ip: ${host.address}`,
     `  id: ${service}-${role}`,
+    ...(opts.nodeConfig ?? []),
     'app:',
     `  configDir: ${join(dir, 'app')}`,
     'proxy:',
     `  uid: ${PROXY_USER.uid}`,
     `  gid: ${PROXY_USER.gid}`,
     `  drainTimeMs: ${opts.drainTimeMs ?? 2000}`,
-    ...(opts.proxyConfig ?? []),
     ...(opts.proxyConfig ?? []),
     'mesh:',
     `  globalConfigFile: ${globalFile}`,

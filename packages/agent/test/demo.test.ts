@@ -54,8 +54,13 @@ describe('mesh-agent demo', { timeout: 120_000 }, () => {
     expect(out).toContain(`curl -s 127.0.0.1:${ports.proxyAdmin}/certs`);
 
     const curl = async (...args: string[]) => (await exec('curl', ['-s', '--max-time', '10', ...args])).stdout;
-    const answers = [await curl('-x', `127.0.0.1:${ports.proxy}`, 'http://order/'), await curl('-x', `127.0.0.1:${ports.proxy}`, 'http://order/')];
-    expect(answers.map((a) => a.split(' (')[0]).sort()).toEqual(['hello from order-1', 'hello from order-2']);
+    // the demo's traffic rule: canary 80/20 between order's versions (both seen in 60 calls but once in 600,000 runs), beta users on v2
+    const answers = new Set<string>();
+    for (let i = 0; i < 60 && answers.size < 2; i++) answers.add((await curl('-x', `127.0.0.1:${ports.proxy}`, 'http://order/')).split(' (')[0]);
+    expect([...answers].sort()).toEqual(['hello from order-1', 'hello from order-2']);
+    for (let i = 0; i < 3; i++) expect((await curl('-x', `127.0.0.1:${ports.proxy}`, '-H', 'x-user: beta', 'http://order/')).split(' (')[0]).toBe('hello from order-2');
+    const rulesSummary = JSON.parse(await curl(`127.0.0.1:${ports.admin}/diagnostics/summary`));
+    expect(rulesSummary.rules).toEqual([expect.objectContaining({ service: 'order', lines: [expect.stringContaining('beta-users: match header x-user exact beta -> v2'), expect.stringContaining('canary: every request -> v1 80%, v2 20%')] })]);
     expect((await exec('dig', ['+short', '+tries=1', '+time=5', '@127.0.0.1', '-p', String(ports.dns), 'order'])).stdout.trim()).toBe(ORDER_VIP);
     // --dns-upstream: a name outside the mesh is forwarded to the given resolver
     expect((await exec('dig', ['+short', '+tries=1', '+time=5', '@127.0.0.1', '-p', String(ports.dns), 'outside.test'])).stdout.trim()).toBe('198.18.5.5');

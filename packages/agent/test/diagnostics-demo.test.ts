@@ -107,8 +107,9 @@ describe('diagnostics against the demo (capture disabled, built-in config)', { t
     const run = await cli('doctor', '--admin', admin);
     expect(run.stdout).not.toMatch(/^FAIL/m);
     // 12 hops, since issue 13 the demo's mTLS: certificates and peer-identity, since issue 14 the gRPC peer: route:inventory and cluster:inventory,
-    // since issue 15 the TCP peer: route:clock (its VIP:port, no virtual host) and cluster:clock
-    expect(run.stdout).toMatch(/18 OK, 0 WARN, 0 FAIL/);
+    // since issue 15 the TCP peer: route:clock (its VIP:port, no virtual host) and cluster:clock; since issue 16 the traffic rules (rules)
+    expect(run.stdout).toMatch(/19 OK, 0 WARN, 0 FAIL/);
+    expect(run.stdout).toMatch(/^OK +rules +1 service rule in force: order from file registry \S+: beta-users: match header x-user exact beta -> v2 \| canary: every request -> v1 80%, v2 20%$/m);
     expect(run.stdout).toMatch(/^OK +route:clock +TCP route 240\.240\.\d+\.\d+:(\d+) -> out#\1#clock \(bytes, by original destination\)$/m);
     expect(run.stdout).toMatch(/^OK +cluster:clock +out#\d+#clock \(tcp\): 1\/1 healthy/m);
     expect(run.code).toBe(0);
@@ -122,6 +123,8 @@ describe('diagnostics against the demo (capture disabled, built-in config)', { t
     expect(report.status).toBe(200);
     expect(report.hops[0].detail).toContain('iptables capture is disabled in the config');
     expect(auto.code).toBe(0);
+    // the demo's traffic rule, from the proxy's x-mesh-route answer: rule canary, one of the two subsets
+    expect(report.hops.find((h: { hop: string }) => h.hop === 'rule')?.detail).toMatch(/^rule canary: every request -> v1 80%, v2 20% \(from file registry \S+\); cluster out#\d+#order#v[12] \(subset v[12]\)$/);
 
     const forced = await cli('trace', 'http://order/', '--via', 'capture', '--admin', admin);
     expect(forced.code).toBe(1);
@@ -193,6 +196,10 @@ describe('diagnostics against the demo (capture disabled, built-in config)', { t
       const services = await page.locator('#services-table').innerText();
       expect(services).toMatch(/inventory\s+out#\d+#inventory\s+http2/);
       expect(services).toMatch(/order\s+out#\d+#order\s+http1/);
+      // the demo's traffic rule (issue 16): the 80/20 split between order's versions
+      const rules = await page.locator('#rules-table').innerText();
+      expect(rules).toContain('canary: every request -> v1 80%, v2 20%');
+      expect(rules).toMatch(/v2 \(version=v2\): 1\/1 healthy/);
     } finally {
       await browser.close();
     }

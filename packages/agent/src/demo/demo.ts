@@ -44,7 +44,9 @@ export function demoInstructions(ports: RunningDemo['ports']): string {
     `  local service "user" on 127.0.0.1:${ports.app}; peer "order" with two instances and gRPC peer "inventory" (127.0.0.1:${ports.inventory}) in the file registry`,
     '',
     'Try:',
-    `  curl -x 127.0.0.1:${ports.proxyListener} http://order/          # answers alternate between order-1 and order-2`,
+    `  curl -x 127.0.0.1:${ports.proxyListener} http://order/          # order-1 (version v1) about 80 %, order-2 (v2) 20 %: the demo's traffic rule`,
+    `  curl -x 127.0.0.1:${ports.proxyListener} -H 'x-user: beta' http://order/   # always order-2: the rule beta-users (header match to subset v2)`,
+    `  mesh-agent rules get --admin http://127.0.0.1:${ports.agentAdmin}   # the rules in force (also on the home page http://127.0.0.1:${ports.agentAdmin}/)`,
     `  printf '\\0\\0\\0\\0\\6apples' | curl -s --http2-prior-knowledge --connect-to inventory:${ports.inventory}:127.0.0.1:${ports.proxyListener} \\`,
     `      -H 'content-type: application/grpc' -H 'te: trailers' --data-binary @- http://inventory:${ports.inventory}${DEMO_GRPC_METHODS.get} | tail -c +6; echo   # gRPC to "inventory": in stock: apples`,
     `  mesh-agent trace http://inventory:${ports.inventory}/ --admin http://127.0.0.1:${ports.agentAdmin}   # the hops, with inventory's cluster (http2)`,
@@ -106,14 +108,26 @@ export async function runDemo(opts: DemoOptions = {}): Promise<RunningDemo> {
         {
           name: 'order',
           instances: [
-            { id: 'order-1', address: '127.0.0.1', port: order1.port },
-            { id: 'order-2', address: '127.0.0.1', port: order2.port },
+            // labelled as their agents register node.labels: the traffic rule below picks subsets by them
+            { id: 'order-1', address: '127.0.0.1', port: order1.port, metadata: { version: 'v1' } },
+            { id: 'order-2', address: '127.0.0.1', port: order2.port, metadata: { version: 'v2' } },
           ],
         },
         // as a peer's agent registers a port its spec.yaml declares grpc
         { name: 'inventory', instances: [{ id: 'inventory-1', address: '127.0.0.1', port: inventory.port, metadata: { protocol: 'grpc' } }] },
         // as a peer's agent registers a port its spec.yaml declares tcp: routed by its VIP and port, no HTTP route
         { name: 'clock', instances: [{ id: 'clock-1', address: '127.0.0.1', port: clock.port, metadata: { protocol: 'tcp' } }] },
+      ],
+      // docs/traffic-rules.md: a canary split of order between its two versions, and beta users on v2
+      trafficRules: [
+        {
+          service: 'order',
+          subsets: [{ name: 'v1', labels: { version: 'v1' } }, { name: 'v2', labels: { version: 'v2' } }],
+          http: [
+            { name: 'beta-users', match: [{ headers: { 'x-user': { exact: 'beta' } } }], route: [{ subset: 'v2' }] },
+            { name: 'canary', route: [{ subset: 'v1', weight: 80 }, { subset: 'v2', weight: 20 }] },
+          ],
+        },
       ],
     });
     // a throw-away mesh root, so the demo shows mTLS identities with no PKI to set up

@@ -305,7 +305,8 @@ export function checkCluster({ snap }: CheckContext, service: string, dependsOnF
   const results: string[] = [];
   let failed = false;
   let warn = false;
-  for (const name of names) {
+  // the service's own clusters first, then its traffic rules' subset clusters (out#PORT#SERVICE#SUBSET)
+  for (const name of [...names].sort((a, b) => Number(serviceOfCluster(a)?.subset !== undefined) - Number(serviceOfCluster(b)?.subset !== undefined))) {
     const cluster = snap.clusterStatus.get(name);
     if (!cluster) { failed = true; results.push(`${name}: not in /clusters`); continue; }
     // the upstream protocol (/clusters NAME::protocol::http1|http2): a gRPC service needs http2

@@ -5,6 +5,7 @@ import {
   checkOutboundCapture, checkProxy, checkRegistry, checkRoute, checkVipRoute, meshServices, readNatRules, verifyApplied, type CheckContext, type CheckResult,
 } from './checks.js';
 import { checkCertificates, checkPeerIdentity } from './mtls-checks.js';
+import { checkTrafficRules } from './rules-checks.js';
 
 export interface DoctorReport { ok: boolean; time: string; agentAdminUrl: string; checks: CheckResult[] }
 
@@ -32,6 +33,7 @@ export async function doctorChecks(agentAdminUrl: string, opts: { snapshot?: Sid
     checks.push(route);
     checks.push(checkCluster(ctx, service, proxyDown ?? (route.status === 'FAIL' ? `route:${service}` : undefined)));
   }
+  checks.push(checkTrafficRules(ctx));
   checks.push(await checkPeerIdentity(ctx));
   checks.push(checkInboundCapture(ctx));
   const app = await checkLocalApp(ctx);

@@ -93,9 +93,10 @@ function walk(node: unknown, visit: (obj: Record<string, any>) => boolean): void
 }
 
 /** Outbound cluster names follow `out#PORT#SERVICE`; inbound `in#PORT#SERVICE`. */
-export function serviceOfCluster(name: string): { direction: 'in' | 'out'; port: number; service: string } | undefined {
-  const match = /^(in|out)#(\d+)#(.+)$/.exec(name);
-  return match ? { direction: match[1] as 'in' | 'out', port: Number(match[2]), service: match[3] } : undefined;
+export function serviceOfCluster(name: string): { direction: 'in' | 'out'; port: number; service: string; subset?: string } | undefined {
+  // a traffic rule's subset cluster is out#PORT#SERVICE#SUBSET (docs/traffic-rules.md)
+  const match = /^(in|out)#(\d+)#([^#]+)(?:#(.+))?$/.exec(name);
+  return match ? { direction: match[1] as 'in' | 'out', port: Number(match[2]), service: match[3], ...(match[4] ? { subset: match[4] } : {}) } : undefined;
 }
 
 /** `iptables-save -t nat` as `chain -> rule specs` (`-A CHAIN` stripped), plus packet counters with -c. */

@@ -25,6 +25,7 @@ svg{background:#fbfcfd;border:1px solid #eef0f3}
 <section id="components"><h2>Components</h2><table id="components-table"></table></section>
 <section id="doctor"><h2>Doctor checks</h2><table id="checks-table"></table></section>
 <section id="services"><h2>Mesh services and endpoints</h2><table id="services-table"></table></section>
+<section id="rules"><h2>Traffic rules</h2><table id="rules-table"></table></section>
 <section id="traffic"><h2>Requests and errors per cluster (last minutes)</h2><div id="charts"></div></section>
 <section id="errors"><h2>Latest errors</h2><table id="errors-table"></table></section>
 <section id="links"><h2>Admin endpoints</h2><div id="links-list" class="mono"></div></section>
@@ -54,6 +55,9 @@ function render(s) {
   document.getElementById('services-table').innerHTML = '<tr><th>service</th><th>cluster</th><th>protocol</th><th>endpoints</th></tr>' +
     s.services.map((v) => row([esc(v.name) + (v.direction === 'in' ? ' <span class="small">(local)</span>' : ''), '<span class="mono">' + esc(v.cluster) + '</span>', '<span class="mono">' + esc(v.protocol) + '</span>',
       v.endpoints.map((e) => '<span class="mono">' + esc(e.address) + '</span> <span class="' + (e.healthy ? 'healthy' : 'unhealthy') + '">' + esc(e.flags) + '</span> <span class="small">' + e.rqTotal + ' rq</span>').join('<br>') || '<span class="FAIL">none</span>'])).join('');
+  document.getElementById('rules-table').innerHTML = (s.rules || []).length ? '<tr><th>service</th><th>subsets</th><th>rules</th></tr>' +
+    s.rules.map((r) => row([esc(r.service) + '<div class="small">from ' + esc(r.source) + '</div>', r.subsets.map(esc).join('<br>') || '-', r.lines.map((l) => '<span class="mono">' + esc(l) + '</span>').join('<br>')])).join('')
+    : row(['<span class="small">no traffic rules: every service goes to all its instances (docs/traffic-rules.md)</span>']);
   const rates = Object.entries(s.rates);
   document.getElementById('charts').innerHTML = rates.length ? rates.map(([name, pts]) => {
     const last = pts[pts.length - 1] || { rps: 0, errorsPerSec: 0 };

@@ -3,6 +3,7 @@
 import { DEFAULT_MESH_VIP, DEFAULT_PORTS } from '@mesh-agent/shared-config';
 import { getJson, httpRequest, type HttpAnswer } from './http-get.js';
 import { parseClustersText, parseListenersText, parseStatsText, virtualHostsFromConfigDump, type ClusterStatus, type VirtualHostInfo } from './envoy-formats.js';
+import type { RuleInForce } from '../traffic-rules.js';
 
 export interface SidecarPorts { agentAdmin: number; dnsAdmin: number; proxyAdmin: number; proxyListener: number; dns: number }
 
@@ -25,6 +26,8 @@ export interface SidecarSnapshot {
   stats: Map<string, number>;
   listeners: Array<{ name: string; address: string }>;
   registry?: { backend?: string; endpoints: string[] };
+  /** The traffic rules in force (the agent's GET /rules); undefined from an agent without it. */
+  rules?: RuleInForce[];
 }
 
 function pick<T>(...values: unknown[]): T | undefined {
@@ -60,13 +63,14 @@ export async function gatherSnapshot(agentAdminUrl: string): Promise<SidecarSnap
   const base = agentAdminUrl.replace(/\/$/, '');
   const agentUrl = new URL(base);
   const adminHost = agentUrl.hostname;
-  const [status, health, latestError, config, services, agentDump] = await Promise.all([
+  const [status, health, latestError, config, services, agentDump, rules] = await Promise.all([
     httpRequest(`${base}/status`),
     getJson(`${base}/health`),
     httpRequest(`${base}/latest_error`),
     getJson(`${base}/config/agent`),
     getJson(`${base}/config/services`),
     getJson(`${base}/config_dump/pilot-agent`),
+    getJson(`${base}/rules`),
   ]);
   // /config/agent is the AgentConfig, possibly wrapped with where it came from.
   const configJson = config.json?.config && typeof config.json.config === 'object' ? { ...config.json.config, ...config.json, config: undefined } : config.json;
@@ -101,5 +105,6 @@ export async function gatherSnapshot(agentAdminUrl: string): Promise<SidecarSnap
     stats: stats.status === 200 ? parseStatsText(stats.body) : new Map(),
     listeners: listeners.status === 200 ? parseListenersText(listeners.body) : [],
     registry: registryConfig ? { backend, endpoints } : undefined,
+    rules: Array.isArray(rules.json?.rules) ? (rules.json.rules as RuleInForce[]) : undefined,
   };
 }

@@ -5,6 +5,7 @@ import { gatherSnapshot } from './sidecar.js';
 import { doctorChecks } from './doctor.js';
 import { serviceOfCluster } from './envoy-formats.js';
 import type { CheckResult } from './checks.js';
+import { rulesForHomePage } from './rules-checks.js';
 
 export interface RatePoint { t: number; rps: number; errorsPerSec: number }
 export interface Summary {
@@ -15,6 +16,8 @@ export interface Summary {
   /** protocol: the upstream protocol of the cluster (http1 or http2; `tcp VIP:PORT` for one piped as bytes; `-` from a proxy that does not say). */
   services: Array<{ name: string; direction: 'in' | 'out'; cluster: string; protocol: string; endpoints: Array<{ address: string; healthy: boolean; flags: string; rqTotal: number }> }>;
   rates: Record<string, RatePoint[]>;
+  /** The traffic rules in force (docs/traffic-rules.md), one entry per service. */
+  rules: ReturnType<typeof rulesForHomePage>;
   errors: Array<{ component: string; text: string; seen: string }>;
   links: Array<{ component: string; method: string; url: string }>;
 }
@@ -87,7 +90,7 @@ export async function buildSummary(agentAdminUrl: string, history: RateHistory, 
   for (const cluster of snap.clusterStatus.values()) {
     const parsed = serviceOfCluster(cluster.name);
     services.push({
-      name: parsed?.service ?? cluster.name, direction: parsed?.direction ?? 'out', cluster: cluster.name,
+      name: parsed ? `${parsed.service}${parsed.subset ? ` subset ${parsed.subset}` : ''}` : cluster.name, direction: parsed?.direction ?? 'out', cluster: cluster.name,
       // a cluster piped as bytes (issue 15) shows `tcp` and what is routed to it (its VIP:port)
       protocol: cluster.settings.tcp_route ? `tcp ${cluster.settings.tcp_route}` : cluster.settings.protocol ?? '-',
       endpoints: cluster.hosts.map((h) => ({ address: h.address, healthy: h.healthy, flags: h.healthFlags, rqTotal: Number(h.stats.rq_total ?? 0) })),
@@ -114,7 +117,7 @@ export async function buildSummary(agentAdminUrl: string, history: RateHistory, 
   return {
     time: now,
     status: snap.agent.status.status === 200 ? snap.agent.status.body.trim() : `unreachable (${snap.agent.status.error ?? snap.agent.status.status})`,
-    components, checks: report.checks, services, rates: history.rates(), errors: errorLog, links,
+    components, checks: report.checks, services, rates: history.rates(), rules: rulesForHomePage(snap.rules), errors: errorLog, links,
   };
 }
 

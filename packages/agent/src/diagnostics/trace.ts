@@ -8,8 +8,9 @@ import { parseClustersText, matchVirtualHost, type NatRule } from './envoy-forma
 import { captureDisabled, readNatRules } from './checks.js';
 import { gatherSnapshot, type SidecarSnapshot } from './sidecar.js';
 import { describeRoute, routeFix, routeGet } from './vip-route.js';
+import { ROUTE_HEADER, ruleHop } from './rules-checks.js';
 
-export type TraceHopName = 'dns' | 'vip-route' | 'capture' | 'listener' | 'route' | 'endpoint' | 'tls' | 'upstream';
+export type TraceHopName = 'dns' | 'vip-route' | 'capture' | 'listener' | 'route' | 'rule' | 'endpoint' | 'tls' | 'upstream';
 
 /** Asks the proxy how it reached the upstream (stripped before the upstream); the answer comes in TRANSPORT_HEADER. */
 export const DEBUG_UPSTREAM_HEADER = 'x-mesh-debug-upstream';
@@ -148,6 +149,9 @@ export async function traceRequest(url: string, agentAdminUrl: string, opts: { v
     hops.push({ hop: 'endpoint', ok: false, detail: `no healthy endpoint in ${vh.clusters.join(', ')}: ${healthyLeft} healthy (HTTP ${answer.status}, flags ${upstreamFlags})${tried}`, ms: answer.ms });
     return report('endpoint', `no healthy endpoint for ${vh.name}: curl -s ${adminHost}:${snap.ports.proxyAdmin}/clusters | grep ${vh.name}; check the instances' applications and sidecars`, answer);
   }
+  // the traffic rule, subset and policies the proxy applied (its x-mesh-route debug answer)
+  const rule = ruleHop(answer.headers[ROUTE_HEADER], snap.rules);
+  if (rule) hops.push(rule);
   hops.push({ hop: 'endpoint', ok: true, detail: picked.join(', ') || 'not identified (counters unchanged)' });
   hops.push(tlsHop(answer.headers[TRANSPORT_HEADER]));
   const upstreamOk = answer.status > 0 && answer.status < 500;
