@@ -386,6 +386,18 @@ describe('fault injection (issue 16)', () => {
     expect((await send(p.port, agent, { host: 'f', path: '/delay' })).status).toBe(200);
   });
 
+  it('keeps a keep-alive connection usable after aborting a request whose body was not read', async () => {
+    const one = new http.Agent({ keepAlive: true, maxSockets: 1 });
+    try {
+      const aborted = await send(p.port, one, { host: 'f', path: '/grpc', method: 'POST', body: Buffer.alloc(10 * 1024, 'q') });
+      expect(aborted.headers['grpc-status']).toBe('14');
+      const next = await send(p.port, one, { host: 'f', path: '/body', method: 'POST', body: 'after' });
+      expect(next.body).toBe('up POST /body 5\n');
+    } finally {
+      one.destroy();
+    }
+  });
+
   it('aborts with a gRPC status as a trailers-only response', async () => {
     const r = await curl(['-s', '-D', '-', '-o', '/dev/null', '-H', 'Host: f', url(p, '/grpc')]);
     expect(r.stdout).toMatch(/^HTTP\/1.1 200/);
