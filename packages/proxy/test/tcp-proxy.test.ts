@@ -1,3 +1,4 @@
+import { spawn } from 'node:child_process';
 import net from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { OriginalDestination } from '../src/runtime';
@@ -321,6 +322,55 @@ describe('TCP proxy: outbound VIP:port declared auto (a service port with no pro
     // /clusters names the sniffed route
     const clusters = await fetch(`http://127.0.0.1:${p.admin}/clusters`).then((r) => r.text());
     expect(clusters).toContain(`out#6380#kv::tcp_route::${VIP}:6380:auto`);
+  });
+});
+
+describe('CONNECT termination: an application of this host tunnels to a mesh TCP service by NAME:PORT (outboundTcp domains)', () => {
+  const config = (ports: number[]) => ({
+    clusters: [tcpCluster('out#7000#clock', ports)],
+    outboundTcp: [{ address: VIP, port: 7000, cluster: 'out#7000#clock', domains: ['clock:7000', 'Clock.default:7000'] }],
+  });
+
+  it('200 once the upstream is connected, then bytes both ways (a server-first greeting too); a 503 when no endpoint answers; 405 for an unknown name', async () => {
+    const clock = await tcpServer((s) => { s.write('clock says hi\r\n'); s.on('data', (d) => s.write(`echo:${d.toString()}`)); });
+    const p = await proxyWith(config([clock.port]), { kind: 'direct' });
+    const s = await connect(p.port);
+    s.write('CONNECT clock.default:7000 HTTP/1.1\r\nhost: clock.default:7000\r\n\r\nearly bytes');
+    expect(await readText(s, (t) => t.includes('echo:early bytes'))).toBe('HTTP/1.1 200 Connection established\r\n\r\nclock says hi\r\necho:early bytes');
+    s.end();
+    await closed(s);
+    expect(stat(p, 'cluster.out#7000#clock.upstream_cx_total')).toBe(1);
+    // curl's own tunnel (-p) through the listener, as the demo prints it
+    // (spawned, not spawnSync: the proxy runs in this process's event loop)
+    const curlOut = await new Promise<string>((resolve) => {
+      const c = spawn('curl', ['-s', '--max-time', '3', '-p', '-x', `127.0.0.1:${p.port}`, 'telnet://clock:7000']);
+      let out = '';
+      c.stdout.on('data', (d) => { out += d; });
+      c.on('close', () => resolve(out));
+      c.stdin.end('from curl\n');
+    });
+    expect(curlOut).toContain('clock says hi');
+    // no endpoint answers: 503 with the flag, not a hang
+    const dead = await proxyWith(config([await deadPort()]), { kind: 'direct' });
+    const d = await connect(dead.port);
+    d.write('CONNECT clock:7000 HTTP/1.1\r\nhost: clock:7000\r\n\r\n');
+    expect(await readText(d, () => false)).toMatch(/^HTTP\/1\.1 503 Service Unavailable\r\n[\s\S]*x-envoy-response-flags: UF\r\n/);
+    // a name that is no TCP service: 405 as before
+    const u = await connect(p.port);
+    u.write('CONNECT other:7000 HTTP/1.1\r\nhost: other:7000\r\n\r\n');
+    expect(await readText(u, () => false)).toMatch(/^HTTP\/1\.1 405/);
+  });
+
+  it('a CONNECT that arrives on a captured inbound port is not tunnelled (a peer must not tunnel out through this host)', async () => {
+    const clock = await tcpServer((s) => s.write('clock says hi\r\n'));
+    const web = await startUpstream('web');
+    cleanups.push(() => web.close());
+    const p = await proxyWith({ ...config([clock.port]), clusters: [tcpCluster('out#7000#clock', [clock.port]), tcpCluster('in#8080#web', [web.port])], inbound: [{ port: 8080, cluster: 'in#8080#web' }] },
+      { kind: 'redirected', address: '127.0.0.1', port: 8080 });
+    const s = await connect(p.port);
+    s.write('CONNECT clock:7000 HTTP/1.1\r\nhost: clock:7000\r\n\r\n');
+    expect(await readText(s, () => false)).toMatch(/^HTTP\/1\.1 405/);
+    expect(stat(p, 'cluster.out#7000#clock.upstream_cx_total')).toBe(0);
   });
 });
 

@@ -49,9 +49,13 @@ export class TcpProxy {
     return s;
   }
 
-  /** Proxies `downstream` to a host of `cluster` (undefined: no route, the connection is closed). `initial`: bytes already read (a sniff). */
-  start(downstream: net.Socket, cluster: Cluster | undefined, statPrefix: string, closed: SessionClosed, initial?: Buffer): void {
-    const session = new TcpSession(this.deps, this.statsFor(statPrefix), downstream, cluster, () => { this.sessions.delete(session); closed(); });
+  /**
+   * Proxies `downstream` to a host of `cluster` (undefined: no route, the connection is closed). `initial`: bytes already
+   * read (a sniff, or what followed a CONNECT head). `connect`: the session answers an HTTP/1.1 CONNECT (Envoy's CONNECT
+   * termination): 200 once the upstream is connected, 503 (no healthy upstream, overflow, connect failure) otherwise.
+   */
+  start(downstream: net.Socket, cluster: Cluster | undefined, statPrefix: string, closed: SessionClosed, initial?: Buffer, connect = false): void {
+    const session = new TcpSession(this.deps, this.statsFor(statPrefix), downstream, cluster, () => { this.sessions.delete(session); closed(); }, connect);
     this.sessions.add(session);
     session.begin(initial);
   }
@@ -80,7 +84,17 @@ class TcpSession {
   private connectTimer: NodeJS.Timeout | undefined;
 
   constructor(private readonly deps: TcpProxyDeps, private readonly stats: TcpProxyStats, private readonly downstream: net.Socket,
-    private readonly cluster: Cluster | undefined, private readonly closed: () => void) {}
+    private readonly cluster: Cluster | undefined, private readonly closed: () => void, private readonly connectTunnel: boolean) {}
+
+  /** No upstream for this session: a CONNECT is answered 503 (the client learns why), a plain TCP session closed. */
+  private refuse(): void {
+    if (this.connectTunnel && !this.downstream.destroyed) {
+      this.downstream.end(`HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nx-envoy-response-flags: ${this.flags}\r\nconnection: close\r\n\r\n`);
+      this.downstream.resume(); // read and drop whatever the client sent after the head, so the close completes
+      return;
+    }
+    this.downstream.destroy();
+  }
 
   begin(initial: Buffer | undefined): void {
     const down = this.downstream;
@@ -92,19 +106,19 @@ class TcpSession {
     down.on('error', () => { this.flags = addFlag(this.flags, ResponseFlag.DownstreamConnectionTermination); this.upstream?.resetAndDestroy(); });
     down.on('close', () => { this.downstreamClosed = true; if (!this.upstreamClosed) this.upstream?.destroy(); this.maybeFinish(); });
     const cluster = this.cluster;
-    if (!cluster) { this.stats.downstream_cx_no_route.inc(); this.flags = addFlag(this.flags, ResponseFlag.NoRouteFound); down.destroy(); return; }
+    if (!cluster) { this.stats.downstream_cx_no_route.inc(); this.flags = addFlag(this.flags, ResponseFlag.NoRouteFound); this.refuse(); return; }
     const pick = cluster.pickHost({ hashKey: undefined });
     if (!pick.host) {
       cluster.stats.upstream_cx_none_healthy.inc();
       this.flags = addFlag(this.flags, ResponseFlag.NoHealthyUpstream);
-      down.destroy();
+      this.refuse();
       return;
     }
     // max_connections: the breaker counts the cluster's live connections (HTTP pool and TCP sessions alike)
     if (cluster.circuitBreakers?.canOpenConnection && !cluster.circuitBreakers.canOpenConnection()) {
       cluster.stats.upstream_cx_overflow.inc();
       this.flags = addFlag(this.flags, ResponseFlag.UpstreamOverflow);
-      down.destroy();
+      this.refuse();
       return;
     }
     this.connect(cluster, pick.host);
@@ -126,6 +140,7 @@ class TcpSession {
       this.connected = true;
       cluster.outlierDetector?.reportOutcome(host, { kind: 'response', status: 200 });
       if (this.downstreamClosed) { up.destroy(); return; }
+      if (this.connectTunnel) this.downstream.write('HTTP/1.1 200 Connection established\r\n\r\n');
       this.pipe();
     });
     up.on('error', () => {
@@ -147,7 +162,10 @@ class TcpSession {
       } else if (!this.downstreamEnded) {
         cluster.statsStore.counter('cluster.', cluster.name, 'upstream_cx_destroy_remote').inc();
       }
-      if (!this.downstreamClosed) this.downstream.destroy();
+      if (!this.downstreamClosed) {
+        if (!this.connected) this.refuse();
+        else this.downstream.destroy();
+      }
       this.maybeFinish();
     });
   }

@@ -335,6 +335,17 @@ export class Http1ServerCodec implements DownstreamStream, DownstreamConnectionH
   }
 
   handOverUpgrade(head: RequestHead, target: string, cluster: Cluster, host: Host): void {
+    const rest = this.detach();
+    this.rt.handleUpgrade(head, target, this.socket, rest, cluster, host);
+  }
+
+  handOverTcp(cluster: string): void {
+    const rest = this.detach();
+    this.rt.handleConnect(this.socket, rest, cluster);
+  }
+
+  /** The socket leaves the codec (upgrade, CONNECT): what followed the head, unread by anyone yet. */
+  private detach(): Buffer {
     const rest = this.headBuf !== undefined ? this.headBuf.subarray(this.headBodyStart) : EMPTY;
     this.headBuf = undefined;
     this.active = false;
@@ -342,8 +353,8 @@ export class Http1ServerCodec implements DownstreamStream, DownstreamConnectionH
     this.socket.removeAllListeners('data');
     this.socket.removeAllListeners('end');
     this.socket.removeAllListeners('drain');
-    this.socket.pause(); // nothing may be read (and lost) before http-proxy-3 takes the socket
-    this.rt.handleUpgrade(head, target, this.socket, rest, cluster, host);
+    this.socket.pause(); // nothing may be read (and lost) before the new owner takes the socket
+    return rest;
   }
 
   private write(data: Buffer): boolean {

@@ -289,6 +289,11 @@ export class Http2DownstreamStream implements DownstreamStream {
   pauseRequest(): void { if (!this.stream.destroyed) this.stream.pause(); }
   resumeRequest(): void { if (!this.stream.destroyed) this.stream.resume(); }
 
+  /** CONNECT tunnels are HTTP/1.1 only (types.ts): reaching here is a bug. */
+  handOverTcp(_cluster: string): void {
+    this.reset(ResponseFlag.DownstreamProtocolError);
+  }
+
   /** An HTTP/2 request never carries an Upgrade (types.ts): reaching here is a bug. */
   handOverUpgrade(_head: RequestHead, _target: string, _cluster: Cluster, _host: Host): void {
     this.reset(ResponseFlag.DownstreamProtocolError);
