@@ -137,6 +137,15 @@ class OtlpSink implements SpanSink {
     if (this.pending >= this.settings.maxQueueSize) { this.spansDropped.inc(); return; }
     this.pending++;
     this.pendingGauge.set(this.pending);
+    try {
+      this.makeSpan(hop);
+    } catch (err) {
+      // called as a request finishes (a socket callback): a failing SDK costs the span, never the request
+      this.settle(1, false, err as Error);
+    }
+  }
+
+  private makeSpan(hop: FinishedHop): void {
     const api = this.api;
     const t = hop.trace;
     this.nextIds.traceId = t.traceId;
