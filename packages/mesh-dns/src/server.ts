@@ -9,6 +9,7 @@ import { AnswerCache } from './answer-cache';
 import { watchFile } from './file-watch';
 import { forwardQuery, queryUdp, UpstreamAttemptError, UpstreamsFailedError, type InFlightIds } from './forwarder';
 import { DnsMetrics } from './metrics';
+import { ANSWER_SLOT, BatchedUdp, describeSockaddr, errnoError, type NativeUdpStats } from './native-udp';
 import { buildNameTable, type MeshService, type NameTable } from './name-table';
 import { serveTcpConnection } from './tcp-connection';
 import { failureHint, UpstreamHealthBook } from './upstream-health';
@@ -24,6 +25,7 @@ import {
   layoutAnswer,
   TYPE_A,
   queryKey,
+  writeLocalAnswer,
   type ParsedQuery,
 } from './wire';
 
@@ -64,6 +66,11 @@ export interface MeshDnsOptions {
   maxForwardsInFlight?: number;
   /** listening sockets handed over by a parent (the agent owns the sockets); used instead of binding */
   handles?: { udp?: dgram.Socket; tcp?: net.Server };
+  /**
+   * Read and answer UDP in batches with recvmmsg/sendmmsg (the native addon) when it is built;
+   * default true. false, or the addon missing: Node's dgram, one datagram per call.
+   */
+  nativeUdp?: boolean;
   logger?: MeshLogger;
 }
 
@@ -81,6 +88,14 @@ export interface MeshDnsLatestError {
 }
 
 export type MeshDnsState = 'INIT' | 'SERVING' | 'DRAINING' | 'CLOSED';
+
+/** How UDP is read and answered: batched by the addon, or by dgram (and why). */
+export interface MeshDnsUdpPath {
+  path: 'recvmmsg' | 'dgram';
+  /** why not recvmmsg */
+  reason?: string;
+  stats?: NativeUdpStats;
+}
 
 const LOOPBACK_LOOKUP = (host: string, _opts: unknown, cb: (err: null, address: string, family: number) => void): void => {
   // Clients' addresses are already IP literals: skip dns.lookup's extra tick on every send.
@@ -101,6 +116,9 @@ export class MeshDns {
   private readonly upstreamHealth = new UpstreamHealthBook();
   private readonly listen: { address: string; port: number };
   private udp?: dgram.Socket;
+  /** the UDP socket's reader and writer when the recvmmsg/sendmmsg addon serves it */
+  private batched?: BatchedUdp;
+  private dgramReason = 'not started';
   private tcp?: net.Server;
   private readonly tcpSockets = new Set<net.Socket>();
   private stopWatch?: () => void;
@@ -182,12 +200,20 @@ export class MeshDns {
       }
     }
     this.tcp.maxConnections = this.options.tcpMaxConnections ?? 512;
+    // With the addon dgram no longer reads; this listener still answers what the socket hand-over held.
     this.udp.on('message', (msg, rinfo) => this.onUdpMessage(msg, rinfo));
     this.udp.on('error', (err) => this.recordError(err, 'udp'));
+    if (this.options.nativeUdp === false) this.dgramReason = 'nativeUdp: false';
+    else {
+      const batched = BatchedUdp.attach(this.udp, this.onUdpBatch, (err) => this.recordError(err, 'udp'));
+      if (typeof batched === 'string') this.dgramReason = batched;
+      else this.batched = batched;
+    }
     this.tcp.on('connection', (socket) => this.onTcpConnection(socket));
     this.tcp.on('error', (err) => this.recordError(err, 'tcp'));
     this.state = 'SERVING';
-    this.logger.scope('default').info({ udp: this.addresses?.udp, tcp: this.addresses?.tcp, upstreams: this.upstreams.map(formatUpstream) }, 'mesh-dns serving');
+    const { path: udpPath, reason } = this.udpPath;
+    this.logger.scope('default').info({ udp: this.addresses?.udp, tcp: this.addresses?.tcp, udpPath, ...(reason ? { udpPathReason: reason } : {}), upstreams: this.upstreams.map(formatUpstream) }, 'mesh-dns serving');
     return this.addresses!;
   }
 
@@ -224,6 +250,10 @@ export class MeshDns {
 
   get status(): MeshDnsState {
     return this.state;
+  }
+
+  get udpPath(): MeshDnsUdpPath {
+    return this.batched ? { path: 'recvmmsg', stats: this.batched.stats() } : { path: 'dgram', reason: this.dgramReason };
   }
 
   /** Replaces the whole name table at once: built aside, then one reference swapped. Throws (and keeps the old table) on bad input. */
@@ -354,6 +384,63 @@ export class MeshDns {
     if (err) this.recordError(err, 'udp answer');
   };
 
+  /** A batch from the addon: query i is answered into answer slot i, sent when this returns. Never throws. */
+  private readonly onUdpBatch = (count: number): void => {
+    const batched = this.batched;
+    if (batched === undefined) return;
+    for (let i = 0; i < count; i++) {
+      let length = 0;
+      try {
+        length = this.answerBatched(batched, i);
+      } catch (err) {
+        this.recordError(err, 'udp');
+      }
+      batched.setAnswerLength(i, length);
+    }
+  };
+
+  /** onUdpMessage for query i of a batch; returns the length of the answer written into its slot (0: none now). */
+  private answerBatched(batched: BatchedUdp, i: number): number {
+    const started = this.startClock();
+    if (batched.sourcePort(i) === 0) {
+      this.metrics.droppedPackets++;
+      return 0;
+    }
+    const slot = batched.queries[i];
+    const length = batched.queryLength(i);
+    const q = parseQuery(slot, length);
+    if (typeof q === 'string') return this.putBatchedAnswer(batched, i, this.problemAnswer(slot.subarray(0, length), q));
+    const record = this.localRecord(slot, q);
+    if (record !== undefined) {
+      const n = writeLocalAnswer(slot, q, record ?? undefined, batched.answers[i]);
+      if (started >= 0) this.metrics.observe('local', (performance.now() - started) / 1000);
+      return n;
+    }
+    // Answered later: the query leaves its slot (the next batch reuses it), the answer goes alone.
+    const msg = Buffer.from(slot.subarray(0, length));
+    const peer = batched.peer(i);
+    this.answerFromOutside(msg, q, 'udp', started >= 0 ? started : performance.now()).then(
+      (answer) => this.replyBatched(answer, peer),
+      (err) => this.recordError(err, 'udp'),
+    );
+    return 0;
+  }
+
+  private putBatchedAnswer(batched: BatchedUdp, i: number, answer: Buffer | undefined): number {
+    if (answer === undefined) return 0;
+    if (answer.length <= ANSWER_SLOT) return answer.copy(batched.answers[i]);
+    this.replyBatched(answer, batched.peer(i));
+    return 0;
+  }
+
+  /** replyUdp for the batched path: drops the answer once closed; a send error is recorded, never thrown. */
+  private replyBatched(answer: Buffer, peer: Buffer): void {
+    const batched = this.batched;
+    if (batched === undefined || !batched.open || this.state === 'CLOSED') return;
+    const rc = batched.sendTo(answer, peer);
+    if (rc < 0) this.recordError(errnoError(rc, 'sendto'), `udp answer to ${describeSockaddr(peer)}`);
+  }
+
   private onTcpConnection(socket: net.Socket): void {
     if (this.state !== 'SERVING') {
       socket.destroy();
@@ -391,16 +478,22 @@ export class MeshDns {
 
   /** The hot path: a mesh name gets its precomputed record (A) or an empty NOERROR (any other type). */
   private answerLocally(msg: Buffer, q: ParsedQuery): Buffer | undefined {
+    const record = this.localRecord(msg, q);
+    return record === undefined ? undefined : buildLocalAnswer(msg, q, record ?? undefined);
+  }
+
+  /** A mesh name's answer record (A, ANY), null for its empty NOERROR (other types), undefined for other names; counted. */
+  private localRecord(msg: Buffer, q: ParsedQuery): Buffer | null | undefined {
     if (!q.plainName || q.qclass !== CLASS_IN) return undefined;
     const entry = this.table.lookup(msg, q);
     if (entry === undefined) return undefined;
     this.metrics.answeredLocally++;
     if (q.qtype === TYPE_A || q.qtype === 255) {
       this.metrics.query(q.qtype, 'local');
-      return buildLocalAnswer(msg, q, entry.record);
+      return entry.record;
     }
     this.metrics.query(q.qtype, 'local_nodata');
-    return buildLocalAnswer(msg, q, undefined);
+    return null;
   }
 
   private cacheKey(msg: Buffer, q: ParsedQuery): string | undefined {
@@ -597,6 +690,7 @@ export class MeshDns {
     return {
       state: this.state,
       listeners: addresses ? { udp: `${addresses.udp.address}:${addresses.udp.port}`, tcp: `${addresses.tcp.address}:${addresses.tcp.port}` } : null,
+      udp: this.udpPath,
       meshVip: table.options.meshVip,
       ttl: table.options.ttl,
       suffixes: table.options.suffixes,
@@ -632,6 +726,8 @@ export class MeshDns {
     this.stopWatch?.();
     this.stopNamesWatch?.();
     for (const socket of this.tcpSockets) socket.destroy();
+    // the addon's duplicate of the fd first: no batch after this, then dgram closes the socket itself
+    this.batched?.close();
     await Promise.all([
       new Promise<void>((resolve) => {
         if (!this.udp) return resolve();

@@ -68,9 +68,9 @@ export function toWireName(name: string): Buffer {
  * instead of throwing: bad input is ordinary here. Responses (QR set) and packets shorter than a
  * header are dropped; QDCOUNT other than 1, answers in a query, compression in the question,
  * oversized labels or names and truncated questions give FORMERR; opcodes other than QUERY give NOTIMP.
+ * `len`: the datagram's length when `buf` is a larger receive slot (the batched UDP path).
  */
-export function parseQuery(buf: Buffer): ParsedQuery | QueryProblem {
-  const len = buf.length;
+export function parseQuery(buf: Buffer, len: number = buf.length): ParsedQuery | QueryProblem {
   if (len < HEADER_LEN) return 'drop';
   const flagsHi = buf[2];
   if (flagsHi & 0x80) return 'drop'; // a response: never answer one (reflection loops)
@@ -156,10 +156,21 @@ export function buildARecord(vip: string, ttl: number): Buffer {
  * bytes copied as asked (0x20 case kept), then `answer` (or no answer: NOERROR, empty).
  */
 export function buildLocalAnswer(query: Buffer, q: ParsedQuery, answer: Buffer | undefined): Buffer {
+  const out = Buffer.allocUnsafe(localAnswerLength(q, answer));
+  writeLocalAnswer(query, q, answer, out);
+  return out;
+}
+
+/** The length of buildLocalAnswer's answer: at most 271 (the longest question) + 16 + 11 bytes. */
+export function localAnswerLength(q: ParsedQuery, answer: Buffer | undefined): number {
+  return q.questionEnd + (answer === undefined ? 0 : answer.length) + (q.edns ? LOCAL_OPT.length : 0);
+}
+
+/** buildLocalAnswer into `out` from offset 0 (an answer slot of the batched UDP path); returns the length. */
+export function writeLocalAnswer(query: Buffer, q: ParsedQuery, answer: Buffer | undefined, out: Buffer): number {
   const qEnd = q.questionEnd;
   const answerLen = answer === undefined ? 0 : answer.length;
   const optLen = q.edns ? LOCAL_OPT.length : 0;
-  const out = Buffer.allocUnsafe(qEnd + answerLen + optLen);
   // Byte loops, not Buffer#copy: for a few dozen bytes the call overhead of copy() dominates.
   for (let i = 0; i < qEnd; i++) out[i] = query[i];
   out[2] = 0x84 | (query[2] & 0x79); // QR, AA, keep opcode and RD; clear TC
@@ -172,7 +183,7 @@ export function buildLocalAnswer(query: Buffer, q: ParsedQuery, answer: Buffer |
   out[11] = optLen === 0 ? 0 : 1;
   for (let i = 0; i < answerLen; i++) out[qEnd + i] = answer![i];
   for (let i = 0; i < optLen; i++) out[qEnd + answerLen + i] = LOCAL_OPT[i];
-  return out;
+  return qEnd + answerLen + optLen;
 }
 
 /**

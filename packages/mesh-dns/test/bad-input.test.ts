@@ -4,7 +4,8 @@ import net from 'node:net';
 import dnsPacket from 'dns-packet';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createMeshDns, type MeshDns } from '../src/index';
-import { dig, quietLogger, rawUdp, startDnsmasq, type Dnsmasq } from './helpers';
+import { nativeUdpStatus } from '../src/native-udp';
+import { dig, quietLogger, rawUdp, startDnsmasq, UDP_PATHS, type Dnsmasq } from './helpers';
 
 /** A deterministic PRNG (mulberry32) so a failing fuzz run can be replayed. */
 function prng(seed: number): () => number {
@@ -22,7 +23,7 @@ const header = (id: number, flagsHi: number, qd: number, an = 0, ns = 0, ar = 0)
 const qname = (...labels: string[]): number[] => [...labels.flatMap((l) => [l.length, ...Buffer.from(l)]), 0];
 const rcodeOf = (msg: Buffer): number => msg[3] & 0x0f;
 
-describe('bad input', () => {
+describe.each(UDP_PATHS)('bad input (UDP through $path)', ({ nativeUdp }) => {
   let upstream: Dnsmasq;
   let dns: MeshDns;
   let port: number;
@@ -35,6 +36,7 @@ describe('bad input', () => {
       upstreams: [`127.0.0.1:${upstream.port}`],
       upstreamTimeoutMs: 500,
       tcpIdleTimeoutMs: 1000,
+      nativeUdp,
       logger: quietLogger(),
     });
     port = (await dns.start()).udp.port;
@@ -130,6 +132,7 @@ describe('bad input', () => {
     }
     const stats = dns.metrics.snapshot();
     expect(stats.queries['OTHER|formerr']).toBeGreaterThan(100);
+    expect(dns.udpPath.path).toBe(nativeUdp && nativeUdpStatus().loaded ? 'recvmmsg' : 'dgram');
   });
 
   it('does not stall other clients: half-sent TCP frames and idle connections', async () => {

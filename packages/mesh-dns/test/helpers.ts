@@ -10,6 +10,15 @@ import { createLogger } from '@mesh-agent/admin-kit';
 
 const execFileAsync = promisify(execFile);
 
+/**
+ * The two ways mesh-dns serves UDP, for the tests that run on both: the recvmmsg/sendmmsg addon
+ * (when it is built; udp-paths.test.ts checks that it is and that it is used) and Node's dgram (the fallback).
+ */
+export const UDP_PATHS = [
+  { path: 'recvmmsg', nativeUdp: true },
+  { path: 'dgram', nativeUdp: false },
+] as const;
+
 /** A logger that writes nowhere: tests read behaviour from the wire, not from logs. */
 export function quietLogger() {
   return createLogger({ component: 'mesh-dns', scopes: ['admin', 'default', 'healthz', 'model'], level: 'none' });

@@ -3,19 +3,20 @@ import dgram from 'node:dgram';
 import dnsPacket from 'dns-packet';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createMeshDns, type MeshDns, type MeshService } from '../src/index';
-import { dig, quietLogger } from './helpers';
+import { nativeUdpStatus } from '../src/native-udp';
+import { dig, quietLogger, UDP_PATHS } from './helpers';
 
 const SERVICES = 50;
 const table = (generation: 1 | 2): MeshService[] =>
   Array.from({ length: SERVICES }, (_, i) => ({ name: `svc-${i}`, namespace: i % 2 ? 'shop' : 'default', vip: `240.240.${generation}.${i + 1}` }));
 
-describe('atomic name-table swap', () => {
+describe.each(UDP_PATHS)('atomic name-table swap (UDP through $path)', ({ nativeUdp }) => {
   let dns: MeshDns;
   let port: number;
 
   beforeAll(async () => {
     // no upstream: a name missing from the table would come back SERVFAIL and count as wrong
-    dns = createMeshDns({ listen: { port: 0 }, services: table(1), upstreams: ['127.0.0.1:9'], upstreamTimeoutMs: 200, logger: quietLogger() });
+    dns = createMeshDns({ listen: { port: 0 }, services: table(1), upstreams: ['127.0.0.1:9'], upstreamTimeoutMs: 200, nativeUdp, logger: quietLogger() });
     port = (await dns.start()).udp.port;
   });
   afterAll(async () => {
@@ -87,6 +88,7 @@ describe('atomic name-table swap', () => {
     client.close();
 
     expect(wrong).toEqual([]);
+    expect(dns.udpPath.path).toBe(nativeUdp && nativeUdpStatus().loaded ? 'recvmmsg' : 'dgram');
     expect(swaps).toBeGreaterThanOrEqual(10);
     expect(sent).toBeGreaterThan(1000);
     // both tables really served during the run: the swaps happened under load
