@@ -1,4 +1,5 @@
 import { execFile } from 'node:child_process';
+import net from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cluster, curl, deadPort, request, startProxy, startUpstream, vhost, waitFor, type StartedProxy, type TestUpstream } from './support/proxy-harness';
@@ -16,6 +17,12 @@ function promtool(text: string): Promise<{ code: number; out: string }> {
     const child = execFile('promtool', ['check', 'metrics'], (err, stdout, stderr) => resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, out: stdout + stderr }));
     child.stdin!.end(text);
   });
+}
+
+/** Every tracing stat from one /stats answer (sums across stats are then consistent). */
+async function tracingStats(p: StartedProxy): Promise<Record<string, number>> {
+  const text = (await request(p.admin, { host: '127.0.0.1', path: '/stats?filter=^tracing\\.opentelemetry\\.' })).body;
+  return Object.fromEntries(text.trim().split('\n').filter(Boolean).map((l) => { const [k, v] = l.split(': '); return [k!.replace('tracing.opentelemetry.', ''), Number(v)]; }));
 }
 
 async function stat(p: StartedProxy, name: string): Promise<number> {
@@ -231,10 +238,10 @@ describe('tracing: the collector is down', () => {
     expect(await stat(p, 'tracing.opentelemetry.spans_dropped')).toBeGreaterThan(0);
     // every span is accounted for: dropped (queue full or failed export) or still pending; none was sent
     await waitFor(async () => (await stat(p, 'tracing.opentelemetry.export_failed')) > 0, 'a failed export counted');
-    const [sent, dropped, pending] = [await stat(p, 'tracing.opentelemetry.spans_sent'), await stat(p, 'tracing.opentelemetry.spans_dropped'), await stat(p, 'tracing.opentelemetry.spans_pending')];
-    expect(sent).toBe(0);
-    expect(dropped + pending).toBe(N);
-    expect(pending).toBeLessThanOrEqual(MAX_QUEUE);
+    const t = await tracingStats(p);
+    expect(t.spans_sent).toBe(0);
+    expect(t.spans_dropped! + t.spans_pending!).toBe(N);
+    expect(t.spans_pending).toBeLessThanOrEqual(MAX_QUEUE);
   });
 });
 
@@ -322,5 +329,37 @@ describe('tracing: HTTP/2 on both sides', () => {
     expect(h['x-b3-spanid']).toBe(m[2]); // one value: the caller's x-b3-spanid is not forwarded beside it
     expect(h['x-b3-parentspanid']).toBe('1111111111111111');
     expect(h['x-b3-traceid']).toBe(traceId);
+  });
+});
+
+describe('tracing: a collector that accepts and never answers', () => {
+  let up: TestUpstream;
+  let p: StartedProxy;
+  let hang: net.Server;
+  const held: net.Socket[] = [];
+  beforeAll(async () => {
+    up = await startUpstream('order');
+    hang = net.createServer((s) => { held.push(s); s.on('error', () => {}); s.resume(); });
+    await new Promise<void>((r) => hang.listen(0, '127.0.0.1', r));
+    p = await startProxy({
+      clusters: [cluster('out#80#order', [up])],
+      routes: { virtualHosts: [vhost('order', ['order'], [{ match: { prefix: '/' }, route: { cluster: 'out#80#order' } }])] },
+      tracing: { otlp: { endpoint: `http://127.0.0.1:${(hang.address() as net.AddressInfo).port}/v1/traces`, timeoutMs: 300 }, maxQueueSize: 10, maxExportBatchSize: 5, scheduledDelayMs: 20 },
+    });
+  });
+  afterAll(async () => {
+    await p?.proxy.close();
+    for (const s of held) s.destroy();
+    await new Promise<void>((r) => hang.close(() => r()));
+    await up?.close();
+  });
+
+  it('times the export out, drops the batch, and keeps answering requests with the queue bounded', async () => {
+    for (let i = 0; i < 50; i++) expect((await request(p.port, { host: 'order', path: `/h${i}` })).status).toBe(200);
+    await waitFor(async () => (await stat(p, 'tracing.opentelemetry.export_failed')) > 0, 'an export timed out');
+    const t = await tracingStats(p);
+    expect(t.spans_pending).toBeLessThanOrEqual(10);
+    expect(t.spans_sent).toBe(0);
+    expect(t.spans_dropped! + t.spans_pending!).toBe(50);
   });
 });
