@@ -152,3 +152,61 @@ describe.skipIf(!haveEtcd())('traffic rules through etcd, the agent and the prox
     await eventually(async () => new Set(await Promise.all([1, 2, 3, 4, 5, 6].map(async () => (await order()).body))).size === 2, 'both versions again');
   });
 });
+
+describe('traffic rules from the agent config, a rules file and the file registry', { timeout: 120_000 }, () => {
+  let user: TestApp;
+  let v1: TestApp;
+  let v2: TestApp;
+  let t: TestAgent;
+  let dir: string;
+  let registryFile: string;
+  let rulesFile: string;
+  const order = (headers: Record<string, string> = {}) => httpGet('http://order/', { proxy: t.proxy, headers });
+  const registry = (rules: unknown[]) => ({
+    services: [{ name: 'order', instances: [{ id: 'o1', address: '127.0.0.1', port: v1.port, metadata: { version: 'v1' } }, { id: 'o2', address: '127.0.0.1', port: v2.port, metadata: { version: 'v2' } }] }],
+    trafficRules: rules,
+  });
+  const only = (subset: string) => ({ service: 'order', subsets, http: [{ name: `all-${subset}`, route: [{ subset }] }] });
+  const sources = async () => JSON.parse((await httpGet(`${t.admin}/rules`)).body).rules.map((r: { service: string; source: string }) => `${r.service} ${r.source}`);
+
+  beforeAll(async () => {
+    dir = tempDir('mesh-agent-rules-file-');
+    [user, v1, v2] = await Promise.all([startApp('user'), startApp('order-v1'), startApp('order-v2')]);
+    registryFile = path.join(dir, 'registry.yaml');
+    fs.writeFileSync(registryFile, stringify(registry([])));
+    rulesFile = path.join(dir, 'rules.yaml');
+    fs.writeFileSync(rulesFile, stringify({ trafficRules: [only('v2'), { service: 'pay', http: [{ name: 'closed', directResponse: { status: 503, body: 'closed' } }] }] }));
+    t = await startTestAgent({
+      appPort: user.port,
+      config: {
+        registry: { backend: 'file', file: { path: registryFile } },
+        // the inline rule loses to the rules file's for order; pay's comes from the file only
+        mesh: { trafficRules: [only('v1')], trafficRulesFile: rulesFile },
+      },
+    });
+  });
+
+  afterAll(async () => {
+    await t?.stop();
+    await Promise.all([user, v1, v2].map((a) => a?.close()));
+    if (dir) fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('the rules file wins over mesh.trafficRules, and is re-read on change', async () => {
+    await eventually(async () => (await order()).body === 'order-v2\n', 'the rules file\'s rule for order');
+    expect(await sources()).toEqual([`order file ${rulesFile}`, `pay file ${rulesFile}`]);
+    fs.writeFileSync(rulesFile, stringify({ trafficRules: [] }));
+    await eventually(async () => (await order()).body === 'order-v1\n', 'the inline rule once the file dropped it');
+    expect(await sources()).toEqual(['order agent config mesh.trafficRules']);
+  });
+
+  it('the file registry\'s rule wins; a bad edit is refused by name and the last good rules stay', async () => {
+    fs.writeFileSync(registryFile, stringify(registry([only('v2')])));
+    await eventually(async () => (await order()).body === 'order-v2\n', 'the registry\'s rule');
+    expect(await sources()).toEqual([`order file registry ${registryFile}`]);
+    fs.writeFileSync(registryFile, stringify(registry([{ service: 'order', subsets, http: [{ name: 'broken', route: [{ subset: 'v1', weight: 50 }, { subset: 'v7', weight: 50 }] }] }])));
+    await eventually(async () => (await httpGet(`${t.admin}/latest_error`)).body.includes('v7'), 'the refusal in /latest_error');
+    expect(JSON.parse((await httpGet(`${t.admin}/latest_error`)).body).message).toContain('trafficRules[order].http[broken].route[1].subset: unknown subset "v7" (defined: v1, v2)');
+    for (let i = 0; i < 5; i++) expect((await order()).body).toBe('order-v2\n');
+  });
+});
