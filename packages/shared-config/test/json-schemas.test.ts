@@ -35,7 +35,10 @@ describe('published JSON Schemas', () => {
     expect(service.required).toEqual(['name', 'ports']);
     expect(service.additionalProperties).toBe(false);
     expect(service.properties.ports.items.properties.targetPort).toMatchObject({ type: 'integer', minimum: 1, maximum: 65535 });
-    expect(service.properties.ports.items.properties.protocol).toMatchObject({ enum: ['http', 'http2', 'https', 'grpc', 'tcp', 'tls', 'dubbo', 'redis', 'mysql', 'mongo', 'auto'], default: 'http' });
+    expect(service.properties.ports.items.properties.protocol).toMatchObject({ enum: ['http', 'http2', 'https', 'grpc', 'tcp', 'tls', 'dubbo', 'redis', 'mysql', 'mongo', 'auto'] });
+    // no default: an undeclared protocol is sniffed (auto), which the agent decides, not the schema
+    expect(service.properties.ports.items.properties.protocol.default).toBeUndefined();
+    expect(service.properties.ports.items.required).toEqual(['targetPort']);
     // the path's patterns (one, or several under allOf): a validator applies every one
     const pathSchema = service.properties.healthCheck.properties.path;
     const patterns: string[] = [pathSchema.pattern, ...(pathSchema.allOf ?? []).map((p: { pattern?: string }) => p.pattern)].filter(Boolean);

@@ -100,7 +100,7 @@ describe('YAML and JSON', () => {
     expect(fromYaml).toEqual({
       apiVersion: 'v1',
       kind: 'Application',
-      spec: { services: [{ name: 'user', ports: [{ targetPort: 8089, protocol: 'http' }], healthCheck: { path: '/health' } }] },
+      spec: { services: [{ name: 'user', ports: [{ targetPort: 8089 }], healthCheck: { path: '/health' } }] },
     });
   });
 

@@ -76,6 +76,17 @@ describe('agentConfigSchema', () => {
     ]);
   });
 
+  it('takes the children\'s Node flags one per entry (proxy.nodeOptions, meshDns.nodeOptions)', () => {
+    const config = parseConfig(agentConfigSchema, { proxy: { nodeOptions: ['--max-semi-space-size=4', '--max-old-space-size=256'] }, meshDns: { nodeOptions: [] } });
+    expect(config.proxy.nodeOptions).toEqual(['--max-semi-space-size=4', '--max-old-space-size=256']);
+    expect(config.meshDns.nodeOptions).toEqual([]);
+    expect(parseConfig(agentConfigSchema, {}).proxy.nodeOptions).toBeUndefined();
+    expect(paths(() => parseConfig(agentConfigSchema, { proxy: { nodeOptions: ['--max-semi-space-size=4 --lite-mode'] }, meshDns: { nodeOptions: ['max-semi-space-size=4'] } }))).toEqual([
+      'proxy.nodeOptions[0]: expected one Node flag per entry, such as --max-semi-space-size=4',
+      'meshDns.nodeOptions[0]: expected one Node flag per entry, such as --max-semi-space-size=4',
+    ]);
+  });
+
   it('checks DNS upstreams and etcd endpoints', () => {
     expect(parseConfig(agentConfigSchema, { dns: { upstreams: ['127.0.0.1', '127.0.0.1:5353', '::1', '[::1]:53'] } }).dns.upstreams).toHaveLength(4);
     expect(paths(() => parseConfig(agentConfigSchema, { registry: { etcd: { endpoints: ['localhost:2379', 'http://127.0.0.1:2379'] } } }))).toEqual([
@@ -161,12 +172,12 @@ describe('servicesSpecSchema (TSF spec.yaml)', () => {
     });
   });
 
-  it("defaults protocol to http, accepts dubbo and Istio's protocol names, rejects others", () => {
+  it("leaves an undeclared protocol absent (the agent sniffs such a port: auto), accepts dubbo and Istio's protocol names, rejects others", () => {
     const spec = parseConfig(servicesSpecSchema, {
       spec: { services: [{ name: 'a', ports: [{ targetPort: 1 }, { targetPort: 65535, protocol: 'dubbo' }, { targetPort: 2, protocol: 'tcp' }, { targetPort: 3, protocol: 'grpc' }] }] },
     });
     expect(spec.spec.services[0].ports).toEqual([
-      { targetPort: 1, protocol: 'http' },
+      { targetPort: 1 },
       { targetPort: 65535, protocol: 'dubbo' },
       { targetPort: 2, protocol: 'tcp' },
       { targetPort: 3, protocol: 'grpc' },
