@@ -103,6 +103,7 @@ export class MeshProxy {
   readonly blackhole: Cluster;
   private refusedSinceLog = 0;
   private readonly rbacLog = new LogLimiter(REFUSED_LOG_INTERVAL_MS);
+  private readonly http2ErrorLog = new LogLimiter(REFUSED_LOG_INTERVAL_MS);
   /** mTLS on inbound ports and the direct path (issue 13); made in start() once the listener's stat scope is known. */
   private inboundAcceptor: InboundAcceptor | undefined;
   private lastRefusedLog = 0;
@@ -151,6 +152,7 @@ export class MeshProxy {
       originalDst: originalDestination,
       blackhole: this.blackhole,
       onRefused: (peer, reason) => this.noteRefused(peer, reason),
+      onHttp2SessionError: (peer, err) => this.noteHttp2SessionError(peer, err),
       onRbacDenied: (d) => this.noteRbacDenied(d),
       onInternalError: (err, where) => this.logger.scope('connection').error({ err, where }, 'internal error in a connection callback; the connection was closed'),
       handleUpgrade: (head, path, socket, rest, cluster, host) => this.forwardUpgrade(head, path, socket, rest, cluster, host),
@@ -244,6 +246,14 @@ export class MeshProxy {
       'refused a connection the capture rules did not bring (502 NR); see docs/troubleshooting.md, "502 NR from 15001"');
     this.refusedSinceLog = 0;
     this.lastRefusedLog = now;
+  }
+
+  /** An HTTP/2 session ended by the codec (GOAWAY sent): one warning per REFUSED_LOG_INTERVAL_MS naming the last peer and nghttp2's reason, with the count since the last line. */
+  private noteHttp2SessionError(peer: string, err: Error): void {
+    const ended = this.http2ErrorLog.note();
+    if (ended === undefined) return;
+    this.logger.scope('connection').warn({ peer, code: (err as NodeJS.ErrnoException).code, reason: err.message, ended },
+      'HTTP/2 session ended by a protocol error or a flood limit (GOAWAY sent; http.<listener>.downstream_cx_protocol_error counts them)');
   }
 
   /** A request denied by RBAC: one warning per REFUSED_LOG_INTERVAL_MS naming the last caller, with the count since the last line. */

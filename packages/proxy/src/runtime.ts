@@ -116,6 +116,8 @@ export interface ProxyRuntime {
   readonly blackhole: Cluster;
   /** A connection was refused (BlackHoleCluster): logged, rate limited. */
   onRefused(peer: string, reason: string): void;
+  /** An HTTP/2 session ended by a protocol error or a limit nghttp2 enforces (a flood, CONTINUATION, memory): counted by the codec, logged (rate-limited) here. */
+  onHttp2SessionError(peer: string, err: Error): void;
   /** A request was denied by an inbound port's RBAC policies (403): logged, rate limited. */
   onRbacDenied(denial: { port: number; principal: string | undefined; method: string; path: string; peer: string }): void;
   /** A bug surfaced inside a socket or timer callback: logged; the connection is closed, the process lives on. */

@@ -3,6 +3,8 @@ import http from 'node:http';
 import http2 from 'node:http2';
 import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { PassThrough } from 'node:stream';
+import { createLogger } from '@mesh-agent/admin-kit';
 import { createProxy } from '../src/proxy';
 import { cluster, curl, request, startProxy, startUpstream, vhost, waitFor, type StartedProxy, type TestUpstream } from './support/proxy-harness';
 import { ErrorCode, Flag, frame, FrameType, headers, indexed, literal, literalIndexed, RawH2, requestBlock, rstStream, Setting, windowUpdate } from './support/h2-frames';
@@ -294,6 +296,37 @@ describe('downstream HTTP/2', () => {
       expect(reached).toBeLessThanOrEqual(MAX_STREAMS);
       expect(process.memoryUsage().rss - rssBefore).toBeLessThan(200 * 1024 * 1024);
       await stillServes(p);
+    });
+
+    it('a session ended by a flood is logged once per interval, naming the peer and nghttp2\'s reason (the counter counts every one)', async () => {
+      const lines: string[] = [];
+      const sink = new PassThrough();
+      sink.setEncoding('utf8');
+      sink.on('data', (chunk: string) => { for (const l of chunk.split('\n')) if (l) lines.push(l); });
+      const logger = createLogger({ component: 'envoy', scopes: ['admin', 'config', 'connection', 'http', 'upstream', 'main'], level: 'info', destination: sink });
+      const q = createProxy({ admin: { address: '127.0.0.1', port: 0 }, listener: { name: 'virtual', address: '127.0.0.1', port: 0 },
+        clusters: [cluster('echo', [echo])], routes: { virtualHosts: [vhost('echo', ['echo'], [{ match: { prefix: '/' }, route: { cluster: 'echo' } }])] } }, { logger });
+      const { listener } = await q.start();
+      try {
+        const floods = async () => {
+          const c = await RawH2.connect(listener.port);
+          c.write(headers(1, requestBlock('echo', '/continuation'), 0));
+          for (let i = 0; i < 10_000 && !c.closed; i++) {
+            c.write(frame(FrameType.CONTINUATION, 0, 1, literal(`x-c${i}`, 'v'.repeat(200))));
+            if (i % 50 === 49) await new Promise((r) => setImmediate(r));
+          }
+          await c.until(() => c.closed, 5000, 'the session closed');
+        };
+        await floods();
+        await floods();
+        await waitFor(() => lines.some((l) => l.includes('HTTP/2 session ended by a protocol error or a flood limit')), 'the warning');
+        const warnings = lines.filter((l) => l.includes('HTTP/2 session ended')).map((l) => JSON.parse(l));
+        expect(warnings).toHaveLength(1); // the second flood within the interval is counted, not logged
+        expect(warnings[0]).toMatchObject({ scope: 'connection', peer: expect.stringMatching(/^127\.0\.0\.1:\d+$/) });
+        expect(warnings[0].reason).toMatch(/\S/);
+        const errors = q.stats.all().find((x) => /^http\.[^.]+\.downstream_cx_protocol_error$/.test(x.name));
+        expect(errors && 'value' in errors ? errors.value : 0).toBeGreaterThanOrEqual(2);
+      } finally { await q.close(); }
     });
 
     it('CONTINUATION flood: endless CONTINUATION frames without END_HEADERS end the session', async () => {

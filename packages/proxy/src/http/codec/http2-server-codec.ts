@@ -84,7 +84,12 @@ export class Http2ServerConnection implements DownstreamConnectionHandle {
       try { this.onStream(stream, flags, rawHeaders); } catch (err) { this.internalError(err, 'HTTP/2 stream'); }
     });
     // a protocol violation or a limit nghttp2 enforces (flood, CONTINUATION, memory): GOAWAY was sent, the session ends
-    session.on('error', () => { try { rt.http.downstream_cx_protocol_error.inc(); } catch { /* counting only */ } });
+    session.on('error', (err: Error) => {
+      try {
+        rt.http.downstream_cx_protocol_error.inc();
+        rt.onHttp2SessionError(`${socket.remoteAddress ?? '?'}:${socket.remotePort ?? 0}`, err);
+      } catch { /* counting and logging only */ }
+    });
     session.on('frameError', () => { /* the stream or session error follows */ });
     session.on('close', () => this.finish());
     socket.once('close', () => this.finish());
