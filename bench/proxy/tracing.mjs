@@ -5,7 +5,8 @@
 //   unsampled tracing.otlp with samplingPercent 0: the SDK loaded, no span made.
 // wrk -t1 -c50 against each in turn (rounds alternate), proxies pinned to core 0, wrk, the upstream
 // (nginx `return 200`) and the sink on core 1. Prints req/s, CPU microseconds per request and the
-// ratio to `none`, the proxies' RSS, and the export stats. Bounded: BENCH_SECONDS (default 10) per run,
+// ratio to `none`, the proxies' RSS, and the export stats; first, propagation alone per request beside
+// randomUUID() (what the x-request-id already costs), in this process. Bounded: BENCH_SECONDS (default 10) per run,
 // ROUNDS (default 2). Measures only; never fails on a speed.
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -36,7 +37,36 @@ async function stats(adminPort) {
   } catch { return {}; }
 }
 
+/**
+ * Propagation alone, in this process, against the built package: extract + the upstream header lines per
+ * request, beside randomUUID() (the x-request-id every request without one already pays), best of 3.
+ */
+async function propagationCost() {
+  const { HopTrace } = await import(path.join(root, 'packages/proxy/dist/index.js'));
+  const { randomUUID } = await import('node:crypto');
+  const lower = ['host', 'user-agent', 'accept', 'content-type', 'x-forwarded-proto', 'x-custom-a', 'x-custom-b'];
+  const values = ['bench', 'wrk', '*/*', 'application/json', 'http', '1', '2'];
+  const withTp = { lower: [...lower, 'traceparent', 'tracestate'], values: [...values, '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01', 'a=b'] };
+  const t = new HopTrace();
+  const time = (fn, n = 1_000_000) => {
+    for (let i = 0; i < 100_000; i++) fn();
+    const s = process.hrtime.bigint();
+    let sink = 0;
+    for (let i = 0; i < n; i++) sink += fn().length;
+    return sink > 0 ? Number(process.hrtime.bigint() - s) / n : NaN;
+  };
+  const best = { uuid: Infinity, fresh: Infinity, continued: Infinity };
+  for (let r = 0; r < 3; r++) {
+    best.uuid = Math.min(best.uuid, time(() => randomUUID()));
+    best.fresh = Math.min(best.fresh, time(() => { t.extract(lower, values, 100); return t.h1Headers(); }));
+    best.continued = Math.min(best.continued, time(() => { t.extract(withTp.lower, withTp.values, 100); return t.h1Headers(); }));
+  }
+  console.log(`propagation per request (ns, best of 3): randomUUID ${best.uuid.toFixed(0)}; new trace ${best.fresh.toFixed(0)} (${(best.fresh / best.uuid).toFixed(2)}x); continuing a traceparent ${best.continued.toFixed(0)} (${(best.continued / best.uuid).toFixed(2)}x)`);
+  return best;
+}
+
 async function main() {
+  const propagation = await propagationCost();
   for (const cmd of ['wrk', 'nginx']) if (!have(cmd)) { console.log(`bench/proxy/tracing: ${cmd} not installed; skipped (scripts/install-test-deps.sh installs it)`); return; }
   const upstreamPort = await freePort();
   const sinkPort = await freePort();
@@ -89,7 +119,7 @@ async function main() {
   }
   console.log('mode       req/s   CPU us/rq  req/s vs none  CPU vs none  non-2xx  RSS MiB  tracing stats');
   for (const x of rows) console.log(`${x.mode.padEnd(9)} ${String(x.rps).padStart(7)} ${String(x.cpuUsPerRq).padStart(10)} ${String(x.rpsRatio).padStart(14)} ${String(x.cpuRatio).padStart(12)} ${String(x.errors).padStart(8)} ${String(x.rssMiB).padStart(8)}  ${Object.entries(x.stats).map(([k, v]) => `${k.replace('tracing.opentelemetry.', '')}=${v}`).join(' ') || '-'}`);
-  console.log(JSON.stringify({ bench: 'proxy-tracing', seconds, rounds, rows }));
+  console.log(JSON.stringify({ bench: 'proxy-tracing', seconds, rounds, propagationNs: propagation, rows }));
 }
 
 main().catch((err) => { console.error(err); process.exitCode = 1; }).finally(cleanup);

@@ -15,6 +15,9 @@ export { RouteTable } from './routing/router';
 export { AccessLogger, AccessLogOpenError, accessLogFormatter, compileJsonFormat, compileTextFormat, formatTextLine, formatJsonLine } from './observability/access-log';
 export type { AccessLogDirection, AccessLogEntry, AccessLogFormat, AccessLogSinkOptions } from './observability/access-log';
 export { choosePriority, localityOfMetadata, localityPriority, priorityLevels } from './cluster/locality';
+// Tracing (issue 16): W3C / B3 propagation for one hop, usable alone; the OTLP export stays internal (loaded on demand).
+export { HopTrace, isTraceHeader, newSpanId, newTraceId, resolveTracing, TRACING_DEFAULTS } from './observability/tracing';
+export type { TraceFormat, TracingSettings } from './observability/tracing';
 export { originalDstStatus } from './original-dst';
 export { HOT_RESTART_VERSION } from './admin/register';
 export type * from './config/types';
