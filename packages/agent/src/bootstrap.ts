@@ -108,26 +108,43 @@ function isTcpCluster(service: RegistryService, instancePorts: number[]): boolea
   return instances.length > 0 && instances.every((i) => isTcpProtocol(i.metadata.protocol));
 }
 
+/** Whether the cluster's instances registered `auto` (a port declared with no protocol, or auto), every one of them: callers sniff. */
+function isSniffedCluster(service: RegistryService, instancePorts: number[]): boolean {
+  const instances = service.instances.filter((i) => instancePorts.includes(i.port));
+  return instances.length > 0 && instances.every((i) => i.metadata.protocol === 'auto');
+}
+
 /**
  * Outbound TCP routes: every service port whose instances registered a TCP protocol is proxied as
- * bytes when called on the service's own VIP. Without a per-service VIP (or with the shared mesh
- * VIP) it is skipped: on one shared address the proxy cannot tell two TCP services apart (no Host
- * header), so the warning names the service.
+ * bytes when called on the service's own VIP; one whose instances registered `auto` (declared with no
+ * protocol) is sniffed there first (`protocol: auto`). Without a per-service VIP (or with the shared
+ * mesh VIP) a TCP port is skipped: on one shared address the proxy cannot tell two TCP services apart
+ * (no Host header), so the warning names the service; a sniffed one then stays HTTP-only.
  */
 export function outboundTcpRoutes(model: MeshModel): { routes: NonNullable<ProxyBootstrapInput['outboundTcp']>; skipped: string[] } {
   const routes: NonNullable<ProxyBootstrapInput['outboundTcp']> = [];
   const skipped: string[] = [];
+  // domains: the NAME:PORTs an application without capture may CONNECT to through the listener (the demo does)
+  const addRoute = (route: (typeof routes)[number], service: RegistryService): void => {
+    if (routes.some((r) => r.address === route.address && r.port === route.port)) return;
+    routes.push({ ...route, domains: serviceAliases(service, model.agent.dns.suffixes).map((alias) => `${alias}:${route.port}`) });
+  };
   for (const service of model.registry.services) {
     for (const group of outboundPortGroups(service)) {
-      if (!isTcpCluster(service, group.instancePorts)) continue;
       const cluster = outboundClusterName(group.port, service);
-      if (!service.vip || service.vip === model.agent.mesh.vip) {
+      const perServiceVip = service.vip !== undefined && service.vip !== model.agent.mesh.vip;
+      // a sniffed port: HTTP takes the service's HTTP route (by Host), anything else is piped to the cluster;
+      // without its own VIP it is HTTP only (the shared VIP cannot tell two services' bytes apart)
+      if (isSniffedCluster(service, group.instancePorts)) {
+        if (perServiceVip) for (const port of group.instancePorts) addRoute({ address: service.vip!, port, cluster, protocol: 'auto' }, service);
+        continue;
+      }
+      if (!isTcpCluster(service, group.instancePorts)) continue;
+      if (!perServiceVip) {
         skipped.push(`service ${qualifiedName(service)} port ${group.port} speaks TCP but has no per-service VIP (registry vip): the shared mesh VIP ${model.agent.mesh.vip} cannot tell TCP services apart, so calls to it through the mesh are not proxied; give the service a vip from mesh.vipCidr`);
         continue;
       }
-      for (const port of group.instancePorts) {
-        if (!routes.some((r) => r.address === service.vip && r.port === port)) routes.push({ address: service.vip, port, cluster });
-      }
+      for (const port of group.instancePorts) addRoute({ address: service.vip!, port, cluster, protocol: 'tcp' }, service);
     }
   }
   return { routes, skipped };

@@ -165,10 +165,12 @@ describe('buildProxyBootstrap', () => {
       },
     });
     const b = parseConfig(proxyBootstrapSchema, buildProxyBootstrap(m, '1'));
-    expect(b.outboundTcp).toEqual([
+    expect(b.outboundTcp.map(({ domains: _, ...route }) => route)).toEqual([
       { address: '240.240.3.4', port: 6379, cluster: 'out#6379#redis', protocol: 'tcp' },
       { address: '240.240.9.9', port: 3306, cluster: 'out#3306#db.shop', protocol: 'tcp' },
     ]);
+    // the NAME:PORTs an application without capture may CONNECT to (every DNS alias and the VIP)
+    expect(b.outboundTcp[1].domains).toEqual(['db:3306', 'db.shop:3306', 'db.shop.svc:3306', 'db.shop.svc.cluster.local:3306', '240.240.9.9:3306']);
     expect(b.clusters.find((c) => c.name === 'out#6379#redis')!.endpoints.map((e) => `${e.address}:${e.port}`)).toEqual(['198.18.0.3:6379', '198.18.0.4:6379']);
     // such clusters get no HTTP route; an HTTP service keeps its virtual host
     expect(b.routes.virtualHosts.map((v) => v.name)).toEqual(['web']);
@@ -189,7 +191,7 @@ describe('buildProxyBootstrap', () => {
       },
     });
     const b = parseConfig(proxyBootstrapSchema, buildProxyBootstrap(m, '1'));
-    expect(b.outboundTcp).toEqual([{ address: '240.240.7.7', port: 6380, cluster: 'out#6380#kv', protocol: 'auto' }]);
+    expect(b.outboundTcp.map(({ domains: _, ...route }) => route)).toEqual([{ address: '240.240.7.7', port: 6380, cluster: 'out#6380#kv', protocol: 'auto' }]);
     expect(b.routes.virtualHosts.map((v) => v.name)).toEqual(['kv', 'plain']);
     expect(outboundTcpRoutes(m).skipped).toEqual([]);
   });

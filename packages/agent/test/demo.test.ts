@@ -85,9 +85,14 @@ describe('mesh-agent demo', { timeout: 120_000 }, () => {
     const clockRoute = (await curl(`127.0.0.1:${ports.proxyAdmin}/clusters`)).split('\n').find((l) => /^out#\d+#clock::tcp_route::/.test(l));
     expect(clockRoute).toMatch(new RegExp(`^out#(\\d+)#clock::tcp_route::${clockVip.replace(/\./g, '\\.')}:\\1$`));
     const clockPort = Number(/^out#(\d+)#/.exec(clockRoute!)![1]);
-    expect(out).toContain(`nc 127.0.0.1 ${clockPort}`);
-    // server-first: the clock greets a client that sends nothing
-    expect((await exec(process.execPath, [path.join(path.dirname(fileURLToPath(import.meta.url)), 'fixtures', 'tcp-client.mjs'), '127.0.0.1', String(clockPort), '', '5000'])).stdout).toMatch(/^clock-1: the time is \d{4}-/);
+    // the printed way to reach it through the mesh: a CONNECT tunnel through the proxy's listener (no capture in the demo)
+    expect(out).toContain(`curl -s --max-time 2 -p -x 127.0.0.1:${ports.proxy} telnet://clock:${clockPort} </dev/null`);
+    // server-first: the clock greets a client that sends nothing, through the proxy (counted by its out# cluster)
+    const clockCx = async () => Number(/^cluster\.out#\d+#clock\.upstream_cx_total: (\d+)$/m.exec(await curl(`127.0.0.1:${ports.proxyAdmin}/stats`))?.[1] ?? 0);
+    const cxBefore = await clockCx();
+    const tunnelled = await exec('curl', ['-s', '--max-time', '2', '-p', '-x', `127.0.0.1:${ports.proxy}`, `telnet://clock:${clockPort}`], { timeout: 10_000 }).catch((err: { stdout?: string }) => ({ stdout: err.stdout ?? '' }));
+    expect(tunnelled.stdout).toMatch(/^clock-1: the time is \d{4}-/);
+    expect(await clockCx()).toBe(cxBefore + 1);
     const summary = JSON.parse(await curl(`127.0.0.1:${ports.admin}/diagnostics/summary`));
     expect(summary.services.find((s: { name: string }) => s.name === 'clock')).toMatchObject({ cluster: `out#${clockPort}#clock`, protocol: `tcp ${clockVip}:${clockPort}` });
     const dir = JSON.parse(await curl(`127.0.0.1:${ports.admin}/config/agent`)).appConfigDir;

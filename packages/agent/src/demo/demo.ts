@@ -3,7 +3,7 @@
 // file registry, a gRPC peer `inventory` (HTTP/2 only, registered with metadata.protocol grpc, so
 // its cluster speaks HTTP/2), a TCP peer `clock` (server-first, registered with metadata.protocol tcp, so it
 // is routed as bytes by its own VIP and port: outboundTcp), mesh-dns and the proxy on their usual ports. Traffic capture is deliberately off:
-// calls go to the proxy explicitly (curl -x). /status still walks the whole sequence: the takeover
+// calls go to the proxy explicitly (curl -x; for clock an HTTP CONNECT tunnel, curl -p -x). /status still walks the whole sequence: the takeover
 // step counts as done once the proxy and mesh-dns serve, so it ends at <SERVICE_REGISTERED>, and
 // /health says `capture: disabled`. mTLS is on (permissive): a mesh root made at start in the demo's
 // temp dir issues `user` its SPIFFE certificate, shown by the proxy's /certs.
@@ -53,7 +53,8 @@ export function demoInstructions(ports: RunningDemo['ports']): string {
     `  curl -s 127.0.0.1:${ports.proxyAdmin}/clusters | grep ::protocol::   # inventory's cluster speaks http2, order's http1`,
     `  dig @127.0.0.1 -p ${ports.dns} order                    # mesh-dns answers order's own VIP`,
     `  curl -s 127.0.0.1:${ports.proxyAdmin}/clusters | grep tcp_route   # TCP peer "clock": its VIP:port, proxied as bytes`,
-    `  dig @127.0.0.1 -p ${ports.dns} +short clock; nc 127.0.0.1 ${ports.clock}   # clock speaks first (the time), then echoes; on a captured host: nc clock ${ports.clock}`,
+    `  curl -s --max-time 2 -p -x 127.0.0.1:${ports.proxyListener} telnet://clock:${ports.clock} </dev/null   # TCP through the mesh (CONNECT): clock speaks first, the time`,
+    `      # (on a captured host the application just connects: nc clock ${ports.clock}; mesh-dns answers clock's VIP, the proxy pipes the bytes)`,
     `  curl 127.0.0.1:${ports.agentAdmin}/status                       # <SERVICE_REGISTERED>`,
     `  curl -s 127.0.0.1:${ports.proxyAdmin}/clusters | grep "in#"     # the local service's instance and health`,
     `  curl -s 127.0.0.1:${ports.proxyAdmin}/certs                     # its certificate: spiffe://cluster.local/ns/default/sa/user`,

@@ -217,7 +217,7 @@ export interface ProxyBootstrap {
     rbac?: { policies?: { name: string; principals?: string[]; methods?: string[]; paths?: string[] }[] };
   }[];
   /** Issue 15: a redirected connection to exactly address:port is piped as bytes to cluster (`auto`: unless sniffed as HTTP). */
-  outboundTcp?: { address: string; port: number; cluster: string; protocol?: 'tcp' | 'auto' }[];
+  outboundTcp?: { address: string; port: number; cluster: string; protocol?: 'tcp' | 'auto'; domains?: string[] }[];
   /** TLS secrets (file paths) by name, watched and reloaded (issue 13). */
   secrets?: { name: string; certChain: string; privateKey: string; trustBundle: string }[];
   accessLog?: AccessLogConfig;

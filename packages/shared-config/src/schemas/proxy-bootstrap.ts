@@ -415,6 +415,12 @@ export const outboundTcpSchema = z.strictObject({
   port: servicePort,
   cluster: nonEmptyString,
   protocol: z.enum(OUTBOUND_TCP_PROTOCOLS, { error: `expected one of ${OUTBOUND_TCP_PROTOCOLS.join(', ')}` }).default('tcp'),
+  /**
+   * NAME:PORT authorities an HTTP/1.1 `CONNECT` to the listener may name to reach this cluster (Envoy's CONNECT
+   * termination): how a client without capture (the demo, `curl -p -x 127.0.0.1:15001 telnet://clock:7000`)
+   * reaches a mesh TCP service. The proxy answers 200 once the upstream is connected, then pipes bytes.
+   */
+  domains: z.array(nonEmptyString).default([]),
 });
 
 /** An Envoy format string: every command operator must be one the proxy knows (the error names it). */
