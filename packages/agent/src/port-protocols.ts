@@ -80,8 +80,8 @@ export function uncapturedPorts(spec: ServicesSpec): UncapturedPort[] {
       .map((p) => ({
         service: s.name,
         port: p.targetPort,
-        protocol: p.protocol,
-        reason: notCapturedReason(s.name, p.targetPort, p.protocol),
+        protocol: declaredProtocolOf(p.protocol),
+        reason: notCapturedReason(s.name, p.targetPort, declaredProtocolOf(p.protocol)),
       })),
   );
 }
