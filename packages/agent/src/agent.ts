@@ -25,14 +25,14 @@ import { AppHealthChecker } from './app-health';
 import { buildDnsConfig, buildProxyBootstrap, outboundTcpRoutes } from './bootstrap';
 import { CertificateProvisioner } from './certificates';
 import { CaptureController, captureRulesConfig, type CaptureState, type DriftAction } from './capture';
-import { meshDnsBin, proxyBin } from './children';
+import { childNodeFlags, meshDnsBin, proxyBin } from './children';
 import { createAgentAdmin } from './admin-routes';
 import { detectNodeIp, detectNodeIp6, localServiceName, nodeIdOf, type BoundPorts, type MeshModel } from './mesh-model';
 import { mtlsModeOf, mtlsSource } from './mtls-settings';
 import { PeriodicTask } from './periodic-task';
 import { createRegistry, mergeInstances, type LocalRegistration, type RegistryBackend } from './registry/index';
 import { bindTcp, bindUdp, type OwnedSocket } from './sockets';
-import { isHttp1Protocol } from './port-protocols';
+import { declaredProtocolOf, isHttp1Protocol } from './port-protocols';
 import { endStaleChildren, recordChildren } from './stale-children';
 import { localityMetadata } from './locality';
 import { StatusMachine } from './status';
@@ -320,10 +320,13 @@ export class MeshAgent {
       drainTimeMs: () => this.config.proxy.drainTimeMs,
     } as const;
     const [listener, proxyAdmin, dnsAdmin] = [this.sockets[0], this.sockets[1], this.sockets[2]];
+    const proxyModule = this.opts.childBins?.proxy ?? proxyBin();
+    const meshDnsModule = this.opts.childBins?.meshDns ?? meshDnsBin();
     const envoy = new ChildSupervisor({
       ...common,
       component: 'envoy',
-      modulePath: this.opts.childBins?.proxy ?? proxyBin(),
+      modulePath: proxyModule,
+      execArgv: childNodeFlags('envoy', proxyModule, this.config.proxy.nodeOptions),
       sockets: [listener, proxyAdmin],
       config: () => this.proxyConfig,
       ...(drop ? { uid: this.config.proxy.uid, gid: this.config.proxy.gid } : {}),
@@ -331,7 +334,8 @@ export class MeshAgent {
     const meshDns = new ChildSupervisor({
       ...common,
       component: 'mesh-dns',
-      modulePath: this.opts.childBins?.meshDns ?? meshDnsBin(),
+      modulePath: meshDnsModule,
+      execArgv: childNodeFlags('mesh-dns', meshDnsModule, this.config.meshDns.nodeOptions),
       sockets: [dnsAdmin, ...byName('dns-udp', 'dns-tcp')],
       config: () => this.dnsConfig,
       ...(drop ? { uid: this.config.meshDns.uid, gid: this.config.meshDns.gid } : {}),
@@ -433,8 +437,8 @@ export class MeshAgent {
     return {
       service,
       namespace: this.config.node.namespace,
-      // metadata.protocol: peers' proxies speak HTTP/2 to an http2/grpc port (their cluster's protocol)
-      instance: { id, address: this.nodeIp, port, healthy, weight: 1, metadata: { ...this.config.node.labels, ...localityMetadata(this.config.node.locality), node: nodeIdOf(this.config, this.spec, this.nodeIp), protocol: spec?.ports.find((p) => p.targetPort === port)?.protocol ?? 'http', ...this.identityMetadata(service) } },
+      // metadata.protocol: peers' proxies speak HTTP/2 to an http2/grpc port (their cluster's protocol), sniff an auto one
+      instance: { id, address: this.nodeIp, port, healthy, weight: 1, metadata: { ...this.config.node.labels, ...localityMetadata(this.config.node.locality), node: nodeIdOf(this.config, this.spec, this.nodeIp), protocol: declaredProtocolOf(spec?.ports.find((p) => p.targetPort === port)?.protocol), ...this.identityMetadata(service) } },
     };
   }
 

@@ -46,6 +46,30 @@ export function nodeFlagsOf(binPath: string): string[] {
   return m ? m[1].trim().split(/\s+/).filter(Boolean) : [];
 }
 
+/**
+ * The Node flags the agent starts each child with when the config names none (proxy.nodeOptions,
+ * meshDns.nodeOptions). Measured with bench/footprint (packages/agent/README.md, "Memory"): a young
+ * generation capped at a few MiB keeps each process's resident set lower at a small GC cost; no flag
+ * that slows the data path (no --no-opt, --lite-mode or --jitless: those are for the agent itself).
+ */
+export const DEFAULT_CHILD_NODE_FLAGS: Readonly<Record<'envoy' | 'mesh-dns', readonly string[]>> = {
+  envoy: ['--max-semi-space-size=4'],
+  'mesh-dns': [],
+};
+
+/**
+ * The flags a child is forked with: the configured ones as given (`[]` = none), otherwise the
+ * agent's defaults for the component followed by the bin's shebang flags (a flag the bin asks for
+ * itself, such as mesh-dns' --max-semi-space-size=4, wins over the default of the same name).
+ */
+export function childNodeFlags(component: 'envoy' | 'mesh-dns', binPath: string, configured?: readonly string[]): string[] {
+  if (configured) return [...configured];
+  const own = nodeFlagsOf(binPath);
+  const nameOf = (flag: string) => flag.split('=', 1)[0];
+  const ownNames = new Set(own.map(nameOf));
+  return [...DEFAULT_CHILD_NODE_FLAGS[component].filter((f) => !ownNames.has(nameOf(f))), ...own];
+}
+
 export function proxyBin(): string {
   return resolveBin('@mesh-agent/proxy', 'mesh-proxy');
 }

@@ -20,6 +20,8 @@ export interface ChildSupervisorOptions {
   /** The child's dist/cli.js. */
   modulePath: string;
   args?: string[];
+  /** The child's Node flags (execArgv); default: the flags its bin's shebang asks for. */
+  execArgv?: string[];
   env?: NodeJS.ProcessEnv;
   /** Drop to this user/group (only applied when the agent runs as root). */
   uid?: number;
@@ -238,7 +240,8 @@ export class ChildSupervisor extends EventEmitter {
     const { component, modulePath } = this.opts;
     const asRoot = typeof process.getuid === 'function' && process.getuid() === 0;
     const child = fork(modulePath, this.opts.args ?? [], {
-      execArgv: nodeFlagsOf(modulePath), // the bin's shebang flags (mesh-dns: --max-semi-space-size=4), nothing of the agent's
+      // the configured flags, else the bin's shebang flags (mesh-dns: --max-semi-space-size=4); never the agent's own
+      execArgv: this.opts.execArgv ?? nodeFlagsOf(modulePath),
       env: { ...process.env, ...this.opts.env, MESH_AGENT_EPOCH: String(epoch) },
       stdio: this.opts.stdio === 'ignore' ? ['ignore', 'ignore', 'ignore', 'ipc'] : this.opts.stdio === 'stderr' ? ['ignore', 'ignore', 'inherit', 'ipc'] : ['ignore', 'inherit', 'inherit', 'ipc'],
       ...(asRoot && this.opts.uid !== undefined ? { uid: this.opts.uid } : {}),

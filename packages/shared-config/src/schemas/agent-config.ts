@@ -51,10 +51,18 @@ const accessLogSettings = {
   jsonFormat: z.record(z.string(), accessLogFormatString).optional().describe("Envoy json_format: key -> format string, e.g. { code: '%RESPONSE_CODE%', path: '%REQ(:PATH)%' }"),
 };
 
+/** Node.js / V8 flags a child process is started with (execArgv), one flag per entry. */
+const nodeOptions = (child: string) =>
+  z
+    .array(z.string().regex(/^--[a-z0-9][\w-]*(=\S+)?$/, { error: 'expected one Node flag per entry, such as --max-semi-space-size=4' }))
+    .optional()
+    .describe(`Node.js/V8 flags ${child} is started with, e.g. [--max-semi-space-size=4]; absent = the agent's measured defaults (packages/agent/README.md, "Memory"), [] = none`);
+
 export const proxySettingsSchema = z.strictObject({
   uid: posixId.default(DEFAULT_PROXY_UID).describe('UID the proxy runs as; its own traffic is exempt from capture'),
   gid: posixId.default(DEFAULT_PROXY_GID).describe('GID the proxy runs as'),
   drainTimeMs: millis.default(5000).describe('How long an old proxy drains on hot restart or shutdown'),
+  nodeOptions: nodeOptions('the proxy'),
   tracing: tracingSchema
     .optional()
     .describe("Tracing (docs/tracing.md), copied into the proxy's bootstrap: W3C and B3 headers are always propagated with a span per hop; spans are exported only with otlp"),
@@ -74,6 +82,7 @@ export const proxySettingsSchema = z.strictObject({
 export const meshDnsSettingsSchema = z.strictObject({
   uid: posixId.default(DEFAULT_PROXY_UID).describe('UID mesh-dns runs as; its upstream queries are exempt from capture'),
   gid: posixId.default(DEFAULT_PROXY_GID).describe('GID mesh-dns runs as'),
+  nodeOptions: nodeOptions('mesh-dns'),
 });
 
 export const meshSchema = z.strictObject({
