@@ -72,7 +72,7 @@ describe.skipIf(!pre.ok)('e2e: doctor and trace find the broken hop', () => {
   it('with no fault every hop is OK and trace shows each hop of a request to B', async () => {
     const report = await healthy();
     const hops = report.checks.map((c) => c.hop);
-    expect(hops).toEqual(['agent', 'config', 'mesh-dns', 'dns-capture', 'vip-route', 'outbound-capture', 'proxy', 'certificates', 'route:order', 'cluster:order', 'peer-identity', 'inbound-capture', 'local-app', 'registry']);
+    expect(hops).toEqual(['agent', 'config', 'mesh-dns', 'dns-capture', 'vip-route', 'outbound-capture', 'proxy', 'certificates', 'route:order', 'cluster:order', 'rules', 'peer-identity', 'inbound-capture', 'local-app', 'registry']);
     expect(report.checks.find((c) => c.hop === 'vip-route')!.evidence).toBe(`240.240.0.1 via ${GATEWAY} dev eth0 src ${world.host('a').address}`);
     expect(report.checks.find((c) => c.hop === 'dns-capture')!.evidence).toMatch(/^order -> 240\.240\./);
     const { code, report: t } = await trace('http://order/hello');

@@ -286,7 +286,7 @@ describe('did-you-mean suggestions', () => {
   it('suggest only close names', () => {
     const issues = expectConfigError(() => parseConfig(agentConfigSchema, { node: { x: 1, serviecName: 'a' }, dns: { ttll: 1 }, log: { levle: 'info' } })).issues;
     expect(issues.map((i) => `${i.path}: ${i.message}`)).toEqual([
-      'node.x: unknown field; known fields: id, serviceName, namespace, ip, ip6',
+      'node.x: unknown field; known fields: id, serviceName, namespace, ip, ip6, labels, locality',
       'node.serviecName: unknown field (did you mean "serviceName"?)',
       'dns.ttll: unknown field (did you mean "ttl"?)',
       'log.levle: unknown field (did you mean "level"?)',
