@@ -1,7 +1,6 @@
 // mesh-agent's command line: parses argv, calls the library, and lets runMain turn errors into exit codes.
-import fs from 'node:fs';
 import { parseArgs } from 'node:util';
-import { agentConfigSchema, EXIT_CODES, loadConfigFile, MeshError, nameTrafficRuleIssues, runMain } from '@mesh-agent/shared-config';
+import { agentConfigSchema, EXIT_CODES, loadConfigFile, MeshError, runMain } from '@mesh-agent/shared-config';
 import { MeshAgent } from './agent';
 import { agentVersion } from './children';
 import { runDemo, DEMO_DEFAULT_PORTS } from './demo/demo';
@@ -86,7 +85,7 @@ async function commandStart(argv: string[]): Promise<number> {
     return EXIT_CODES.ok;
   }
   const file = (values.config as string | undefined) ?? DEFAULT_CONFIG;
-  const config = loadAgentConfig(file);
+  const config = loadConfigFile(agentConfigSchema, file);
   let selfStopped!: (why: string) => void;
   const stoppedBySelf = new Promise<string>((resolve) => (selfStopped = resolve));
   const agent = new MeshAgent({ config, configFile: file, onSelfStop: (why) => selfStopped(why) });
@@ -97,21 +96,6 @@ async function commandStart(argv: string[]): Promise<number> {
   // a stop asked for (signal, /quitquitquit) is a clean exit: 0, as Envoy and pilot-agent do
   process.stderr.write(`mesh-agent: stopped (${why})\n`);
   return EXIT_CODES.ok;
-}
-
-/** The agent config; a bad traffic rule is named by service and rule (`mesh.trafficRules[order].http[beta].route[1].subset`). */
-function loadAgentConfig(file: string) {
-  try {
-    return loadConfigFile(agentConfigSchema, file);
-  } catch (err) {
-    let text = '';
-    try {
-      text = fs.readFileSync(file, 'utf8');
-    } catch {
-      throw err;
-    }
-    throw nameTrafficRuleIssues(err, text, 'mesh.trafficRules');
-  }
 }
 
 async function commandDemo(argv: string[]): Promise<number> {

@@ -17,7 +17,7 @@ export type { LoadConfigOptions, ParseConfigOptions } from './loader';
 export { AGENT_ENV_BINDINGS, applyEnvOverrides, convertEnvValue, envBindingsFor, registerEnvBindings } from './env-overrides';
 export type { AppliedEnvOverride, EnvBinding, EnvValueKind } from './env-overrides';
 export { formatConfigPath } from './config-path';
-export { nameTrafficRuleIssues, parseTrafficRules, parseTrafficRulesText } from './traffic-rules-file';
+export { parseTrafficRules, parseTrafficRulesText } from './traffic-rules-file';
 export { CONFIG_SCHEMAS, toJsonSchema, jsonSchemaText } from './json-schemas';
 export { HANDLE_NAMES, isChildToParent, isParentToChild } from './control-protocol';
 export type { ChildToParent, HandleName, ParentToChild } from './control-protocol';

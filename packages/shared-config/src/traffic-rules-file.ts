@@ -37,20 +37,3 @@ function namedPaths(err: unknown, raw: unknown): unknown {
   const issues = err.issues.map((issue) => ({ ...issue, path: nameTrafficRulePath(issue.path, raw) }));
   return new ConfigError(issues, { code: err.code, hint: err.hint, source: issues[0]?.file });
 }
-
-/**
- * The same ConfigError with the paths under `prefix` (a rule list inside a bigger document, e.g.
- * `mesh.trafficRules` of the agent config) naming service and rule; `text` is the document.
- */
-export function nameTrafficRuleIssues(err: unknown, text: string, prefix: string): unknown {
-  if (!(err instanceof ConfigError) || !err.issues.some((i) => i.path.startsWith(`${prefix}[`))) return err;
-  let raw: unknown;
-  try {
-    raw = parseDocument(text, { logLevel: 'error' }).toJS({ maxAliasCount: 100 });
-    for (const key of prefix.split('.')) raw = (raw as Record<string, unknown> | null | undefined)?.[key];
-  } catch {
-    return err;
-  }
-  const issues = err.issues.map((issue) => ({ ...issue, path: nameTrafficRulePath(issue.path, raw, prefix) }));
-  return new ConfigError(issues, { code: err.code, hint: err.hint, source: issues[0]?.file });
-}
