@@ -41,7 +41,7 @@ describe('traffic rules', () => {
   it('errors name the service, the rule and the field', () => {
     const bad = structuredClone(order);
     bad.http[0].route = [{ subset: 'v2', weight: 90 }, { subset: 'v3', weight: 10 }];
-    bad.http[0].fault.abort.percent = 150;
+    bad.http[0].fault!.abort!.percent = 150;
     expect(problems(() => parseTrafficRules([bad]))).toEqual([
       'trafficRules[order].http[beta-users].fault.abort.percent: a percentage is 0..100',
       'trafficRules[order].http[beta-users].route[1].subset: unknown subset "v3" (defined: v1, v2)',
